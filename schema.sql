@@ -1,0 +1,29 @@
+-- The natter database schema, as a list of migrations.
+--
+-- Each section below starts with a `-- version: N` line and is applied, in one transaction,
+-- to a database whose `PRAGMA user_version` is lower than N; then user_version becomes N.
+-- A released section is never edited: a change to the schema is a new section at the end.
+-- `application_id` marks the file as a natter database ('NATT').
+
+-- version: 1
+PRAGMA application_id = 1312904276;
+
+-- Accounts. Email and username are unique case-insensitively. The password column holds
+-- an argon2id PHC string over the client's md5 digest, never the digest itself.
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL -- unix seconds
+);
+
+-- The friends list: one row per direction, so a login reads its own rows only, most
+-- recent first. `last_id` is the id of the latest personal message between the two.
+CREATE TABLE contacts (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    peer_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+) WITHOUT ROWID;
+CREATE INDEX contacts_by_recency ON contacts(user_id, last_id DESC);

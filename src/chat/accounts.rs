@@ -1,0 +1,424 @@
+//! Registration with an emailed OTP, verification, login, logout, and the anonymous timeout
+//! (PROTOCOL.md sections 2, 4, 5 and 12).
+//!
+//! Password hashing and mail go to the worker threads. While a connection waits for one,
+//! its session is `busy` and the loop holds back its further frames, so a client that sends
+//! `registration` then `verify` back to back is answered in order. The path of a
+//! registration: validate, pick an OTP, hash the password (worker), mail the OTP (mail
+//! worker), answer `sent`, wait for `verify`, insert the account (group commit), answer
+//! `success`. A login: throttle check, look the name up, check the password against its
+//! hash, or against a dummy hash for an unknown name so both cost the same (worker), answer.
+
+use super::sessions::{Busy, ConnId, Member, Pending};
+use super::{validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
+use crate::protocol::{response, Login};
+use crate::secret;
+use crate::store::users::Taken;
+
+const BAD_CREDENTIALS: &str = "invalid credentials";
+
+pub(super) fn registration(
+    core: &mut Core,
+    conn: ConnId,
+    email: &str,
+    password: &str,
+    username: &str,
+    now: Now,
+) {
+    const T: &str = "registration";
+    if let Err(rule) = validate::email(email)
+        .and(validate::username(username))
+        .and(validate::md5_hex(password))
+    {
+        return core.out.failed(conn, T, rule);
+    }
+    match core.store.name_taken(email, username) {
+        Ok(None) => {}
+        Ok(Some(Taken::Email)) => return core.out.failed(conn, T, "email already registered"),
+        Ok(Some(Taken::Username)) => return core.out.failed(conn, T, "username already taken"),
+        Err(e) => {
+            log::error!("registration lookup failed: {e}");
+            return core
+                .out
+                .failed(conn, T, "could not register now; try again");
+        }
+    }
+    if let Some(wait) = core.otp_mails.blocked(&email.to_lowercase(), now.ms) {
+        let msg = format!(
+            "too many codes sent to this address; retry in {} s",
+            wait.div_ceil(1000)
+        );
+        return core.out.failed(conn, "otp", &msg);
+    }
+    let otp = match secret::otp() {
+        Ok(otp) => otp,
+        Err(e) => {
+            log::error!("OS random source failed: {e}");
+            return core
+                .out
+                .failed(conn, T, "could not register now; try again");
+        }
+    };
+    let Some(session) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    // A new registration replaces the pending one (FORMAT.md: a new request, a new OTP).
+    if let Some(old) = session.pending.take().and_then(|p| p.timer) {
+        core.timers.cancel(old);
+    }
+    session.busy = Some(Busy::Registering(Pending {
+        email: email.to_owned(),
+        username: username.to_owned(),
+        hash: None,
+        otp,
+        tries_left: core.limits.otp_tries,
+        expires_ms: 0,
+        timer: None,
+    }));
+    core.out.jobs.push(Job::HashPassword {
+        conn,
+        md5: password.to_ascii_lowercase(),
+    });
+}
+
+pub(super) fn verify(core: &mut Core, conn: ConnId, otp: &str, now: Now) {
+    const T: &str = "verify";
+    let Some(session) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    let Some(p) = session.pending.as_mut() else {
+        return core.out.failed(
+            conn,
+            T,
+            "no pending registration on this connection; register first",
+        );
+    };
+    if now.ms >= p.expires_ms {
+        drop_pending(core, conn);
+        return core
+            .out
+            .failed(conn, T, "the OTP has expired; register again for a new one");
+    }
+    if !secret::constant_time_eq(otp.as_bytes(), p.otp.as_bytes()) {
+        p.tries_left = p.tries_left.saturating_sub(1);
+        if p.tries_left == 0 {
+            drop_pending(core, conn);
+            return core.out.failed(
+                conn,
+                T,
+                "wrong OTP and no tries left; register again for a new one",
+            );
+        }
+        let msg = format!(
+            "wrong OTP; {} {} left",
+            p.tries_left,
+            if p.tries_left == 1 { "try" } else { "tries" }
+        );
+        return core.out.failed(conn, T, &msg);
+    }
+    let Some(p) = drop_pending(core, conn) else {
+        return;
+    };
+    let Some(hash) = p.hash else {
+        return core
+            .out
+            .failed(conn, T, "could not register now; try again");
+    };
+    match core.store.name_taken(&p.email, &p.username) {
+        Ok(None) => {}
+        Ok(Some(Taken::Email)) => return core.out.failed(conn, T, "email already registered"),
+        Ok(Some(Taken::Username)) => return core.out.failed(conn, T, "username already taken"),
+        Err(e) => {
+            log::error!("verify lookup failed: {e}");
+            return core
+                .out
+                .failed(conn, T, "could not register now; try again");
+        }
+    }
+    match core
+        .store
+        .insert_user(&p.email, &p.username, &hash, now.unix)
+    {
+        Ok(id) => {
+            log::info!("account {id} registered ({})", p.username);
+            core.out
+                .send(conn, OnCommitFail::Fail(T), response::verify_ok);
+        }
+        Err(e) => {
+            log::error!("could not store a new account: {e}");
+            core.out
+                .failed(conn, T, "could not register now; try again");
+        }
+    }
+}
+
+pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
+    const T: &str = "login";
+    let name_key = match (&req.email, &req.username) {
+        (Some(e), _) => e.to_lowercase(),
+        (None, Some(u)) => u.to_lowercase(),
+        (None, None) => {
+            return core
+                .out
+                .invalid(conn, T, "`details` needs `email` or `username`")
+        }
+    };
+    let Some(session) = core.sessions.get(conn) else {
+        return;
+    };
+    let peer = session.peer;
+    let wait = core
+        .login_fails_by_name
+        .blocked(&name_key, now.ms)
+        .max(core.login_fails_by_ip.blocked(&peer, now.ms));
+    if let Some(wait) = wait {
+        let msg = format!("too many attempts, retry in {} s", wait.div_ceil(1000));
+        return core.out.failed(conn, T, &msg);
+    }
+    if validate::md5_hex(&req.password).is_err() {
+        return login_failed(core, conn, name_key, now);
+    }
+    let user = match lookup(core, req) {
+        Ok(user) => user,
+        Err(e) => {
+            log::error!("login lookup failed: {e}");
+            return core.out.failed(conn, T, "could not log in now; try again");
+        }
+    };
+    let hash = user
+        .as_ref()
+        .map_or_else(|| core.dummy_hash.clone(), |u| u.password_hash.clone());
+    if let Some(s) = core.sessions.get_mut(conn) {
+        s.busy = Some(Busy::LoggingIn {
+            user,
+            name_key,
+            acks: req.acks,
+        });
+        core.out.jobs.push(Job::VerifyPassword {
+            conn,
+            hash,
+            md5: req.password.to_ascii_lowercase(),
+        });
+    }
+}
+
+/// The account named by a login: by email, by username, or by both when they agree.
+fn lookup(
+    core: &Core,
+    req: &Login,
+) -> Result<Option<crate::store::UserRow>, crate::store::StoreError> {
+    let by_email = match &req.email {
+        Some(e) => Some(core.store.user_by_email(e)?),
+        None => None,
+    };
+    let by_username = match &req.username {
+        Some(u) => Some(core.store.user_by_username(u)?),
+        None => None,
+    };
+    Ok(match (by_email, by_username) {
+        (Some(Some(a)), Some(Some(b))) if a.id == b.id => Some(a),
+        (Some(_), Some(_)) => None,
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => None,
+    })
+}
+
+fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
+    if let Some(s) = core.sessions.get(conn) {
+        core.login_fails_by_ip.record(s.peer, now.ms);
+    }
+    core.login_fails_by_name.record(name_key, now.ms);
+    core.out.failed(conn, "login", BAD_CREDENTIALS);
+}
+
+pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
+    if core.sessions.logout(conn).is_some() {
+        rearm_auth(core, conn, now);
+    }
+    core.out.send(conn, OnCommitFail::Keep, response::logout_ok);
+}
+
+pub(super) fn users(core: &mut Core, conn: ConnId) {
+    match core.store.list_users() {
+        Ok(list) => {
+            core.out.send(conn, OnCommitFail::Keep, |b| {
+                response::users(b, list.iter().map(|(u, e)| (u.as_str(), e.as_str())))
+            });
+        }
+        Err(e) => {
+            log::error!("listing users failed: {e}");
+            core.out
+                .failed(conn, "users", "could not list users now; try again");
+        }
+    }
+}
+
+/// Restarts the anonymous idle deadline: after any request not answered `invalid`.
+pub(super) fn rearm_auth(core: &mut Core, conn: ConnId, now: Now) {
+    let deadline = now.ms + core.limits.auth_timeout_ms;
+    let Some(s) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    if s.member.is_some() {
+        return;
+    }
+    if let Some(t) = s.auth_timer.take() {
+        core.timers.cancel(t);
+    }
+    let t = core.timers.insert(deadline, Timer::Auth(conn));
+    if let Some(s) = core.sessions.get_mut(conn) {
+        s.auth_timer = Some(t);
+    }
+}
+
+pub(super) fn auth_timeout(core: &mut Core, conn: ConnId, now: Now) {
+    let Some(s) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    s.auth_timer = None;
+    if s.member.is_some() {
+        return;
+    }
+    // Not while a job is under way, nor before a pending OTP expires.
+    let later = match (&s.busy, &s.pending) {
+        (Some(_), _) => Some(now.ms + core.limits.auth_timeout_ms),
+        (None, Some(p)) if p.expires_ms > now.ms => Some(p.expires_ms),
+        _ => None,
+    };
+    match later {
+        Some(at) => {
+            let t = core.timers.insert(at, Timer::Auth(conn));
+            if let Some(s) = core.sessions.get_mut(conn) {
+                s.auth_timer = Some(t);
+            }
+        }
+        None => core
+            .out
+            .closes
+            .push((conn, super::CloseReason::AuthTimeout)),
+    }
+}
+
+pub(super) fn otp_expired(core: &mut Core, conn: ConnId) {
+    if let Some(p) = core.sessions.get_mut(conn).and_then(|s| s.pending.as_mut()) {
+        // The timer already fired; only the pending registration remains to forget.
+        p.timer = None;
+        drop_pending(core, conn);
+    }
+}
+
+fn drop_pending(core: &mut Core, conn: ConnId) -> Option<Pending> {
+    let p = core.sessions.get_mut(conn)?.pending.take()?;
+    if let Some(t) = p.timer {
+        core.timers.cancel(t);
+    }
+    Some(p)
+}
+
+pub(super) fn job_done(core: &mut Core, done: JobDone, now: Now) {
+    match done {
+        JobDone::Hashed { conn, hash } => hashed(core, conn, hash, now),
+        JobDone::OtpSent { conn, result } => otp_sent(core, conn, result, now),
+        JobDone::Verified { conn, ok } => verified(core, conn, ok, now),
+    }
+}
+
+fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
+    let Some(s) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    let Some(Busy::Registering(p)) = s.busy.as_mut() else {
+        return;
+    };
+    match hash {
+        Some(h) => {
+            p.hash = Some(h);
+            core.otp_mails.record(p.email.to_lowercase(), now.ms);
+            let job = Job::SendOtp {
+                conn,
+                to: p.email.clone(),
+                otp: p.otp.clone(),
+            };
+            core.out.jobs.push(job);
+        }
+        None => {
+            s.busy = None;
+            core.out
+                .failed(conn, "registration", "could not register now; try again");
+        }
+    }
+}
+
+fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now) {
+    let Some(s) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    let Some(Busy::Registering(mut p)) = s.busy.take() else {
+        return;
+    };
+    if let Err(reason) = result {
+        log::warn!("OTP mail to {} failed: {reason}", p.email);
+        return core
+            .out
+            .failed(conn, "otp", "could not send the OTP mail; try again later");
+    }
+    p.expires_ms = now.ms + core.limits.otp_lifetime_ms;
+    p.timer = Some(core.timers.insert(p.expires_ms, Timer::OtpExpiry(conn)));
+    let email = p.email.clone();
+    if let Some(s) = core.sessions.get_mut(conn) {
+        s.pending = Some(p);
+    }
+    core.out
+        .send(conn, OnCommitFail::Keep, |b| response::otp_sent(b, &email));
+}
+
+fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
+    let Some(s) = core.sessions.get_mut(conn) else {
+        return;
+    };
+    let Some(Busy::LoggingIn {
+        user,
+        name_key,
+        acks,
+    }) = s.busy.take()
+    else {
+        return;
+    };
+    let Some(user) = user.filter(|_| ok) else {
+        return login_failed(core, conn, name_key, now);
+    };
+    let friends = match core.store.friends(user.id) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("reading friends of {} failed: {e}", user.id);
+            return core
+                .out
+                .failed(conn, "login", "could not log in now; try again");
+        }
+    };
+    core.login_fails_by_name.clear(&name_key);
+    if let Some(t) = core
+        .sessions
+        .get_mut(conn)
+        .and_then(|s| s.auth_timer.take())
+    {
+        core.timers.cancel(t);
+    }
+    drop_pending(core, conn);
+    core.out.send(conn, OnCommitFail::Keep, |b| {
+        response::login_ok(
+            b,
+            &user.username,
+            &user.email,
+            friends.iter().map(|(e, u)| (e.as_str(), u.as_str())),
+        )
+    });
+    log::debug!("user {} logged in on {conn:?}", user.id);
+    let member = Member {
+        user_id: user.id,
+        email: user.email,
+        username: user.username,
+        acks,
+    };
+    core.sessions.login(conn, member);
+}

@@ -1,0 +1,53 @@
+//! The one match over requests: decode a frame, apply the connection-state rules of
+//! PROTOCOL.md section 2, and hand the request to its handler.
+
+use super::sessions::ConnId;
+use super::{accounts, Core, Now, OnCommitFail};
+use crate::protocol::{self, response, Request};
+
+pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
+    let req = match protocol::decode(frame) {
+        Ok(r) => r,
+        Err(e) => return core.out.invalid(conn, &e.ty, &e.message),
+    };
+    let Some(session) = core.sessions.get(conn) else {
+        return;
+    };
+    let logged_in = session.member.is_some();
+    let ty = req.type_name();
+    match (&req, logged_in) {
+        (Request::Ping, _) => {}
+        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), true) => {
+            return core
+                .out
+                .failed(conn, ty, "already logged in; log out first");
+        }
+        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), false) => {}
+        (_, false) => return core.out.invalid(conn, ty, "log in or register first"),
+        (_, true) => {}
+    }
+    if !logged_in {
+        accounts::rearm_auth(core, conn, now);
+    }
+    match req {
+        Request::Ping => {
+            core.out.send(conn, OnCommitFail::Keep, response::pong);
+        }
+        Request::Registration {
+            email,
+            password,
+            username,
+        } => accounts::registration(core, conn, &email, &password, &username, now),
+        Request::Verify { otp } => accounts::verify(core, conn, &otp, now),
+        Request::Login(login) => accounts::login(core, conn, &login, now),
+        Request::Logout => accounts::logout(core, conn, now),
+        Request::Users => accounts::users(core, conn),
+        Request::Personal(_)
+        | Request::Global(_)
+        | Request::History { .. }
+        | Request::Ack { .. }
+        | Request::Voice { .. } => core
+            .out
+            .failed(conn, ty, "not supported by this server yet"),
+    }
+}

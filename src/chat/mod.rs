@@ -1,0 +1,177 @@
+//! The chat core: every protocol rule, and no I/O but the database.
+//!
+//! The event loop feeds the core events (a connection opened, a frame arrived, a worker
+//! job finished, time passed, a connection closed) together with the current time, and the
+//! core answers by filling an [`Outbox`]: bytes to send to connections, connections to
+//! close, jobs for the worker threads. The core never touches sockets, threads or the clock,
+//! so unit tests drive it with a store in a temp dir and made-up times.
+//!
+//! Rooms: `dispatch` (the one match over requests), `accounts` (registration, verify,
+//! login), `sessions` (who is connected as whom), `throttle` (sliding-window counters),
+//! `validate` (field rules), `outbox` (what the loop must do next).
+
+mod accounts;
+mod dispatch;
+mod outbox;
+mod sessions;
+mod throttle;
+pub(crate) mod validate;
+
+pub use outbox::{CloseReason, Job, JobDone, OnCommitFail, Outbox, Send};
+pub use sessions::ConnId;
+
+use crate::config::Limits;
+use crate::store::Store;
+use crate::timer_wheel::TimerWheel;
+use sessions::Sessions;
+use std::net::IpAddr;
+use throttle::Throttle;
+
+/// The current time, read once per loop iteration and passed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock since the server started: for deadlines.
+    pub ms: u64,
+    /// Wall-clock Unix seconds: for timestamps that leave the process.
+    pub unix: i64,
+}
+
+/// What a deadline in the timer wheel is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// An anonymous connection has been idle for the auth timeout.
+    Auth(ConnId),
+    /// A pending registration's OTP expires.
+    OtpExpiry(ConnId),
+    /// Forget throttle entries that have aged out.
+    Sweep,
+}
+
+const SWEEP_EVERY_MS: u64 = 60_000;
+
+/// The whole chat state owned by the event loop.
+pub struct Core {
+    limits: Limits,
+    store: Store,
+    sessions: Sessions,
+    timers: TimerWheel<Timer>,
+    login_fails_by_name: Throttle<String>,
+    login_fails_by_ip: Throttle<IpAddr>,
+    otp_mails: Throttle<String>,
+    /// A valid argon2id hash of nothing anyone knows: checked against when a login names an
+    /// unknown account, so unknown and known accounts cost the same time.
+    dummy_hash: String,
+    out: Outbox,
+}
+
+impl Core {
+    /// A core over an opened store. `dummy_hash` is any argon2id PHC string made with the
+    /// server's parameters.
+    pub fn new(store: Store, limits: Limits, dummy_hash: String, now: Now) -> Core {
+        let mut timers = TimerWheel::new(10, 1024);
+        timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
+        Core {
+            login_fails_by_name: Throttle::new(60_000, limits.login_fails_per_name),
+            login_fails_by_ip: Throttle::new(60_000, limits.login_fails_per_ip),
+            otp_mails: Throttle::new(3_600_000, limits.otp_mails_per_hour),
+            limits,
+            store,
+            sessions: Sessions::default(),
+            timers,
+            dummy_hash,
+            out: Outbox::default(),
+        }
+    }
+
+    /// The store, for the loop's shutdown and for tests.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// A connection was accepted.
+    pub fn on_open(&mut self, conn: ConnId, peer: IpAddr, local: IpAddr, now: Now) {
+        let timer = self
+            .timers
+            .insert(now.ms + self.limits.auth_timeout_ms, Timer::Auth(conn));
+        self.sessions.open(conn, peer, local, timer);
+    }
+
+    /// A complete frame arrived on a connection that is not [`busy`](Self::is_busy).
+    pub fn on_frame(&mut self, conn: ConnId, frame: &[u8], now: Now) {
+        dispatch::frame(self, conn, frame, now);
+    }
+
+    /// The connection's stream cannot be resynchronised (PROTOCOL.md section 1): answer
+    /// `invalid`, after whatever it was already owed. The loop closes it after the flush.
+    pub fn on_bad_stream(&mut self, conn: ConnId, err: crate::framing::FrameError) {
+        use crate::framing::FrameError;
+        let msg = match err {
+            FrameError::TooLarge => "frame too large; closing the connection",
+            FrameError::NotAnObject => "expected a JSON object; closing the connection",
+        };
+        self.out.invalid(conn, "unknown", msg);
+    }
+
+    /// True when the core holds output the loop has not taken yet (produced outside the
+    /// handle phase, e.g. by a connection closing): the loop must not sleep on it.
+    pub fn has_output(&self) -> bool {
+        !self.out.sends.is_empty() || !self.out.closes.is_empty() || !self.out.jobs.is_empty()
+    }
+
+    /// True while the connection waits for a worker job: its further frames must wait too,
+    /// so that answers keep the order of requests.
+    pub fn is_busy(&self, conn: ConnId) -> bool {
+        self.sessions.get(conn).is_some_and(|s| s.busy.is_some())
+    }
+
+    /// A worker job finished.
+    pub fn on_job_done(&mut self, done: JobDone, now: Now) {
+        accounts::job_done(self, done, now);
+    }
+
+    /// A connection is gone (closed by either side or by the server).
+    pub fn on_close(&mut self, conn: ConnId, _now: Now) {
+        if let Some(s) = self.sessions.close(conn) {
+            for t in s.timers() {
+                self.timers.cancel(t);
+            }
+        }
+    }
+
+    /// Runs every deadline that is due.
+    pub fn on_timers(&mut self, now: Now) {
+        let mut due = Vec::new();
+        self.timers.expire(now.ms, &mut due);
+        for t in due {
+            match t {
+                Timer::Auth(conn) => accounts::auth_timeout(self, conn, now),
+                Timer::OtpExpiry(conn) => accounts::otp_expired(self, conn),
+                Timer::Sweep => {
+                    self.login_fails_by_name.sweep(now.ms);
+                    self.login_fails_by_ip.sweep(now.ms);
+                    self.otp_mails.sweep(now.ms);
+                    self.timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
+                }
+            }
+        }
+    }
+
+    /// When the next deadline is due (ms on the `Now::ms` clock), for the poll timeout.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next_due()
+    }
+
+    /// Commits the iteration's writes and hands over what the loop must do. When the commit
+    /// fails, answers that promised a stored result become `failed` and deliveries that
+    /// depended on it are dropped, so nothing is acknowledged that was not stored.
+    pub fn commit(&mut self) -> &mut Outbox {
+        if let Err(e) = self.store.commit() {
+            log::error!("commit failed, answering `failed` to the iteration's writers: {e}");
+            self.out.commit_failed();
+        }
+        &mut self.out
+    }
+}
+
+#[cfg(test)]
+mod tests;

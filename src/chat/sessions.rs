@@ -1,0 +1,168 @@
+//! Who is connected, as whom, and what each connection is waiting for.
+//!
+//! A session exists for every open TCP connection, indexed by the connection's slab slot.
+//! The generation in [`ConnId`] tells a connection from an earlier one in the same slot, so a
+//! late worker result or timer for a closed connection is never applied to its successor.
+
+use crate::store::UserRow;
+use crate::timer_wheel::TimerId;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// A connection: its slab slot (the mio token) and the generation of that slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// A registration between its request and its verification.
+#[derive(Debug)]
+pub struct Pending {
+    pub email: String,
+    pub username: String,
+    /// Set once the worker has hashed the password.
+    pub hash: Option<String>,
+    pub otp: String,
+    pub tries_left: u32,
+    pub expires_ms: u64,
+    pub timer: Option<TimerId>,
+}
+
+/// A worker job this connection waits for. While set, its frames are not read.
+#[derive(Debug)]
+pub enum Busy {
+    /// Hashing the password, then mailing the OTP.
+    Registering(Pending),
+    /// Checking a password. `user` is `None` when the name matched no account.
+    LoggingIn {
+        user: Option<UserRow>,
+        name_key: String,
+        acks: bool,
+    },
+}
+
+/// A logged-in connection's user.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: i64,
+    pub email: String,
+    pub username: String,
+    /// Logged in with `"acks":true` (PROTOCOL.md section 11).
+    pub acks: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub peer: IpAddr,
+    pub local: IpAddr,
+    pub member: Option<Member>,
+    /// A verified-OTP-able registration (anonymous connections only).
+    pub pending: Option<Pending>,
+    pub busy: Option<Busy>,
+    /// The anonymous idle deadline; `None` while logged in.
+    pub auth_timer: Option<TimerId>,
+}
+
+impl Session {
+    /// Every deadline this session holds, to cancel when it goes.
+    pub fn timers(&self) -> impl Iterator<Item = TimerId> {
+        let otp = self.pending.as_ref().and_then(|p| p.timer);
+        self.auth_timer.into_iter().chain(otp)
+    }
+}
+
+/// Sessions by connection, and connections by logged-in user.
+#[derive(Default)]
+pub struct Sessions {
+    slots: Vec<Option<(u32, Session)>>,
+    online: HashMap<i64, Vec<ConnId>>,
+    logged_in: usize,
+}
+
+impl Sessions {
+    pub fn open(&mut self, id: ConnId, peer: IpAddr, local: IpAddr, auth_timer: TimerId) {
+        let slot = id.slot as usize;
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        let s = Session {
+            peer,
+            local,
+            member: None,
+            pending: None,
+            busy: None,
+            auth_timer: Some(auth_timer),
+        };
+        self.slots[slot] = Some((id.generation, s));
+    }
+
+    pub fn get(&self, id: ConnId) -> Option<&Session> {
+        match self.slots.get(id.slot as usize) {
+            Some(Some((g, s))) if *g == id.generation => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn get_mut(&mut self, id: ConnId) -> Option<&mut Session> {
+        match self.slots.get_mut(id.slot as usize) {
+            Some(Some((g, s))) if *g == id.generation => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Removes the session, logging it out first.
+    pub fn close(&mut self, id: ConnId) -> Option<Session> {
+        self.logout(id);
+        let slot = self.slots.get_mut(id.slot as usize)?;
+        match slot {
+            Some((g, _)) if *g == id.generation => slot.take().map(|(_, s)| s),
+            _ => None,
+        }
+    }
+
+    /// Marks the connection as logged in as `member`.
+    pub fn login(&mut self, id: ConnId, member: Member) {
+        let user = member.user_id;
+        if let Some(s) = self.get_mut(id) {
+            s.member = Some(member);
+            self.online.entry(user).or_default().push(id);
+            self.logged_in += 1;
+        }
+    }
+
+    /// Returns the connection to anonymous; gives back who it was.
+    pub fn logout(&mut self, id: ConnId) -> Option<Member> {
+        let member = self.get_mut(id)?.member.take()?;
+        if let Some(conns) = self.online.get_mut(&member.user_id) {
+            conns.retain(|c| *c != id);
+            if conns.is_empty() {
+                self.online.remove(&member.user_id);
+            }
+        }
+        self.logged_in -= 1;
+        Some(member)
+    }
+
+    /// The connections logged in as `user`, oldest first.
+    pub fn conns_of(&self, user: i64) -> &[ConnId] {
+        self.online.get(&user).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every logged-in connection with its user id.
+    pub fn all_online(&self) -> impl Iterator<Item = (i64, ConnId)> + '_ {
+        self.online
+            .iter()
+            .flat_map(|(u, cs)| cs.iter().map(move |c| (*u, *c)))
+    }
+
+    /// Number of logged-in connections.
+    pub fn logged_in(&self) -> usize {
+        self.logged_in
+    }
+
+    /// Number of distinct users online.
+    pub fn users_online(&self) -> usize {
+        self.online.len()
+    }
+}

@@ -1,0 +1,183 @@
+//! The command line: `natter` runs the server, `natter user ...` administers accounts.
+//!
+//! Flag names are a contract (scripts and tests outside the repo use them). Every server
+//! flag can also come from the environment as `NATTER_<FLAG>`; a flag given on the command
+//! line wins over the environment.
+
+use crate::config::{Config, Limits, MailTarget, NetLimits};
+use crate::password::HashParams;
+use crate::store::Durability;
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "natter",
+    version,
+    about = "A single-threaded chat server for one host",
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// SQLite database file (created when missing).
+    #[arg(long, env = "NATTER_DB", default_value = "./natter.db", global = true)]
+    pub db: PathBuf,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage accounts directly in the database (works while a server runs on it).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a verified account.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: String,
+        /// The plain password; it is stored as argon2id over its md5, as the protocol does.
+        #[arg(long)]
+        password: String,
+    },
+    /// List every account.
+    List,
+    /// Delete an account and its data.
+    Del {
+        /// The account's email.
+        email: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TCP address to listen on (port 0: any free port; the log says which).
+    #[arg(long, env = "NATTER_LISTEN", default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+
+    /// UDP address of the voice relay [default: the --listen address and bound port].
+    #[arg(long, env = "NATTER_UDP")]
+    pub udp: Option<SocketAddr>,
+
+    /// Folder that receives every OTP mail as an .eml file [default: ./outbox without --smtp-url].
+    #[arg(long, env = "NATTER_MAIL_OUTBOX")]
+    pub mail_outbox: Option<PathBuf>,
+
+    /// Send OTP mails through this SMTP server (smtp://host:port, smtps://user:pass@host).
+    #[arg(long, env = "NATTER_SMTP_URL", conflicts_with = "mail_outbox")]
+    pub smtp_url: Option<String>,
+
+    /// Sender address of OTP mails.
+    #[arg(
+        long,
+        env = "NATTER_MAIL_FROM",
+        default_value = "natter <natter@localhost>"
+    )]
+    pub mail_from: String,
+
+    /// normal: survives a crash of the process; full: also a crash of the machine.
+    #[arg(long, env = "NATTER_DURABILITY", value_enum, default_value = "normal")]
+    pub durability: Durability,
+
+    /// Address given to callees in `accept` [default: the local address of their connection].
+    #[arg(long, env = "NATTER_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// Seconds a call rings before it times out.
+    #[arg(long, env = "NATTER_CALL_TIMEOUT", default_value_t = 30)]
+    pub call_timeout: u64,
+
+    /// Largest frame in bytes; bigger ones are refused and the connection closed.
+    #[arg(long, env = "NATTER_MAX_FRAME", default_value_t = 65536)]
+    pub max_frame: usize,
+
+    /// Open connections at most; more are accepted and closed at once.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Unsent bytes one connection may hold before it is closed as a slow consumer.
+    #[arg(long, env = "NATTER_MAX_OUTPUT", default_value_t = 8 << 20)]
+    pub max_output: usize,
+
+    /// Seconds an anonymous connection may stay idle.
+    #[arg(long, env = "NATTER_AUTH_TIMEOUT", default_value_t = 60)]
+    pub auth_timeout: u64,
+
+    /// Seconds a mailed OTP stays valid.
+    #[arg(long, env = "NATTER_OTP_LIFETIME", default_value_t = 600)]
+    pub otp_lifetime: u64,
+
+    /// Frames per second per connection (burst twice that) [default: no limit].
+    #[arg(long, env = "NATTER_MSG_RATE")]
+    pub msg_rate: Option<u32>,
+
+    /// Log level: off, error, warn, info, debug, trace.
+    #[arg(long, env = "NATTER_LOG_LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+
+    /// argon2id memory cost in KiB (the OWASP baseline is 19456).
+    #[arg(long, env = "NATTER_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations.
+    #[arg(long, env = "NATTER_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// Threads that hash and check passwords.
+    #[arg(long, env = "NATTER_HASH_THREADS", default_value_t = 1)]
+    pub hash_threads: usize,
+}
+
+impl ServerArgs {
+    /// The argon2id parameters these flags ask for.
+    pub fn hash_params(&self) -> HashParams {
+        HashParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+        }
+    }
+
+    /// Resolves defaults that depend on other flags.
+    pub fn into_config(self, db: PathBuf) -> Config {
+        let hash = self.hash_params();
+        let mail = match self.smtp_url {
+            Some(url) => MailTarget::Smtp(url),
+            None => MailTarget::Outbox(
+                self.mail_outbox
+                    .unwrap_or_else(|| PathBuf::from("./outbox")),
+            ),
+        };
+        Config {
+            listen: self.listen,
+            udp: self.udp,
+            db,
+            durability: self.durability,
+            mail,
+            mail_from: self.mail_from.clone(),
+            public_ip: self.public_ip,
+            limits: Limits {
+                auth_timeout_ms: self.auth_timeout.saturating_mul(1000),
+                otp_lifetime_ms: self.otp_lifetime.saturating_mul(1000),
+                call_timeout_ms: self.call_timeout.saturating_mul(1000),
+                ..Limits::default()
+            },
+            net: NetLimits {
+                max_frame: self.max_frame.max(2),
+                max_output: self.max_output,
+                max_connections: self.max_connections,
+                msg_rate: self.msg_rate.filter(|&r| r > 0),
+            },
+            hash,
+            hash_threads: self.hash_threads.max(1),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Finds the boundaries of JSON objects in a client's byte stream.
+//!
+//! Clients send JSON objects back to back: separated by whitespace, concatenated, split over
+//! many TCP segments or packed many to a segment (PROTOCOL.md section 1). [`FrameScanner`]
+//! keeps its position and its lexical state (nesting depth, inside a string, after a
+//! backslash) between calls, so every byte is looked at once however the stream is cut.
+//!
+//! The scanner only finds boundaries; it does not validate JSON. A frame with a valid
+//! boundary but invalid content (`{"a":}`) is handed on and rejected by the decoder, and the
+//! stream stays usable. What cannot be resynchronised is reported as [`FrameError`]: a
+//! frame that does not start with `{`, or one that grows past the size limit.
+//!
+//! This module owns no buffer and does no I/O: the caller owns the bytes and tells the
+//! scanner when it drops a consumed prefix ([`FrameScanner::consumed`]).
+
+/// Why a stream cannot go on. Both end the connection after an `invalid` answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A byte outside any object that is neither whitespace nor `{`.
+    NotAnObject,
+    /// The frame in progress is longer than the limit.
+    TooLarge,
+}
+
+/// Resumable scanner over a buffer that only grows at the end and shrinks at the front.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    max_frame: usize,
+    /// Offset of the next byte to scan.
+    pos: usize,
+    /// Offset of the `{` that opened the frame in progress (meaningful while `depth > 0`).
+    start: usize,
+    depth: u32,
+    in_string: bool,
+    escape: bool,
+}
+
+impl FrameScanner {
+    /// A scanner that rejects frames longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameScanner {
+            max_frame,
+            pos: 0,
+            start: 0,
+            depth: 0,
+            in_string: false,
+            escape: false,
+        }
+    }
+
+    /// Scans `buf` from where the last call stopped and returns the range of the next
+    /// complete frame, `Ok(None)` when more bytes are needed.
+    ///
+    /// `buf` must be the same stream as before: the bytes already scanned unchanged at the
+    /// same offsets (less what [`consumed`](Self::consumed) removed), new bytes appended.
+    pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, FrameError> {
+        while self.pos < buf.len() {
+            let byte = buf[self.pos];
+            self.pos += 1;
+            if self.depth > 0 && self.pos - self.start > self.max_frame {
+                return Err(FrameError::TooLarge);
+            }
+            if self.depth == 0 {
+                match byte {
+                    b' ' | b'\t' | b'\n' | b'\r' => continue,
+                    b'{' => {
+                        self.start = self.pos - 1;
+                        self.depth = 1;
+                    }
+                    _ => return Err(FrameError::NotAnObject),
+                }
+            } else if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if byte == b'\\' {
+                    self.escape = true;
+                } else if byte == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match byte {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => {
+                        self.depth -= 1;
+                        if self.depth == 0 {
+                            return Ok(Some(self.start..self.pos));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Tells the scanner that the caller removed the first `n` bytes of its buffer.
+    /// `n` must not reach into the frame in progress.
+    pub fn consumed(&mut self, n: usize) {
+        debug_assert!(n <= self.pos && (self.depth == 0 || n <= self.start));
+        self.pos -= n;
+        self.start = self.start.saturating_sub(n);
+    }
+
+    /// Where the unfinished part of the buffer begins: everything before it was either a
+    /// complete frame or whitespace and may be dropped with [`consumed`](Self::consumed).
+    pub fn keep_from(&self) -> usize {
+        if self.depth > 0 {
+            self.start
+        } else {
+            self.pos
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames(stream: &[u8], max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut s = FrameScanner::new(max);
+        let mut out = Vec::new();
+        while let Some(r) = s.next_frame(stream)? {
+            out.push(stream[r].to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Feeds `stream` in the given chunk sizes through a buffer that is compacted the way
+    /// the connection does it, and collects the frames.
+    fn frames_split(stream: &[u8], cuts: &[usize], max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut s = FrameScanner::new(max);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut rest = stream;
+        let mut cuts = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cuts.next().unwrap_or(&1)).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            while let Some(r) = s.next_frame(&buf)? {
+                out.push(buf[r].to_vec());
+            }
+            let keep = s.keep_from();
+            buf.drain(..keep);
+            s.consumed(keep);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn concatenated_and_whitespace_separated_objects_are_found() {
+        let got = frames(b"{\"a\":1}{\"b\":2}\n \t{}\r\n", 100).unwrap();
+        assert_eq!(
+            got,
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec(), b"{}".to_vec()]
+        );
+    }
+
+    #[test]
+    fn braces_and_quotes_inside_strings_do_not_count() {
+        let s = br#"{"m":"}{ \" \\\" [ ] \\","n":{"x":["}"]}}{"z":0}"#;
+        let got = frames(s, 1000).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0],
+            br#"{"m":"}{ \" \\\" [ ] \\","n":{"x":["}"]}}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn a_backslash_at_a_chunk_end_is_remembered() {
+        let s = br#"{"m":"a\"}b"}"#;
+        for cut in 1..s.len() {
+            let got = frames_split(s, &[cut, s.len()], 100).unwrap();
+            assert_eq!(got, vec![s.to_vec()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn incomplete_frame_is_none_not_error() {
+        let mut s = FrameScanner::new(100);
+        assert_eq!(s.next_frame(b"  {\"a\":[1,"), Ok(None));
+        assert_eq!(s.next_frame(b"  {\"a\":[1,2]}"), Ok(Some(2..13)));
+    }
+
+    #[test]
+    fn stray_bytes_outside_an_object_cannot_be_resynchronised() {
+        assert_eq!(frames(b"[1]", 100), Err(FrameError::NotAnObject));
+        assert_eq!(frames(b"{}x{}", 100), Err(FrameError::NotAnObject));
+        assert_eq!(frames(b"\"str\"", 100), Err(FrameError::NotAnObject));
+    }
+
+    #[test]
+    fn frame_exactly_at_the_limit_passes_one_byte_over_fails() {
+        let at = format!("{{\"a\":\"{}\"}}", "x".repeat(10 - 8));
+        assert_eq!(at.len(), 10);
+        assert_eq!(frames(at.as_bytes(), 10).unwrap().len(), 1);
+        let over = format!("{{\"a\":\"{}\"}}", "x".repeat(3));
+        assert_eq!(frames(over.as_bytes(), 10), Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn an_unfinished_oversize_frame_fails_before_it_ends() {
+        let mut s = FrameScanner::new(16);
+        let long = format!("{{\"a\":\"{}", "y".repeat(100));
+        assert_eq!(s.next_frame(long.as_bytes()), Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn deep_nesting_is_only_counted() {
+        let deep = format!(
+            "{}{}",
+            "{\"a\":".repeat(10_000),
+            "1".to_string() + &"}".repeat(10_000)
+        );
+        assert_eq!(frames(deep.as_bytes(), 1 << 20).unwrap().len(), 1);
+    }
+
+    fn object() -> impl Strategy<Value = String> {
+        let text = prop::string::string_regex(r#"([a-z{}\[\]" ]|\\"|\\\\){0,12}"#).unwrap();
+        let leaf = prop_oneof![
+            text.prop_map(|t| serde_json::Value::String(t.replace('\\', ""))),
+            any::<i32>().prop_map(serde_json::Value::from),
+        ];
+        let value = leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z\"{}]{1,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop::collection::btree_map("[a-z]{1,3}", value, 0..4)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()).to_string())
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_valid_stream_yields_the_same_frames(
+            objs in prop::collection::vec(object(), 1..8),
+            seps in prop::collection::vec(prop_oneof![Just(""), Just(" "), Just("\n"), Just("\r\n\t")], 8),
+            cuts in prop::collection::vec(1usize..20, 1..10),
+        ) {
+            let mut stream = String::new();
+            for (i, o) in objs.iter().enumerate() {
+                stream.push_str(o);
+                stream.push_str(seps[i % seps.len()]);
+            }
+            let whole = frames(stream.as_bytes(), 1 << 16).unwrap();
+            let split = frames_split(stream.as_bytes(), &cuts, 1 << 16).unwrap();
+            prop_assert_eq!(&whole, &split);
+            let expected: Vec<Vec<u8>> = objs.iter().map(|o| o.as_bytes().to_vec()).collect();
+            prop_assert_eq!(whole, expected);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_frames_stay_in_bounds(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            cuts in prop::collection::vec(1usize..64, 1..6),
+        ) {
+            if let Ok(got) = frames_split(&bytes, &cuts, 128) {
+                for f in got {
+                    prop_assert!(f.len() <= 128);
+                    prop_assert_eq!(f[0], b'{');
+                }
+            }
+        }
+    }
+}

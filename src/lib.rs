@@ -1,0 +1,39 @@
+//! natter: a single-threaded event-loop chat server for small single-host deployments.
+//!
+//! # Codemap
+//!
+//! Data flows one way: socket, framing, decoding, dispatch, handler, store and session
+//! registry, outbox, encoding, output buffer, socket.
+//!
+//! - [`net`]: the only code that touches mio, sockets, threads, signals or the clock. The
+//!   event loop (`net/event_loop.rs`), one TCP client (`net/conn.rs`), the UDP relay socket,
+//!   the worker threads for password hashing and mail, the signal pipe.
+//! - [`framing`]: the resumable JSON-object boundary scanner.
+//! - [`protocol`]: decode a frame into a `Request`, encode every answer. The only serde user.
+//! - [`chat`]: the pure core: sessions, accounts, messages, calls. Takes `Now` as an
+//!   argument, answers through an `Outbox`.
+//! - [`timer_wheel`]: every deadline.
+//! - [`store`]: SQLite: schema and migrations, the group commit, queries.
+//! - [`config`], [`cli`]: settings and the command line; [`admin`]: `natter user ...`.
+//! - [`password`], [`secret`], [`mailer`]: argon2id, OTPs and tokens, lettre.
+//!
+//! # Invariants
+//!
+//! - No answer that depends on a database write is written to a socket before the write is
+//!   committed (the flush phase runs after the commit phase).
+//! - The core never blocks: hashing and mail run on worker threads.
+//! - Nothing a client sends can panic the server; bad input is answered `invalid` or
+//!   `failed`.
+
+pub mod admin;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod framing;
+pub mod mailer;
+pub mod net;
+pub mod password;
+pub mod protocol;
+pub mod secret;
+pub mod store;
+pub mod timer_wheel;

@@ -1,0 +1,25 @@
+//! The `natter` binary: parse the command line, set up logging, run the server or an admin
+//! command. No logic of its own.
+
+use clap::Parser;
+use natter::cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_config = simplelog::ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(cli.server.log_level, log_config, std::io::stderr());
+    let result = match cli.command {
+        Some(Command::User(cmd)) => natter::admin::user(&cli.db, cmd, cli.server.hash_params()),
+        None => natter::net::serve(cli.server.into_config(cli.db)).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! One TCP client: its socket, its input buffer and frame scanner, its output buffer, and
+//! the readiness it has seen.
+//!
+//! Input: bytes are appended to `input`; the scanner finds frames in place; the consumed
+//! prefix is dropped after each batch. Output: answers are appended to `output` during the
+//! iteration and written once per iteration, as much as the socket takes, resuming on the
+//! next writable event (edge-triggered: we must write until `WouldBlock` before waiting).
+//! Idle connections keep no buffer capacity: both buffers are released when empty.
+
+use crate::chat::{CloseReason, ConnId};
+use crate::framing::{FrameError, FrameScanner};
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::ops::Range;
+
+/// Buffers larger than this are released when they empty, so idle connections stay small.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Why a connection was closed, logged once when it is reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseWhy {
+    PeerClosed,
+    ReadError,
+    WriteError,
+    FrameTooLarge,
+    NotAnObject,
+    SlowConsumer,
+    AuthTimeout,
+    ServerFull,
+}
+
+impl CloseWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseWhy::PeerClosed => "closed by peer",
+            CloseWhy::ReadError => "read error",
+            CloseWhy::WriteError => "write error",
+            CloseWhy::FrameTooLarge => "frame too large",
+            CloseWhy::NotAnObject => "stream not resynchronisable",
+            CloseWhy::SlowConsumer => "slow consumer: output cap reached",
+            CloseWhy::AuthTimeout => "anonymous idle timeout",
+            CloseWhy::ServerFull => "too many connections",
+        }
+    }
+}
+
+impl From<CloseReason> for CloseWhy {
+    fn from(r: CloseReason) -> Self {
+        match r {
+            CloseReason::AuthTimeout => CloseWhy::AuthTimeout,
+        }
+    }
+}
+
+impl From<FrameError> for CloseWhy {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge => CloseWhy::FrameTooLarge,
+            FrameError::NotAnObject => CloseWhy::NotAnObject,
+        }
+    }
+}
+
+/// What one read from the socket gave.
+pub enum ReadOutcome {
+    /// Bytes were appended to the input buffer.
+    Data(usize),
+    /// Nothing more to read now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+    Error(io::Error),
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub id: ConnId,
+    pub peer: SocketAddr,
+    input: Vec<u8>,
+    scanner: FrameScanner,
+    output: Vec<u8>,
+    /// Bytes of `output` already written.
+    written: usize,
+    /// Readable edge seen and not yet drained to `WouldBlock`.
+    pub readable: bool,
+    /// Queued in the iteration's flush list.
+    pub dirty: bool,
+    /// Queued in the iteration's work list.
+    pub queued: bool,
+    /// Set once; the reap phase closes the connection.
+    pub closing: Option<CloseWhy>,
+    /// Token bucket for `--msg-rate`: (tokens, last refill in ms).
+    pub bucket: Option<(f64, u64)>,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, id: ConnId, peer: SocketAddr, max_frame: usize) -> Conn {
+        Conn {
+            stream,
+            id,
+            peer,
+            input: Vec::new(),
+            scanner: FrameScanner::new(max_frame),
+            output: Vec::new(),
+            written: 0,
+            readable: false,
+            dirty: false,
+            queued: false,
+            closing: None,
+            bucket: None,
+        }
+    }
+
+    /// One `read` into the input buffer through `scratch`.
+    pub fn read_some(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+        match self.stream.read(scratch) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => {
+                self.input.extend_from_slice(&scratch[..n]);
+                ReadOutcome::Data(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
+            Err(e) => ReadOutcome::Error(e),
+        }
+    }
+
+    /// The next complete frame in the input buffer, as a range of [`input`](Self::input).
+    pub fn next_frame(&mut self) -> Result<Option<Range<usize>>, FrameError> {
+        self.scanner.next_frame(&self.input)
+    }
+
+    pub fn input(&self) -> &[u8] {
+        &self.input
+    }
+
+    /// Drops the frames already handed out from the input buffer.
+    pub fn compact(&mut self) {
+        let keep = self.scanner.keep_from();
+        if keep == self.input.len() && self.input.capacity() > KEEP_CAPACITY {
+            self.input = Vec::new();
+        } else {
+            self.input.drain(..keep);
+        }
+        self.scanner.consumed(keep);
+    }
+
+    /// Appends bytes to send. Returns false when the unsent output would pass `cap`.
+    pub fn queue(&mut self, bytes: &[u8], cap: usize) -> bool {
+        if self.output.len() - self.written + bytes.len() > cap {
+            return false;
+        }
+        self.output.extend_from_slice(bytes);
+        true
+    }
+
+    /// Unsent bytes.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Writes as much as the socket takes. `Ok(true)` when everything was written.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.output.len() {
+            self.written = 0;
+            if self.output.capacity() > KEEP_CAPACITY {
+                self.output = Vec::new();
+            } else {
+                self.output.clear();
+            }
+            return Ok(true);
+        }
+        // Keep the unsent tail at the front once it is the smaller part.
+        if self.written > self.output.len() / 2 {
+            self.output.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,119 @@
+//! Everything that touches mio, sockets, threads, signals or the clock. The rest of the
+//! crate is driven from here.
+
+mod conn;
+mod event_loop;
+mod relay_socket;
+mod signals;
+mod sockopt;
+mod worker;
+
+use crate::chat::{Core, Now};
+use crate::config::Config;
+use crate::mailer::Mailer;
+use crate::password;
+use crate::store::Store;
+use event_loop::{EventLoop, LISTENER, SIGNAL, UDP, WAKER};
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Interest, Poll, Waker};
+use relay_socket::RelaySocket;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the loop waits on another process's database lock before a write fails.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// Why the server could not start (or stopped on an I/O error).
+#[derive(Debug)]
+pub enum ServeError {
+    Store(crate::store::StoreError),
+    Mail(String),
+    Bind(&'static str, SocketAddr, std::io::Error),
+    Io(std::io::Error),
+    Hash(password::HashError),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Store(e) => write!(f, "{e}"),
+            ServeError::Mail(e) => write!(f, "{e}"),
+            ServeError::Bind(what, addr, e) => {
+                write!(f, "cannot bind the {what} socket to {addr}: {e}")
+            }
+            ServeError::Io(e) => write!(f, "{e}"),
+            ServeError::Hash(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        ServeError::Io(e)
+    }
+}
+
+/// Opens the store, binds the sockets, starts the workers and runs the loop until a signal.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    let start = Instant::now();
+    let store =
+        Store::open(&config.db, config.durability, BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    let mailer = Mailer::new(&config.mail, &config.mail_from).map_err(ServeError::Mail)?;
+
+    let mut listener =
+        TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;
+    let tcp_addr = listener.local_addr()?;
+    let udp_addr = config.udp.unwrap_or(tcp_addr);
+    let mut udp = UdpSocket::bind(udp_addr).map_err(|e| ServeError::Bind("UDP", udp_addr, e))?;
+    if let Err(e) = sockopt::recv_buffer(&udp, 4 << 20) {
+        log::warn!("cannot enlarge the relay's receive buffer: {e}");
+    }
+    let udp_addr = udp.local_addr()?;
+
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut udp, UDP, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let mut signals = signals::Signals::install()?;
+    poll.registry()
+        .register(&mut signals.receiver, SIGNAL, Interest::READABLE)?;
+
+    let t = Instant::now();
+    let dummy_hash =
+        password::hash(config.hash, &password::md5_hex("natter")).map_err(ServeError::Hash)?;
+    log::info!(
+        "argon2id m={} KiB t={}: {} ms per hash on this machine",
+        config.hash.memory_kib,
+        config.hash.iterations,
+        t.elapsed().as_millis()
+    );
+    let otp_minutes = config.limits.otp_lifetime_ms.div_ceil(60_000);
+    let workers =
+        worker::Workers::start(config.hash_threads, config.hash, mailer, otp_minutes, waker)?;
+
+    let now = Now {
+        ms: start.elapsed().as_millis() as u64,
+        unix: 0,
+    };
+    let core = Core::new(store, config.limits.clone(), dummy_hash, now);
+    log::info!(
+        "natter listening on tcp={tcp_addr} udp={udp_addr} db={}",
+        config.db.display()
+    );
+    let relay = RelaySocket::new(udp);
+    EventLoop::new(
+        poll,
+        listener,
+        relay,
+        core,
+        workers,
+        signals,
+        config.net.clone(),
+        start,
+    )
+    .run()?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The wire format: decoding client frames into [`Request`]s and encoding every server
+//! message. The only module that uses serde; it knows shapes, not rules.
+
+pub mod request;
+pub mod response;
+pub mod text;
+
+pub use request::{decode, DecodeError, Login, Message, Request, VoiceEvent};
+pub use response::ErrorKind;
+pub use text::Text;

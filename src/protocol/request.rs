@@ -1,0 +1,471 @@
+//! Decoding one frame into a [`Request`]: the only place that knows request shapes.
+//!
+//! Decoding is two steps. The envelope (`type`, `event`, `details`, `otp`) is read with
+//! every field kept as raw JSON, so a wrongly typed field still lets us name the request
+//! type in the error. Then `details` is decoded into the typed struct of that request.
+//! Strings borrow from the frame where they have no escapes.
+//!
+//! Decoding only checks shape (present, non-null, right JSON type): PROTOCOL.md section 3
+//! makes that `invalid`. Value rules (lengths, email syntax) are the core's, answered
+//! `failed`. Unknown fields are ignored everywhere.
+
+use super::text::{Text, WireId};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A decoded client request, borrowing from the frame.
+#[derive(Debug, PartialEq)]
+pub enum Request<'a> {
+    Registration {
+        email: Text<'a>,
+        password: Text<'a>,
+        username: Text<'a>,
+    },
+    Verify {
+        otp: Text<'a>,
+    },
+    Login(Login<'a>),
+    Logout,
+    Users,
+    Ping,
+    Personal(Message<'a>),
+    Global(Message<'a>),
+    Voice {
+        event: VoiceEvent,
+        email: Text<'a>,
+    },
+    History {
+        with: Text<'a>,
+        before: Option<i64>,
+        limit: Option<i64>,
+    },
+    Ack {
+        id: i64,
+    },
+}
+
+impl Request<'_> {
+    /// The request's `type`, as echoed in answers and errors.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::Registration { .. } => "registration",
+            Request::Verify { .. } => "verify",
+            Request::Login(_) => "login",
+            Request::Logout => "logout",
+            Request::Users => "users",
+            Request::Ping => "ping",
+            Request::Personal(_) | Request::Global(_) => "message",
+            Request::Voice { .. } => "voice",
+            Request::History { .. } => "history",
+            Request::Ack { .. } => "ack",
+        }
+    }
+}
+
+/// `login` details: one of username and email may be absent, not both.
+#[derive(Debug, PartialEq)]
+pub struct Login<'a> {
+    pub username: Option<Text<'a>>,
+    pub email: Option<Text<'a>>,
+    pub password: Text<'a>,
+    /// Extension: the connection acknowledges personal messages (PROTOCOL.md section 11).
+    pub acks: bool,
+}
+
+/// The body of a personal or global message as sent by a client.
+#[derive(Debug, PartialEq)]
+pub struct Message<'a> {
+    /// Recipient email; always `None` for global messages.
+    pub to: Option<Text<'a>>,
+    pub message: Text<'a>,
+    pub media: Option<Text<'a>>,
+    pub time: Option<i64>,
+    pub client_id: Option<Text<'a>>,
+}
+
+/// The voice requests a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceEvent {
+    Call,
+    Accept,
+    Reject,
+    End,
+}
+
+/// Why a frame is not a request: answered `{"event":"invalid","type":ty,"message":message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// The request's `type` when it had a string one, else `"unknown"`.
+    pub ty: String,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(ty: &str, message: impl Into<String>) -> Self {
+        DecodeError {
+            ty: ty.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    details: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    otp: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RegistrationDetails<'a> {
+    #[serde(borrow, default)]
+    email: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    password: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    username: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct LoginDetails<'a> {
+    #[serde(borrow, default)]
+    username: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    email: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    password: Option<Text<'a>>,
+    #[serde(default)]
+    acks: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct MessageDetails<'a> {
+    #[serde(borrow, default)]
+    to: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    message: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    media: Option<Text<'a>>,
+    #[serde(default)]
+    time: Option<i64>,
+    #[serde(borrow, default)]
+    client_id: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EmailDetails<'a> {
+    #[serde(borrow, default)]
+    email: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct HistoryDetails<'a> {
+    #[serde(borrow, default)]
+    with: Option<Text<'a>>,
+    #[serde(default)]
+    before: Option<WireId>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AckDetails {
+    #[serde(default)]
+    id: Option<WireId>,
+}
+
+/// Decodes one complete frame (as delimited by the frame scanner).
+pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
+    let env: Envelope =
+        serde_json::from_slice(frame).map_err(|e| DecodeError::new("unknown", json_error(&e)))?;
+    let ty = match env.ty {
+        None => return Err(DecodeError::new("unknown", "missing field `type`")),
+        Some(raw) => match serde_json::from_str::<Text>(raw.get()) {
+            Ok(t) => t,
+            Err(_) => return Err(DecodeError::new("unknown", "`type` must be a string")),
+        },
+    };
+    let ty: &str = &ty;
+    match ty {
+        "registration" => {
+            let d: RegistrationDetails = details(ty, env.details)?;
+            Ok(Request::Registration {
+                email: required(ty, "email", d.email)?,
+                password: required(ty, "password", d.password)?,
+                username: required(ty, "username", d.username)?,
+            })
+        }
+        "verify" => {
+            let otp = match env.otp {
+                Some(raw) => serde_json::from_str::<Option<Text>>(raw.get())
+                    .map_err(|_| DecodeError::new(ty, "`otp` must be a string"))?,
+                None => None,
+            };
+            Ok(Request::Verify {
+                otp: required(ty, "otp", otp)?,
+            })
+        }
+        "login" => {
+            let d: LoginDetails = details(ty, env.details)?;
+            if d.username.is_none() && d.email.is_none() {
+                return Err(DecodeError::new(
+                    ty,
+                    "`details` needs `email` or `username`",
+                ));
+            }
+            Ok(Request::Login(Login {
+                username: d.username,
+                email: d.email,
+                password: required(ty, "password", d.password)?,
+                acks: d.acks.unwrap_or(false),
+            }))
+        }
+        "logout" => Ok(Request::Logout),
+        "users" => Ok(Request::Users),
+        "ping" => Ok(Request::Ping),
+        "message" => decode_message(ty, env.event, env.details),
+        "voice" => {
+            let event = match event_name(ty, env.event)?.as_str() {
+                "call" => VoiceEvent::Call,
+                "accept" => VoiceEvent::Accept,
+                "reject" => VoiceEvent::Reject,
+                "end" => VoiceEvent::End,
+                other => {
+                    return Err(DecodeError::new(
+                        ty,
+                        format!("unknown voice event `{other}`"),
+                    ))
+                }
+            };
+            let d: EmailDetails = details(ty, env.details)?;
+            Ok(Request::Voice {
+                event,
+                email: required(ty, "email", d.email)?,
+            })
+        }
+        "history" => {
+            let d: HistoryDetails = details(ty, env.details)?;
+            Ok(Request::History {
+                with: required(ty, "with", d.with)?,
+                before: d.before.map(|b| b.0),
+                limit: d.limit,
+            })
+        }
+        "ack" => {
+            let d: AckDetails = details(ty, env.details)?;
+            Ok(Request::Ack {
+                id: required(ty, "id", d.id)?.0,
+            })
+        }
+        other => Err(DecodeError::new(
+            other,
+            format!("unknown request type `{}`", clip(other)),
+        )),
+    }
+}
+
+fn decode_message<'a>(
+    ty: &str,
+    event: Option<&'a RawValue>,
+    raw: Option<&'a RawValue>,
+) -> Result<Request<'a>, DecodeError> {
+    let global = match event_name(ty, event)?.as_str() {
+        "personal" => false,
+        "global" => true,
+        other => {
+            return Err(DecodeError::new(
+                ty,
+                format!("unknown message event `{}`", clip(other)),
+            ))
+        }
+    };
+    let d: MessageDetails = details(ty, raw)?;
+    let message = Message {
+        to: if global {
+            None
+        } else {
+            Some(required(ty, "to", d.to)?)
+        },
+        message: required(ty, "message", d.message)?,
+        media: d.media,
+        time: d.time,
+        client_id: d.client_id,
+    };
+    Ok(if global {
+        Request::Global(message)
+    } else {
+        Request::Personal(message)
+    })
+}
+
+fn event_name(ty: &str, event: Option<&RawValue>) -> Result<String, DecodeError> {
+    let raw = event.ok_or_else(|| DecodeError::new(ty, "missing field `event`"))?;
+    match serde_json::from_str::<Option<Text>>(raw.get()) {
+        Ok(Some(t)) => Ok(t.0.into_owned()),
+        _ => Err(DecodeError::new(ty, "`event` must be a string")),
+    }
+}
+
+fn details<'a, T: Deserialize<'a>>(ty: &str, raw: Option<&'a RawValue>) -> Result<T, DecodeError> {
+    let raw = raw.ok_or_else(|| DecodeError::new(ty, "missing field `details`"))?;
+    if !raw.get().starts_with('{') {
+        return Err(DecodeError::new(ty, "`details` must be an object"));
+    }
+    serde_json::from_str(raw.get())
+        .map_err(|e| DecodeError::new(ty, format!("details: {}", json_error(&e))))
+}
+
+fn required<T>(ty: &str, field: &str, value: Option<T>) -> Result<T, DecodeError> {
+    value.ok_or_else(|| DecodeError::new(ty, format!("`{field}` is required and must not be null")))
+}
+
+/// serde_json's message without its " at line L column C" suffix.
+fn json_error(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Keeps error messages short when a client sends a huge type or event name.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn err(frame: &str) -> (String, String) {
+        let e = decode(frame.as_bytes()).unwrap_err();
+        (e.ty, e.message)
+    }
+
+    #[test]
+    fn format_md_registration_decodes_borrowed() {
+        let r = decode(br#"{"type":"registration","details":{"email":"a@b.org","password":"x","username":"u"}}"#)
+            .unwrap();
+        match r {
+            Request::Registration { email, .. } => {
+                assert_eq!(&*email, "a@b.org");
+                assert!(matches!(email.0, Cow::Borrowed(_)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn escaped_strings_are_owned_and_unescaped() {
+        let r = decode(br#"{"type":"verify","otp":"12\u00334"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Verify {
+                otp: Text(Cow::Owned("1234".into()))
+            }
+        );
+    }
+
+    #[test]
+    fn login_accepts_either_name_and_rejects_neither() {
+        let r = decode(
+            br#"{"type":"login","details":{"username":null,"email":"a@b.org","password":"p"}}"#,
+        );
+        assert!(matches!(
+            r,
+            Ok(Request::Login(Login {
+                username: None,
+                email: Some(_),
+                ..
+            }))
+        ));
+        let (ty, m) =
+            err(r#"{"type":"login","details":{"username":null,"email":null,"password":"p"}}"#);
+        assert_eq!(ty, "login");
+        assert!(m.contains("email"), "{m}");
+    }
+
+    #[test]
+    fn messages_are_told_apart_by_event() {
+        let p = decode(br#"{"event":"personal","type":"message","details":{"to":"b@c.org","message":"hi","time":5}}"#);
+        assert!(matches!(
+            p,
+            Ok(Request::Personal(Message { time: Some(5), .. }))
+        ));
+        let g = decode(
+            br#"{"event":"global","type":"message","details":{"message":"hi","media":null}}"#,
+        );
+        assert!(matches!(
+            g,
+            Ok(Request::Global(Message {
+                media: None,
+                time: None,
+                ..
+            }))
+        ));
+        assert_eq!(
+            err(r#"{"event":"personal","type":"message","details":{"message":"hi"}}"#).0,
+            "message"
+        );
+    }
+
+    #[test]
+    fn shape_errors_name_the_type_when_it_is_a_string() {
+        assert_eq!(err(r#"{"type":"registration"}"#).0, "registration");
+        assert_eq!(
+            err(r#"{"type":"registration","details":[1]}"#).0,
+            "registration"
+        );
+        assert_eq!(
+            err(r#"{"type":"registration","details":{"email":5,"password":"p","username":"u"}}"#).0,
+            "registration"
+        );
+        assert_eq!(
+            err(
+                r#"{"type":"registration","details":{"email":null,"password":"p","username":"u"}}"#
+            )
+            .0,
+            "registration"
+        );
+        assert_eq!(err(r#"{"type":"frobnicate"}"#).0, "frobnicate");
+        assert_eq!(err(r#"{"type":5}"#).0, "unknown");
+        assert_eq!(err(r#"{"type":null}"#).0, "unknown");
+        assert_eq!(err(r#"{"nothing":1}"#).0, "unknown");
+        assert_eq!(err(r#"{"type":}"#).0, "unknown");
+        assert_eq!(err(r#"{"type":"ping","type":"ping"}"#).0, "unknown");
+    }
+
+    #[test]
+    fn error_messages_carry_no_parser_positions() {
+        let (_, m) = err(r#"{"type":"login","details":{"email":"a","password":7}}"#);
+        assert!(!m.contains("line"), "{m}");
+    }
+
+    #[test]
+    fn ids_are_strings_or_integers() {
+        assert_eq!(
+            decode(br#"{"type":"ack","details":{"id":"42"}}"#),
+            Ok(Request::Ack { id: 42 })
+        );
+        assert_eq!(
+            decode(br#"{"type":"ack","details":{"id":42}}"#),
+            Ok(Request::Ack { id: 42 })
+        );
+        assert_eq!(err(r#"{"type":"ack","details":{"id":"4x"}}"#).0, "ack");
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_a_panic() {
+        let e = decode(b"{\"type\":\"ping\",\"x\":\"\xff\"}").unwrap_err();
+        assert_eq!(e.ty, "unknown");
+    }
+}

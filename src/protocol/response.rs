@@ -1,0 +1,308 @@
+//! Encoding every server message: the only place that knows response shapes.
+//!
+//! Each function appends one compact JSON object and a `\n` to a byte buffer, in the field
+//! order FORMAT.md shows, with exactly the fields PROTOCOL.md lists and no others. Writing
+//! straight into the caller's buffer means no intermediate value and no allocation.
+
+/// `invalid` (not understood or not allowed now) or `failed` (understood, not carried out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Invalid,
+    Failed,
+}
+
+/// A personal message as delivered to a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PersonalOut<'a> {
+    pub id: i64,
+    pub message: &'a str,
+    pub media: Option<&'a str>,
+    pub from: &'a str,
+    pub time: i64,
+    /// Set on the copy for the sender's other connections.
+    pub to: Option<&'a str>,
+}
+
+/// A stored message as listed by `history`.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryItem<'a> {
+    pub id: i64,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub message: &'a str,
+    pub media: Option<&'a str>,
+    pub time: i64,
+}
+
+pub fn error(buf: &mut Vec<u8>, kind: ErrorKind, ty: &str, message: &str) {
+    buf.extend_from_slice(match kind {
+        ErrorKind::Invalid => b"{\"event\":\"invalid\",\"type\":",
+        ErrorKind::Failed => b"{\"event\":\"failed\",\"type\":",
+    });
+    string(buf, ty);
+    buf.extend_from_slice(b",\"message\":");
+    string(buf, message);
+    buf.extend_from_slice(b"}\n");
+}
+
+pub fn otp_sent(buf: &mut Vec<u8>, email: &str) {
+    buf.extend_from_slice(b"{\"event\":\"sent\",\"type\":\"otp\",\"message\":");
+    string(buf, &format!("OTP sent to {email}"));
+    buf.extend_from_slice(b"}\n");
+}
+
+pub fn verify_ok(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"verify\"}\n");
+}
+
+/// `friends` as (email, username) pairs, most recent contact first.
+pub fn login_ok<'a>(
+    buf: &mut Vec<u8>,
+    username: &str,
+    email: &str,
+    friends: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"login\",\"details\":{\"username\":");
+    string(buf, username);
+    buf.extend_from_slice(b",\"email\":");
+    string(buf, email);
+    buf.extend_from_slice(b",\"friends\":[");
+    for (i, (f_email, f_username)) in friends.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"email\":");
+        string(buf, f_email);
+        buf.extend_from_slice(b",\"username\":");
+        string(buf, f_username);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}}\n");
+}
+
+pub fn logout_ok(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"logout\"}\n");
+}
+
+/// `users` as (username, email) pairs in the order given.
+pub fn users<'a>(buf: &mut Vec<u8>, users: impl Iterator<Item = (&'a str, &'a str)>) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"users\",\"details\":[");
+    for (i, (username, email)) in users.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"username\":");
+        string(buf, username);
+        buf.extend_from_slice(b",\"email\":");
+        string(buf, email);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}\n");
+}
+
+pub fn pong(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"pong\"}\n");
+}
+
+pub fn message_sent(buf: &mut Vec<u8>, id: i64) {
+    buf.extend_from_slice(b"{\"event\":\"sent\",\"type\":\"message\",\"id\":\"");
+    integer(buf, id);
+    buf.extend_from_slice(b"\"}\n");
+}
+
+pub fn personal(buf: &mut Vec<u8>, m: &PersonalOut) {
+    buf.extend_from_slice(b"{\"event\":\"personal\",\"type\":\"message\",\"details\":{\"id\":\"");
+    integer(buf, m.id);
+    buf.extend_from_slice(b"\",\"message\":");
+    string(buf, m.message);
+    if let Some(media) = m.media {
+        buf.extend_from_slice(b",\"media\":");
+        string(buf, media);
+    }
+    buf.extend_from_slice(b",\"from\":");
+    string(buf, m.from);
+    buf.extend_from_slice(b",\"time\":");
+    integer(buf, m.time);
+    if let Some(to) = m.to {
+        buf.extend_from_slice(b",\"to\":");
+        string(buf, to);
+    }
+    buf.extend_from_slice(b"}}\n");
+}
+
+pub fn global(buf: &mut Vec<u8>, message: &str, media: Option<&str>, from: &str, time: i64) {
+    buf.extend_from_slice(b"{\"event\":\"global\",\"type\":\"message\",\"details\":{\"message\":");
+    string(buf, message);
+    if let Some(media) = media {
+        buf.extend_from_slice(b",\"media\":");
+        string(buf, media);
+    }
+    buf.extend_from_slice(b",\"from\":");
+    string(buf, from);
+    buf.extend_from_slice(b",\"time\":");
+    integer(buf, time);
+    buf.extend_from_slice(b"}}\n");
+}
+
+pub fn history<'a>(buf: &mut Vec<u8>, items: impl Iterator<Item = HistoryItem<'a>>) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"history\",\"details\":[");
+    for (i, m) in items.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"id\":\"");
+        integer(buf, m.id);
+        buf.extend_from_slice(b"\",\"from\":");
+        string(buf, m.from);
+        buf.extend_from_slice(b",\"to\":");
+        string(buf, m.to);
+        buf.extend_from_slice(b",\"message\":");
+        string(buf, m.message);
+        if let Some(media) = m.media {
+            buf.extend_from_slice(b",\"media\":");
+            string(buf, media);
+        }
+        buf.extend_from_slice(b",\"time\":");
+        integer(buf, m.time);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}\n");
+}
+
+/// `{"type":"voice","event":EVENT,"details":{"email":EMAIL}}`: request, reject, time,
+/// offline, busy, end.
+pub fn voice(buf: &mut Vec<u8>, event: &str, email: &str) {
+    buf.extend_from_slice(b"{\"type\":\"voice\",\"event\":");
+    string(buf, event);
+    buf.extend_from_slice(b",\"details\":{\"email\":");
+    string(buf, email);
+    buf.extend_from_slice(b"}}\n");
+}
+
+/// The `accept` sent to both parties: where the relay is and this party's token.
+pub fn voice_accept(buf: &mut Vec<u8>, ip: &str, port: u16, token: &str) {
+    buf.extend_from_slice(b"{\"type\":\"voice\",\"event\":\"accept\",\"details\":{\"ip\":");
+    string(buf, ip);
+    buf.extend_from_slice(b",\"port\":\"");
+    integer(buf, i64::from(port));
+    buf.extend_from_slice(b"\",\"token\":");
+    string(buf, token);
+    buf.extend_from_slice(b"}}\n");
+}
+
+fn integer(buf: &mut Vec<u8>, v: i64) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "{v}");
+}
+
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn string(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ],
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parse(buf: &[u8]) -> Value {
+        assert_eq!(buf.last(), Some(&b'\n'));
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        serde_json::from_slice(buf).unwrap()
+    }
+
+    #[test]
+    fn strings_round_trip_through_a_json_parser() {
+        let nasty = "q\"b\\s/\n\r\t\u{0}\u{1f}é✓😀";
+        let mut b = Vec::new();
+        error(&mut b, ErrorKind::Failed, nasty, nasty);
+        assert_eq!(
+            parse(&b),
+            json!({"event":"failed","type":nasty,"message":nasty})
+        );
+    }
+
+    #[test]
+    fn login_and_users_have_format_md_shapes() {
+        let mut b = Vec::new();
+        login_ok(&mut b, "xyz", "x@y.org", [("a@b.org", "abc")].into_iter());
+        assert_eq!(
+            parse(&b),
+            json!({"event":"success","type":"login","details":{"username":"xyz","email":"x@y.org","friends":[{"email":"a@b.org","username":"abc"}]}})
+        );
+        let mut b = Vec::new();
+        users(&mut b, [("xyz", "x@y.org"), ("z", "z@y.org")].into_iter());
+        assert_eq!(
+            parse(&b),
+            json!({"event":"success","type":"users","details":[{"username":"xyz","email":"x@y.org"},{"username":"z","email":"z@y.org"}]})
+        );
+    }
+
+    #[test]
+    fn personal_media_and_to_appear_only_when_set() {
+        let mut b = Vec::new();
+        let m = PersonalOut {
+            id: 7,
+            message: "hi",
+            media: None,
+            from: "a@b.org",
+            time: 12,
+            to: None,
+        };
+        personal(&mut b, &m);
+        assert_eq!(
+            parse(&b),
+            json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@b.org","time":12}})
+        );
+        let mut b = Vec::new();
+        personal(
+            &mut b,
+            &PersonalOut {
+                media: Some("https://x/"),
+                to: Some("c@d.org"),
+                ..m
+            },
+        );
+        assert_eq!(
+            parse(&b),
+            json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","media":"https://x/","from":"a@b.org","time":12,"to":"c@d.org"}})
+        );
+    }
+
+    #[test]
+    fn accept_carries_port_as_a_string() {
+        let mut b = Vec::new();
+        voice_accept(&mut b, "127.0.0.1", 5050, "tok");
+        assert_eq!(
+            parse(&b),
+            json!({"type":"voice","event":"accept","details":{"ip":"127.0.0.1","port":"5050","token":"tok"}})
+        );
+    }
+}

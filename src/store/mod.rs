@@ -1,0 +1,162 @@
+//! The embedded SQLite database: opening, migrating, and the group commit.
+//!
+//! One [`Store`] is owned by the event loop and used synchronously from it. Writes do not
+//! commit one by one: the first write of a loop iteration opens a transaction
+//! ([`Store::write`]) and the loop commits it once ([`Store::commit`]) before it writes any
+//! answer that depends on it to a socket. Under load a transaction therefore holds every
+//! write of one iteration, which is what makes a commit per message affordable.
+//!
+//! Every statement is a cached prepared statement with bound parameters; no SQL is built
+//! from client input. This module never decides protocol rules and never touches sockets.
+
+mod schema;
+pub mod users;
+
+use rusqlite::{Connection, ErrorCode};
+use std::path::Path;
+use std::time::Duration;
+
+pub use schema::SCHEMA_VERSION;
+pub use users::UserRow;
+
+/// How hard a commit tries to reach the disk (SQLite `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Survives a crash of the process: the WAL is synced at checkpoints only.
+    Normal,
+    /// Also survives a crash of the machine: every commit syncs the WAL.
+    Full,
+}
+
+/// Everything that can go wrong with the database, as one value per cause.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The file exists but holds something other than a natter database.
+    NotNatter,
+    /// The database was written by a newer natter.
+    NewerSchema { found: i64, known: i64 },
+    /// Another process holds a lock on the database for longer than we wait.
+    Locked,
+    /// The disk or the file system refused a write (full, read-only, quota).
+    Full,
+    /// SQLite abandoned the transaction on its own after a failed statement.
+    RolledBack,
+    /// Any other SQLite error.
+    Sqlite(rusqlite::Error),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::NotNatter => write!(f, "the file is not a natter database"),
+            StoreError::NewerSchema { found, known } => write!(
+                f,
+                "the database has schema version {found}, newer than the {known} this natter knows; upgrade natter"
+            ),
+            StoreError::Locked => write!(f, "the database is locked by another process"),
+            StoreError::Full => write!(f, "the database could not be written (disk full or read-only)"),
+            StoreError::RolledBack => write!(f, "the transaction was rolled back by the database"),
+            StoreError::Sqlite(e) => write!(f, "database error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked,
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure,
+            ) => StoreError::Full,
+            Some(ErrorCode::NotADatabase) => StoreError::NotNatter,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// The database connection and the state of the current group-commit transaction.
+pub struct Store {
+    conn: Connection,
+    in_tx: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`. `busy` is how long a
+    /// statement waits for another process's lock before failing with [`StoreError::Locked`].
+    pub fn open(path: &Path, durability: Durability, busy: Duration) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(busy)?;
+        // journal_mode answers with a row, so it is queried rather than executed.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("database journal mode is {mode}, not WAL");
+        }
+        conn.execute_batch(match durability {
+            Durability::Normal => "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            Durability::Full => "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        })?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let mut store = Store { conn, in_tx: false };
+        schema::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    /// Makes sure a write transaction is open; every write of the loop iteration joins it.
+    pub fn write(&mut self) -> Result<&Connection, StoreError> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            self.in_tx = true;
+        }
+        Ok(&self.conn)
+    }
+
+    /// The connection for reads. Reads inside an open transaction see its writes.
+    pub fn read(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// True while writes are waiting for [`commit`](Self::commit).
+    pub fn has_pending_writes(&self) -> bool {
+        self.in_tx
+    }
+
+    /// Commits the iteration's transaction; on failure rolls it back so that nothing of it
+    /// is stored. A no-op when nothing was written.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.in_tx = false;
+        if self.conn.is_autocommit() {
+            // SQLite already rolled the transaction back (it may, on a full disk or I/O
+            // error inside a statement): nothing of this iteration is stored.
+            return Err(StoreError::RolledBack);
+        }
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    if let Err(r) = self.conn.execute_batch("ROLLBACK") {
+                        log::error!("rollback after failed commit failed too: {r}");
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Abandons the iteration's writes (a statement in it failed half-way).
+    pub fn rollback(&mut self) {
+        if self.in_tx {
+            self.in_tx = false;
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                log::error!("rollback failed: {e}");
+            }
+        }
+    }
+}

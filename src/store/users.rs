@@ -1,0 +1,177 @@
+//! Accounts and the friends list.
+
+use super::{Store, StoreError};
+use rusqlite::{params, OptionalExtension, Row};
+
+/// One account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub username: String,
+    /// argon2id PHC string over the md5 digest the client sends.
+    pub password_hash: String,
+}
+
+/// Which of the unique names of a new account is already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Email,
+    Username,
+}
+
+fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        username: r.get(2)?,
+        password_hash: r.get(3)?,
+    })
+}
+
+impl Store {
+    /// The account with this email (case-insensitive).
+    pub fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        let mut st = self.read().prepare_cached(
+            "SELECT id, email, username, password_hash FROM users WHERE email = ?1",
+        )?;
+        Ok(st.query_row([email], user_row).optional()?)
+    }
+
+    /// The account with this username (case-insensitive).
+    pub fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        let mut st = self.read().prepare_cached(
+            "SELECT id, email, username, password_hash FROM users WHERE username = ?1",
+        )?;
+        Ok(st.query_row([username], user_row).optional()?)
+    }
+
+    /// The account with this id, if it still exists.
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
+        let mut st = self
+            .read()
+            .prepare_cached("SELECT id, email, username, password_hash FROM users WHERE id = ?1")?;
+        Ok(st.query_row([id], user_row).optional()?)
+    }
+
+    /// Whether a new account with this email and username would collide, and on what.
+    pub fn name_taken(&self, email: &str, username: &str) -> Result<Option<Taken>, StoreError> {
+        if self.user_by_email(email)?.is_some() {
+            return Ok(Some(Taken::Email));
+        }
+        if self.user_by_username(username)?.is_some() {
+            return Ok(Some(Taken::Username));
+        }
+        Ok(None)
+    }
+
+    /// Creates an account inside the iteration's transaction. A collision that slipped
+    /// past [`name_taken`](Self::name_taken) comes back as the unique-constraint error.
+    pub fn insert_user(
+        &mut self,
+        email: &str,
+        username: &str,
+        hash: &str,
+        now_unix: i64,
+    ) -> Result<i64, StoreError> {
+        let conn = self.write()?;
+        let mut st = conn.prepare_cached(
+            "INSERT INTO users (email, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        st.execute(params![email, username, hash, now_unix])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Deletes an account and (by cascade) everything that belongs to it. Returns whether
+    /// it existed.
+    pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
+        let mut st = self
+            .write()?
+            .prepare_cached("DELETE FROM users WHERE email = ?1")?;
+        Ok(st.execute([email])? > 0)
+    }
+
+    /// Every account as (username, email), ordered by username case-insensitively.
+    pub fn list_users(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut st = self
+            .read()
+            .prepare_cached("SELECT username, email FROM users ORDER BY username")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The friends of a user as (email, username), most recent contact first.
+    pub fn friends(&self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut st = self.read().prepare_cached(
+            "SELECT u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
+             WHERE c.user_id = ?1 AND c.peer_id != ?1 ORDER BY c.last_id DESC",
+        )?;
+        let rows = st.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{Durability, Store};
+    use std::time::Duration;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            &dir.path().join("t.db"),
+            Durability::Normal,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn names_are_unique_case_insensitively() {
+        let (_d, mut s) = store();
+        s.insert_user("Ann@X.org", "Ann", "h", 0).unwrap();
+        s.commit().unwrap();
+        assert_eq!(
+            s.name_taken("ann@x.ORG", "other").unwrap(),
+            Some(super::Taken::Email)
+        );
+        assert_eq!(
+            s.name_taken("b@x.org", "aNN").unwrap(),
+            Some(super::Taken::Username)
+        );
+        assert!(s.insert_user("ANN@x.org", "z", "h", 0).is_err());
+        assert_eq!(
+            s.user_by_username("ANN").unwrap().unwrap().email,
+            "Ann@X.org"
+        );
+    }
+
+    #[test]
+    fn users_are_listed_by_username_ignoring_case() {
+        let (_d, mut s) = store();
+        for (e, u) in [
+            ("c@x.org", "carol"),
+            ("b@x.org", "Bob"),
+            ("a@x.org", "alice"),
+        ] {
+            s.insert_user(e, u, "h", 0).unwrap();
+        }
+        s.commit().unwrap();
+        let names: Vec<String> = s
+            .list_users()
+            .unwrap()
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        assert_eq!(names, ["alice", "Bob", "carol"]);
+    }
+
+    #[test]
+    fn a_rolled_back_iteration_stores_nothing() {
+        let (_d, mut s) = store();
+        s.insert_user("a@x.org", "a", "h", 0).unwrap();
+        s.rollback();
+        assert!(s.user_by_email("a@x.org").unwrap().is_none());
+    }
+}
