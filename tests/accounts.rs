@@ -174,12 +174,41 @@ fn registration_rejects_bad_emails() {
     // No OTP mail went out for any of them.
     let count = std::fs::read_dir(s.outbox()).unwrap().count();
     assert_eq!(count, 0, "no mail may be sent for a rejected registration");
-    // 254 bytes is still allowed.
-    let ok_local = "b".repeat(254 - "@example.com".len());
-    let ok = format!("{ok_local}@example.com");
+    // 254 bytes is still allowed (a long domain of 63-character labels; the local part
+    // stays short, see `long_local_part_within_254_bytes_is_accepted`).
+    let long_domain = |local: &str| {
+        let l63 = "d".repeat(63);
+        format!("{local}@{l63}.{l63}.{l63}.{}.com", "e".repeat(56))
+    };
+    let ok = long_domain("b");
     assert_eq!(ok.len(), 254);
     let v = c.request(&registration(&ok, &md5_hex("pw"), "longmail"));
     assert_eq!(v, sent_otp(&ok), "a 254-byte address is within the limit");
+    let over = long_domain("bb");
+    assert_eq!(over.len(), 255);
+    let mut c2 = s.connect();
+    let v = c2.request(&registration(&over, &md5_hex("pw"), "longmail2"));
+    assert_failed(&v, "registration");
+}
+
+/// PROTOCOL.md section 4 lists every rule for E; a 242-byte local part breaks none of them
+/// (RFC 5321 would limit it to 64 octets, but the protocol does not say so). So the server
+/// must either mail it or the protocol must gain the rule and the answer be `failed`
+/// type `registration`; a transport-style `failed` type `otp` ("try again later") is wrong
+/// either way, since trying again can never help.
+#[test]
+fn long_local_part_within_254_bytes_is_accepted() {
+    let s = Server::start();
+    let mut c = s.connect();
+    let local = "b".repeat(254 - "@example.com".len());
+    let ok = format!("{local}@example.com");
+    assert_eq!(ok.len(), 254);
+    let v = c.request(&registration(&ok, &md5_hex("pw"), "longlocal"));
+    assert_eq!(
+        v,
+        sent_otp(&ok),
+        "a 254-byte address that meets every rule of section 4"
+    );
 }
 
 #[test]

@@ -181,8 +181,15 @@ struct AckDetails {
 
 /// Decodes one complete frame (as delimited by the frame scanner).
 pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
-    let env: Envelope =
-        serde_json::from_slice(frame).map_err(|e| DecodeError::new("unknown", json_error(&e)))?;
+    // Checked up front because serde_json does not validate strings it skips.
+    let text = std::str::from_utf8(frame)
+        .map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
+    let env: Envelope = serde_json::from_str(text).map_err(|e| {
+        DecodeError::new(
+            "unknown",
+            format!("not a valid request: {}", json_error(&e)),
+        )
+    })?;
     let ty = match env.ty {
         None => return Err(DecodeError::new("unknown", "missing field `type`")),
         Some(raw) => match serde_json::from_str::<Text>(raw.get()) {

@@ -195,6 +195,7 @@ impl Server {
     /// Runs `natter <args> --db DB` (an admin subcommand) to completion (at most 30 s).
     pub fn admin(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
+        clear_natter_env(&mut cmd);
         cmd.args(args)
             .arg("--db")
             .arg(self.db_path())
@@ -310,9 +311,19 @@ impl Drop for Server {
     }
 }
 
+/// Every flag can also come from a `NATTER_*` variable: keep the caller's environment out.
+fn clear_natter_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("NATTER_") {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
 /// Spawns the server in `dir` and waits for its listening line.
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut cmd = Command::new(BIN);
+    clear_natter_env(&mut cmd);
     cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--db")
@@ -516,7 +527,7 @@ impl Mail {
         if digits.len() != 6 {
             return Err(format!("expected exactly 6 digits, found {digits:?}"));
         }
-        if rest[6..].chars().next() != Some('.') {
+        if !rest[6..].starts_with('.') {
             return Err(format!(
                 "the code is not followed by '.': {:?}",
                 &rest[..rest.len().min(12)]
