@@ -27,3 +27,27 @@ CREATE TABLE contacts (
     PRIMARY KEY (user_id, peer_id)
 ) WITHOUT ROWID;
 CREATE INDEX contacts_by_recency ON contacts(user_id, last_id DESC);
+
+-- version: 2
+-- Personal messages. Ids come from AUTOINCREMENT so they only ever grow, even after the
+-- newest rows are deleted. A message counts as delivered when its id is at or below its
+-- recipient's `users.delivered_upto` watermark (one UPDATE per recipient per loop
+-- iteration instead of one per message).
+ALTER TABLE users ADD COLUMN delivered_upto INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    recipient_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    body         TEXT NOT NULL,
+    media        TEXT,
+    client_time  INTEGER NOT NULL, -- the client's `time`, or the server's when absent
+    server_time  INTEGER NOT NULL, -- unix seconds when stored
+    client_id    TEXT              -- the sender's idempotency key, if it gave one
+);
+-- Undelivered for a recipient, in id order (catch-up at login).
+CREATE INDEX messages_to ON messages(recipient_id, id);
+-- History between two users, newest first.
+CREATE INDEX messages_pair ON messages(sender_id, recipient_id, id);
+-- Idempotent send: one message per sender and client_id.
+CREATE UNIQUE INDEX messages_client_id ON messages(sender_id, client_id) WHERE client_id IS NOT NULL;

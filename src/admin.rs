@@ -13,29 +13,17 @@ use std::time::Duration;
 
 /// Runs one user command; `Err` is the one line to print.
 pub fn user(db: &Path, cmd: UserCommand, params: HashParams) -> Result<(), String> {
-    let mut store =
-        Store::open(db, Durability::Full, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut store = Store::open(db, Durability::Full, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     match cmd {
-        UserCommand::Add {
-            email,
-            username,
-            password,
-        } => {
+        UserCommand::Add { email, username, password } => {
             validate::email(&email).and(validate::username(&username))?;
-            if let Some(taken) = store
-                .name_taken(&email, &username)
-                .map_err(|e| e.to_string())?
-            {
+            if let Some(taken) = store.name_taken(&email, &username).map_err(|e| e.to_string())? {
                 return Err(format!("{taken:?} already registered").to_lowercase());
             }
-            let hash =
-                password::hash(params, &password::md5_hex(&password)).map_err(|e| e.to_string())?;
-            let unix = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            let id = store
-                .insert_user(&email, &username, &hash, unix)
-                .map_err(|e| e.to_string())?;
+            let hash = password::hash(params, &password::md5_hex(&password)).map_err(|e| e.to_string())?;
+            let unix =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            let id = store.insert_user(&email, &username, &hash, unix).map_err(|e| e.to_string())?;
             store.commit().map_err(|e| e.to_string())?;
             println!("added user {id}: {username} <{email}>");
         }

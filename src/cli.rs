@@ -12,12 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "natter",
-    version,
-    about = "A single-threaded chat server for one host",
-    max_term_width = 100
-)]
+#[command(name = "natter", version, about = "A single-threaded chat server for one host", max_term_width = 100)]
 pub struct Cli {
     /// SQLite database file (created when missing).
     #[arg(long, env = "NATTER_DB", default_value = "./natter.db", global = true)]
@@ -77,11 +72,7 @@ pub struct ServerArgs {
     pub smtp_url: Option<String>,
 
     /// Sender address of OTP mails.
-    #[arg(
-        long,
-        env = "NATTER_MAIL_FROM",
-        default_value = "natter <natter@localhost>"
-    )]
+    #[arg(long, env = "NATTER_MAIL_FROM", default_value = "natter <natter@localhost>")]
     pub mail_from: String,
 
     /// normal: survives a crash of the process; full: also a crash of the machine.
@@ -125,11 +116,11 @@ pub struct ServerArgs {
     pub log_level: log::LevelFilter,
 
     /// argon2id memory cost in KiB (the OWASP baseline is 19456).
-    #[arg(long, env = "NATTER_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    #[arg(long, env = "NATTER_ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
     pub argon2_memory_kib: u32,
 
     /// argon2id iterations.
-    #[arg(long, env = "NATTER_ARGON2_ITERATIONS", default_value_t = 2)]
+    #[arg(long, env = "NATTER_ARGON2_ITERATIONS", default_value_t = 2, global = true)]
     pub argon2_iterations: u32,
 
     /// Threads that hash and check passwords.
@@ -140,10 +131,7 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The argon2id parameters these flags ask for.
     pub fn hash_params(&self) -> HashParams {
-        HashParams {
-            memory_kib: self.argon2_memory_kib,
-            iterations: self.argon2_iterations,
-        }
+        HashParams { memory_kib: self.argon2_memory_kib, iterations: self.argon2_iterations }
     }
 
     /// Resolves defaults that depend on other flags.
@@ -151,10 +139,7 @@ impl ServerArgs {
         let hash = self.hash_params();
         let mail = match self.smtp_url {
             Some(url) => MailTarget::Smtp(url),
-            None => MailTarget::Outbox(
-                self.mail_outbox
-                    .unwrap_or_else(|| PathBuf::from("./outbox")),
-            ),
+            None => MailTarget::Outbox(self.mail_outbox.unwrap_or_else(|| PathBuf::from("./outbox"))),
         };
         Config {
             listen: self.listen,

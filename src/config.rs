@@ -59,12 +59,7 @@ pub struct NetLimits {
 
 impl Default for NetLimits {
     fn default() -> Self {
-        NetLimits {
-            max_frame: 64 * 1024,
-            max_output: 8 << 20,
-            max_connections: 10_000,
-            msg_rate: None,
-        }
+        NetLimits { max_frame: 64 * 1024, max_output: 8 << 20, max_connections: 10_000, msg_rate: None }
     }
 }
 

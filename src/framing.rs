@@ -38,14 +38,7 @@ pub struct FrameScanner {
 impl FrameScanner {
     /// A scanner that rejects frames longer than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        FrameScanner {
-            max_frame,
-            pos: 0,
-            start: 0,
-            depth: 0,
-            in_string: false,
-            escape: false,
-        }
+        FrameScanner { max_frame, pos: 0, start: 0, depth: 0, in_string: false, escape: false }
     }
 
     /// Scans `buf` from where the last call stopped and returns the range of the next
@@ -152,10 +145,7 @@ mod tests {
     #[test]
     fn concatenated_and_whitespace_separated_objects_are_found() {
         let got = frames(b"{\"a\":1}{\"b\":2}\n \t{}\r\n", 100).unwrap();
-        assert_eq!(
-            got,
-            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec(), b"{}".to_vec()]
-        );
+        assert_eq!(got, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec(), b"{}".to_vec()]);
     }
 
     #[test]
@@ -163,10 +153,7 @@ mod tests {
         let s = br#"{"m":"}{ \" \\\" [ ] \\","n":{"x":["}"]}}{"z":0}"#;
         let got = frames(s, 1000).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[0],
-            br#"{"m":"}{ \" \\\" [ ] \\","n":{"x":["}"]}}"#.to_vec()
-        );
+        assert_eq!(got[0], br#"{"m":"}{ \" \\\" [ ] \\","n":{"x":["}"]}}"#.to_vec());
     }
 
     #[test]
@@ -210,11 +197,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_only_counted() {
-        let deep = format!(
-            "{}{}",
-            "{\"a\":".repeat(10_000),
-            "1".to_string() + &"}".repeat(10_000)
-        );
+        let deep = format!("{}{}", "{\"a\":".repeat(10_000), "1".to_string() + &"}".repeat(10_000));
         assert_eq!(frames(deep.as_bytes(), 1 << 20).unwrap().len(), 1);
     }
 

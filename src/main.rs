@@ -7,9 +7,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_config = simplelog::ConfigBuilder::new()
-        .set_target_level(log::LevelFilter::Off)
-        .build();
+    let log_config = simplelog::ConfigBuilder::new().set_target_level(log::LevelFilter::Off).build();
     let _ = simplelog::WriteLogger::init(cli.server.log_level, log_config, std::io::stderr());
     let result = match cli.command {
         Some(Command::User(cmd)) => natter::admin::user(&cli.db, cmd, cli.server.hash_params()),

@@ -41,17 +41,13 @@ impl std::error::Error for HashError {}
 
 /// The argon2id PHC string for an md5 hex digest.
 pub fn hash(params: HashParams, md5_hex: &str) -> Result<String, HashError> {
-    let p =
-        Params::new(params.memory_kib, params.iterations, 1, None).map_err(HashError::Params)?;
+    let p = Params::new(params.memory_kib, params.iterations, 1, None).map_err(HashError::Params)?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, p);
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(HashError::Random)?;
     let salt = SaltString::encode_b64(&salt).map_err(HashError::Hash)?;
     let digest = md5_hex.to_ascii_lowercase();
-    Ok(argon
-        .hash_password(digest.as_bytes(), &salt)
-        .map_err(HashError::Hash)?
-        .to_string())
+    Ok(argon.hash_password(digest.as_bytes(), &salt).map_err(HashError::Hash)?.to_string())
 }
 
 /// Whether `md5_hex` matches the stored PHC string. A malformed stored hash never matches.
@@ -60,27 +56,19 @@ pub fn verify(phc: &str, md5_hex: &str) -> bool {
         return false;
     };
     let digest = md5_hex.to_ascii_lowercase();
-    Argon2::default()
-        .verify_password(digest.as_bytes(), &parsed)
-        .is_ok()
+    Argon2::default().verify_password(digest.as_bytes(), &parsed).is_ok()
 }
 
 /// md5 of a plain password as lowercase hex: what a client sends.
 pub fn md5_hex(plain: &str) -> String {
-    Md5::digest(plain.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(plain.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const CHEAP: HashParams = HashParams {
-        memory_kib: 64,
-        iterations: 1,
-    };
+    const CHEAP: HashParams = HashParams { memory_kib: 64, iterations: 1 };
 
     #[test]
     fn md5_matches_the_known_digest() {

@@ -38,9 +38,7 @@ mod tests {
     #[test]
     fn otps_are_six_digits_and_vary() {
         let a: Vec<String> = (0..50).map(|_| otp().unwrap()).collect();
-        assert!(a
-            .iter()
-            .all(|o| o.len() == 6 && o.bytes().all(|b| b.is_ascii_digit())));
+        assert!(a.iter().all(|o| o.len() == 6 && o.bytes().all(|b| b.is_ascii_digit())));
         assert!(a.iter().any(|o| o != &a[0]));
     }
 

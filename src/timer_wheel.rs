@@ -73,13 +73,7 @@ impl<T> TimerWheel<T> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let bucket = self.bucket(tick);
         let head = self.heads[bucket];
-        let key = self.entries.insert(Entry {
-            tick,
-            generation,
-            prev: None,
-            next: head,
-            value,
-        });
+        let key = self.entries.insert(Entry { tick, generation, prev: None, next: head, value });
         let key = key as u32;
         if let Some(h) = head {
             self.entries[h as usize].prev = Some(key);

@@ -22,10 +22,7 @@ fn registration_verify_and_login_shapes() {
     let s = Server::start();
     let mut c = s.connect();
     let v = c.request(&registration("alice@example.com", &md5_hex("pw1"), "Alice"));
-    assert_eq!(
-        v,
-        json!({"event":"sent","type":"otp","message":"OTP sent to alice@example.com"})
-    );
+    assert_eq!(v, json!({"event":"sent","type":"otp","message":"OTP sent to alice@example.com"}));
     let mails = s.mails_for("alice@example.com");
     assert_eq!(mails.len(), 1, "exactly one OTP mail for one registration");
     let otp = s.wait_otp("alice@example.com");
@@ -34,15 +31,8 @@ fn registration_verify_and_login_shapes() {
     assert_eq!(v, json!({"event":"success","type":"verify"}));
     // FORMAT.md note: the user is not logged in after registration.
     let v = c.request(&json!({"type":"users"}));
-    assert_eq!(
-        v,
-        json!({"event":"invalid","type":"users","message":"log in or register first"})
-    );
-    let v = c.request(&login_req(
-        Some("Alice"),
-        Some("alice@example.com"),
-        &md5_hex("pw1"),
-    ));
+    assert_eq!(v, json!({"event":"invalid","type":"users","message":"log in or register first"}));
+    let v = c.request(&login_req(Some("Alice"), Some("alice@example.com"), &md5_hex("pw1")));
     assert_eq!(
         v,
         json!({"event":"success","type":"login","details":{"username":"Alice","email":"alice@example.com","friends":[]}})
@@ -81,10 +71,7 @@ fn logout_shape_and_connection_stays_open() {
     // The TCP connection stays open and is anonymous again.
     c.ping();
     let v = c.request(&json!({"type":"users"}));
-    assert_eq!(
-        v,
-        json!({"event":"invalid","type":"users","message":"log in or register first"})
-    );
+    assert_eq!(v, json!({"event":"invalid","type":"users","message":"log in or register first"}));
 }
 
 #[test]
@@ -138,7 +125,9 @@ fn unknown_extra_fields_are_ignored() {
     let otp = s.wait_otp("x@example.com");
     let v = c.request(&json!({"type":"verify","otp":otp,"more":[1,2,{"a":null}]}));
     assert_eq!(v, json!({"event":"success","type":"verify"}));
-    let v = c.request(&json!({"type":"login","details":{"email":"x@example.com","password":md5_hex("pw"),"device":"phone"},"x":true}));
+    let v = c.request(
+        &json!({"type":"login","details":{"email":"x@example.com","password":md5_hex("pw"),"device":"phone"},"x":true}),
+    );
     assert_eq!(v, login_success("x", "x@example.com"));
 }
 
@@ -191,23 +180,59 @@ fn registration_rejects_bad_emails() {
     assert_failed(&v, "registration");
 }
 
-/// PROTOCOL.md section 4 lists every rule for E; a 242-byte local part breaks none of them
-/// (RFC 5321 would limit it to 64 octets, but the protocol does not say so). So the server
-/// must either mail it or the protocol must gain the rule and the answer be `failed`
-/// type `registration`; a transport-style `failed` type `otp` ("try again later") is wrong
-/// either way, since trying again can never help.
+/// PROTOCOL.md section 4 lists every rule for E: exactly one `@`, a non-empty local part, a
+/// domain with a dot, no whitespace, at most 254 bytes. The addresses below break none of
+/// them (RFC 5321/5322 would reject them: a local part over 64 octets, `..`, parentheses), so
+/// by the protocol they get `sent`. If the server cannot mail such an address, the protocol
+/// needs the extra rule and the answer must be `failed` type `registration`; a transport
+/// failure (`failed` type `otp`, "try again later") is wrong either way, since trying again
+/// can never help.
 #[test]
-fn long_local_part_within_254_bytes_is_accepted() {
+fn addresses_meeting_every_section_4_rule_are_mailed() {
+    let s = Server::start();
+    let local = "b".repeat(254 - "@example.com".len());
+    let long_local = format!("{local}@example.com");
+    assert_eq!(long_local.len(), 254);
+    let mut answers = Vec::new();
+    for (i, e) in [long_local.as_str(), "a..b@example.com", "(x)@example.com"].iter().enumerate() {
+        let mut c = s.connect();
+        let v = c.request(&registration(e, &md5_hex("pw"), &format!("rule{i}")));
+        if v != sent_otp(e) {
+            answers.push(format!("{e}: {v}"));
+        }
+    }
+    assert!(answers.is_empty(), "addresses that meet every rule of section 4 were not mailed:\n{}", answers.join("\n"));
+}
+
+#[test]
+fn otp_message_names_the_address_as_sent() {
     let s = Server::start();
     let mut c = s.connect();
-    let local = "b".repeat(254 - "@example.com".len());
-    let ok = format!("{local}@example.com");
-    assert_eq!(ok.len(), 254);
-    let v = c.request(&registration(&ok, &md5_hex("pw"), "longlocal"));
+    let v = c.request(&registration("Mixed.Case@Example.COM", &md5_hex("pw"), "mixed"));
+    assert_eq!(v, json!({"event":"sent","type":"otp","message":"OTP sent to Mixed.Case@Example.COM"}));
+    let otp = s.wait_otp("mixed.case@example.com");
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
+    // Emails compare case-insensitively at login.
+    let v = c.request(&login_req(None, Some("mixed.case@example.com"), &md5_hex("pw")));
+    assert_eq!(v["event"], json!("success"), "{v}");
+    assert_eq!(v["details"]["username"], json!("mixed"), "{v}");
+}
+
+#[test]
+fn pending_registrations_are_not_users() {
+    let s = Server::start();
+    register_and_verify(&s, "real@example.com", "real", "pw");
+    let mut pending = s.connect();
+    register(&s, &mut pending, "pending@example.com", "pending", "pw");
+    let mut c = logged_in(&s, "real@example.com", "pw");
     assert_eq!(
-        v,
-        sent_otp(&ok),
-        "a 254-byte address that meets every rule of section 4"
+        c.request(&json!({"type":"users"})),
+        json!({"event":"success","type":"users","details":[{"username":"real","email":"real@example.com"}]})
+    );
+    let mut d = s.connect();
+    assert_eq!(
+        d.request(&login_req(None, Some("pending@example.com"), &md5_hex("pw"))),
+        json!({"event":"failed","type":"login","message":"invalid credentials"})
     );
 }
 
@@ -216,23 +241,9 @@ fn registration_rejects_bad_usernames() {
     let s = Server::start();
     let mut c = s.connect();
     let long = "u".repeat(33);
-    let bad = [
-        "",
-        "has space",
-        "bang!",
-        "semi;colon",
-        "at@sign",
-        "slash/",
-        "ümlaut",
-        "tab\t",
-        long.as_str(),
-    ];
+    let bad = ["", "has space", "bang!", "semi;colon", "at@sign", "slash/", "ümlaut", "tab\t", long.as_str()];
     for (i, u) in bad.iter().enumerate() {
-        let v = c.request(&registration(
-            &format!("u{i}@example.com"),
-            &md5_hex("pw"),
-            u,
-        ));
+        let v = c.request(&registration(&format!("u{i}@example.com"), &md5_hex("pw"), u));
         assert_failed(&v, "registration");
     }
     // The allowed alphabet, and exactly 32 characters, are accepted.
@@ -259,11 +270,7 @@ fn registration_rejects_passwords_that_are_not_md5_hex() {
         "plaintext-password-not-hashed!!!".to_string(),
     ];
     for (i, p) in bad.iter().enumerate() {
-        let v = c.request(&registration(
-            &format!("p{i}@example.com"),
-            p,
-            &format!("p{i}"),
-        ));
+        let v = c.request(&registration(&format!("p{i}@example.com"), p, &format!("p{i}")));
         assert_failed(&v, "registration");
     }
 }
@@ -276,10 +283,7 @@ fn uppercase_md5_is_accepted_and_stored_lowercase() {
     let v = c.request(&registration("up@example.com", &upper, "upper"));
     assert_eq!(v, sent_otp("up@example.com"));
     let otp = s.wait_otp("up@example.com");
-    assert_eq!(
-        c.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
     let v = c.request(&login_req(None, Some("up@example.com"), &md5_hex("Secret")));
     assert_eq!(v, login_success("upper", "up@example.com"));
 }
@@ -291,44 +295,23 @@ fn missing_null_or_wrongly_typed_fields_are_invalid() {
     let pw = md5_hex("pw");
     let cases: Vec<(Value, &str)> = vec![
         (json!({"type":"registration"}), "registration"),
-        (
-            json!({"type":"registration","details":null}),
-            "registration",
-        ),
+        (json!({"type":"registration","details":null}), "registration"),
         (json!({"type":"registration","details":"x"}), "registration"),
         (json!({"type":"registration","details":[]}), "registration"),
-        (
-            json!({"type":"registration","details":{"password":pw,"username":"a"}}),
-            "registration",
-        ),
-        (
-            json!({"type":"registration","details":{"email":null,"password":pw,"username":"a"}}),
-            "registration",
-        ),
-        (
-            json!({"type":"registration","details":{"email":5,"password":pw,"username":"a"}}),
-            "registration",
-        ),
+        (json!({"type":"registration","details":{"password":pw,"username":"a"}}), "registration"),
+        (json!({"type":"registration","details":{"email":null,"password":pw,"username":"a"}}), "registration"),
+        (json!({"type":"registration","details":{"email":5,"password":pw,"username":"a"}}), "registration"),
         (
             json!({"type":"registration","details":{"email":"a@example.com","password":null,"username":"a"}}),
             "registration",
         ),
-        (
-            json!({"type":"registration","details":{"email":"a@example.com","username":"a"}}),
-            "registration",
-        ),
+        (json!({"type":"registration","details":{"email":"a@example.com","username":"a"}}), "registration"),
         (
             json!({"type":"registration","details":{"email":"a@example.com","password":pw,"username":null}}),
             "registration",
         ),
-        (
-            json!({"type":"registration","details":{"email":"a@example.com","password":pw}}),
-            "registration",
-        ),
-        (
-            json!({"type":"registration","details":{"email":"a@example.com","password":pw,"username":7}}),
-            "registration",
-        ),
+        (json!({"type":"registration","details":{"email":"a@example.com","password":pw}}), "registration"),
+        (json!({"type":"registration","details":{"email":"a@example.com","password":pw,"username":7}}), "registration"),
         (
             json!({"type":"registration","details":{"email":"a@example.com","password":[pw],"username":"a"}}),
             "registration",
@@ -340,38 +323,17 @@ fn missing_null_or_wrongly_typed_fields_are_invalid() {
         (json!({"type":"login"}), "login"),
         (json!({"type":"login","details":null}), "login"),
         (json!({"type":"login","details":"alice"}), "login"),
-        (
-            json!({"type":"login","details":{"email":"a@example.com"}}),
-            "login",
-        ),
-        (
-            json!({"type":"login","details":{"email":"a@example.com","password":null}}),
-            "login",
-        ),
-        (
-            json!({"type":"login","details":{"email":"a@example.com","password":12}}),
-            "login",
-        ),
-        (
-            json!({"type":"login","details":{"email":7,"password":pw}}),
-            "login",
-        ),
-        (
-            json!({"type":"login","details":{"username":false,"password":pw}}),
-            "login",
-        ),
+        (json!({"type":"login","details":{"email":"a@example.com"}}), "login"),
+        (json!({"type":"login","details":{"email":"a@example.com","password":null}}), "login"),
+        (json!({"type":"login","details":{"email":"a@example.com","password":12}}), "login"),
+        (json!({"type":"login","details":{"email":7,"password":pw}}), "login"),
+        (json!({"type":"login","details":{"username":false,"password":pw}}), "login"),
         (json!({"type":"login","details":{"password":pw}}), "login"),
-        (
-            json!({"type":"login","details":{"username":null,"email":null,"password":pw}}),
-            "login",
-        ),
+        (json!({"type":"login","details":{"username":null,"email":null,"password":pw}}), "login"),
     ];
     for (req, ty) in cases {
         let v = c.request(&req);
-        assert!(
-            v["event"] == json!("invalid"),
-            "request {req} must be answered invalid, got {v}"
-        );
+        assert!(v["event"] == json!("invalid"), "request {req} must be answered invalid, got {v}");
         assert_invalid(&v, ty);
     }
     // Nothing was mailed, and the connection still works.
@@ -399,11 +361,7 @@ fn duplicate_email_or_username_is_failed_case_insensitively() {
     }
     assert_eq!(s.mail_count("fresh1@example.com"), 0);
     assert_eq!(s.mail_count("fresh2@example.com"), 0);
-    assert_eq!(
-        s.mail_count("dup@example.com"),
-        1,
-        "only the first registration mailed"
-    );
+    assert_eq!(s.mail_count("dup@example.com"), 1, "only the first registration mailed");
     // The original account is untouched.
     let v = c.request(&login_req(None, Some("dup@example.com"), &md5_hex("pw")));
     assert_eq!(v, login_success("Dupe", "dup@example.com"));
@@ -419,10 +377,7 @@ fn account_taken_between_registration_and_verify_is_failed_verify() {
     let v = b.request(&registration("race@example.com", &md5_hex("pw"), "racer_b"));
     assert_eq!(v, sent_otp("race@example.com"));
     let otp_b = s.wait_otp("race@example.com");
-    assert_eq!(
-        a.request(&verify(&otp_a)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(a.request(&verify(&otp_a)), json!({"event":"success","type":"verify"}));
     let v = b.request(&verify(&otp_b));
     assert_failed(&v, "verify");
 }
@@ -438,24 +393,12 @@ fn wrong_otp_says_how_many_tries_are_left() {
     let otp = register(&s, &mut c, "w@example.com", "wrong", "pw");
     let bad = wrong_otp(&otp);
     let m1 = assert_failed(&c.request(&verify(&bad)), "verify");
-    assert!(
-        m1.contains('4'),
-        "after 1 wrong try of 5, the message should say 4 are left: {m1:?}"
-    );
+    assert!(m1.contains('4'), "after 1 wrong try of 5, the message should say 4 are left: {m1:?}");
     let m2 = assert_failed(&c.request(&verify(&bad)), "verify");
-    assert!(
-        m2.contains('3'),
-        "after 2 wrong tries of 5, the message should say 3 are left: {m2:?}"
-    );
-    assert_ne!(
-        m1, m2,
-        "the message must change with the number of tries left"
-    );
+    assert!(m2.contains('3'), "after 2 wrong tries of 5, the message should say 3 are left: {m2:?}");
+    assert_ne!(m1, m2, "the message must change with the number of tries left");
     // The right code still works with tries left.
-    assert_eq!(
-        c.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
     let v = c.request(&login_req(Some("wrong"), None, &md5_hex("pw")));
     assert_eq!(v, login_success("wrong", "w@example.com"));
 }
@@ -472,16 +415,10 @@ fn otp_tries_exhausted_needs_new_registration() {
     // The pending registration is gone: even the right code fails now.
     assert_failed(&c.request(&verify(&otp)), "verify");
     let v = c.request(&login_req(None, Some("ex@example.com"), &md5_hex("pw")));
-    assert_eq!(
-        v,
-        json!({"event":"failed","type":"login","message":"invalid credentials"})
-    );
+    assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
     // A new registration gives a new code that works.
     let otp2 = register(&s, &mut c, "ex@example.com", "exhaust", "pw");
-    assert_eq!(
-        c.request(&verify(&otp2)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp2)), json!({"event":"success","type":"verify"}));
 }
 
 #[test]
@@ -492,10 +429,7 @@ fn otp_expires() {
     thread::sleep(Duration::from_millis(2200));
     assert_failed(&c.request(&verify(&otp)), "verify");
     let v = c.request(&login_req(None, Some("late@example.com"), &md5_hex("pw")));
-    assert_eq!(
-        v,
-        json!({"event":"failed","type":"login","message":"invalid credentials"})
-    );
+    assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
 }
 
 #[test]
@@ -504,18 +438,11 @@ fn second_registration_replaces_the_first_otp() {
     let mut c = s.connect();
     let otp1 = register(&s, &mut c, "again@example.com", "again", "pw");
     let otp2 = register(&s, &mut c, "again@example.com", "again", "pw");
-    assert_eq!(
-        s.mail_count("again@example.com"),
-        2,
-        "each registration mails a code"
-    );
+    assert_eq!(s.mail_count("again@example.com"), 2, "each registration mails a code");
     if otp1 != otp2 {
         assert_failed(&c.request(&verify(&otp1)), "verify");
     }
-    assert_eq!(
-        c.request(&verify(&otp2)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp2)), json!({"event":"success","type":"verify"}));
 }
 
 #[test]
@@ -528,10 +455,7 @@ fn verify_without_pending_otp_is_failed_and_otp_belongs_to_its_connection() {
     let otp = register(&s, &mut a, "own@example.com", "owner", "pw");
     // Right code, wrong connection.
     assert_failed(&b.request(&verify(&otp)), "verify");
-    assert_eq!(
-        a.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(a.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
     // After success there is nothing pending any more.
     assert_failed(&a.request(&verify(&otp)), "verify");
 }
@@ -554,26 +478,14 @@ fn at_most_five_otp_mails_per_address_per_hour() {
 
 #[test]
 fn failing_mail_transport_is_failed_otp() {
-    let s = Server::start_with(&[
-        "--smtp-url",
-        "smtp://127.0.0.1:1",
-        "--mail-from",
-        "natter@example.com",
-    ]);
+    let s = Server::start_with(&["--smtp-url", "smtp://127.0.0.1:1", "--mail-from", "natter@example.com"]);
     let mut c = s.connect();
-    let v = c.request(&registration(
-        "nomail@example.com",
-        &md5_hex("pw"),
-        "nomail",
-    ));
+    let v = c.request(&registration("nomail@example.com", &md5_hex("pw"), "nomail"));
     assert_failed(&v, "otp");
     // The connection still works and no account exists.
     c.ping();
     let v = c.request(&login_req(None, Some("nomail@example.com"), &md5_hex("pw")));
-    assert_eq!(
-        v,
-        json!({"event":"failed","type":"login","message":"invalid credentials"})
-    );
+    assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
 }
 
 #[test]
@@ -581,10 +493,7 @@ fn outbox_dir_is_created_by_server() {
     let s = Server::start_without_outbox(&[]);
     let mut c = s.connect();
     let otp = register(&s, &mut c, "fresh@example.com", "fresh", "pw");
-    assert_eq!(
-        c.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
 }
 
 /// What the loopback SMTP server received.
@@ -619,10 +528,7 @@ fn otp_over_real_smtp_to_loopback_server() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut smtp = mailin_embedded::Server::new(Sink(received.clone()));
-    smtp.with_name("localhost")
-        .with_ssl(mailin_embedded::SslConfig::None)
-        .unwrap()
-        .with_tcp_listener(listener);
+    smtp.with_name("localhost").with_ssl(mailin_embedded::SslConfig::None).unwrap().with_tcp_listener(listener);
     // serve() runs forever; the thread ends with the test process.
     thread::spawn(move || {
         let _ = smtp.serve();
@@ -631,19 +537,12 @@ fn otp_over_real_smtp_to_loopback_server() {
     let url = format!("smtp://127.0.0.1:{port}");
     let s = Server::start_with(&["--smtp-url", &url, "--mail-from", "natter@example.com"]);
     let mut c = s.connect();
-    let v = c.request(&registration(
-        "smtp@example.com",
-        &md5_hex("pw"),
-        "smtpuser",
-    ));
+    let v = c.request(&registration("smtp@example.com", &md5_hex("pw"), "smtpuser"));
     assert_eq!(v, sent_otp("smtp@example.com"), "\n{}", s.tail());
     // `sent` comes only after the transport accepted the mail, so it is already complete.
     let deadline = Instant::now() + Duration::from_secs(5);
     while received.lock().unwrap().ended == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the SMTP server never got the whole mail"
-        );
+        assert!(Instant::now() < deadline, "the SMTP server never got the whole mail");
         thread::sleep(Duration::from_millis(20));
     }
     let (rcpts, data) = {
@@ -651,22 +550,13 @@ fn otp_over_real_smtp_to_loopback_server() {
         (r.rcpts.clone(), r.data.clone())
     };
     assert!(
-        rcpts
-            .iter()
-            .any(|r| r.to_lowercase().contains("smtp@example.com")),
+        rcpts.iter().any(|r| r.to_lowercase().contains("smtp@example.com")),
         "RCPT TO should name the registering address: {rcpts:?}"
     );
     let mail = Mail::parse(&data);
-    assert!(
-        mail.is_to("smtp@example.com"),
-        "To: header: {:?}",
-        mail.header("To")
-    );
+    assert!(mail.is_to("smtp@example.com"), "To: header: {:?}", mail.header("To"));
     let otp = mail.otp().unwrap_or_else(|e| panic!("{e}\n{}", mail.raw));
-    assert_eq!(
-        c.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
     let v = c.request(&login_req(None, Some("smtp@example.com"), &md5_hex("pw")));
     assert_eq!(v, login_success("smtpuser", "smtp@example.com"));
     // No outbox is used when --smtp-url is given.
@@ -711,11 +601,7 @@ fn smtp_server_rejecting_the_mail_is_failed_otp() {
     let url = format!("smtp://127.0.0.1:{port}");
     let s = Server::start_with(&["--smtp-url", &url, "--mail-from", "natter@example.com"]);
     let mut c = s.connect();
-    let v = c.request(&registration(
-        "reject@example.com",
-        &md5_hex("pw"),
-        "rejected",
-    ));
+    let v = c.request(&registration("reject@example.com", &md5_hex("pw"), "rejected"));
     assert_failed(&v, "otp");
     c.ping();
 }
@@ -735,34 +621,19 @@ fn anonymous_may_only_register_verify_login_and_ping() {
             json!({"event":"personal","type":"message","details":{"to":"a@example.com","message":"hi","time":1}}),
             "message",
         ),
-        (
-            json!({"event":"global","type":"message","details":{"message":"hi","time":1}}),
-            "message",
-        ),
-        (
-            json!({"type":"voice","event":"call","details":{"email":"a@example.com"}}),
-            "voice",
-        ),
-        (
-            json!({"type":"history","details":{"with":"a@example.com"}}),
-            "history",
-        ),
+        (json!({"event":"global","type":"message","details":{"message":"hi","time":1}}), "message"),
+        (json!({"type":"voice","event":"call","details":{"email":"a@example.com"}}), "voice"),
+        (json!({"type":"history","details":{"with":"a@example.com"}}), "history"),
+        (json!({"type":"ack","details":{"id":"1"}}), "ack"),
     ];
     for (req, ty) in cases {
         let v = c.request(&req);
-        assert_eq!(
-            v,
-            json!({"event":"invalid","type":ty,"message":"log in or register first"}),
-            "anonymous {req}"
-        );
+        assert_eq!(v, json!({"event":"invalid","type":ty,"message":"log in or register first"}), "anonymous {req}");
     }
     // The connection stays open and the allowed requests still work.
     c.ping();
     let v = c.request(&login_req(None, Some("who@example.com"), &md5_hex("pw")));
-    assert_eq!(
-        v,
-        json!({"event":"failed","type":"login","message":"invalid credentials"})
-    );
+    assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
 }
 
 #[test]
@@ -771,8 +642,7 @@ fn logged_in_may_not_register_verify_or_login() {
     register_and_verify(&s, "in@example.com", "insider", "pw");
     register_and_verify(&s, "other@example.com", "other", "pw");
     let mut c = logged_in(&s, "in@example.com", "pw");
-    let expected =
-        |t: &str| json!({"event":"failed","type":t,"message":"already logged in; log out first"});
+    let expected = |t: &str| json!({"event":"failed","type":t,"message":"already logged in; log out first"});
     let v = c.request(&registration("new@example.com", &md5_hex("pw"), "newbie"));
     assert_eq!(v, expected("registration"));
     assert_eq!(s.mail_count("new@example.com"), 0);
@@ -795,18 +665,12 @@ fn logout_then_login_again_on_one_connection() {
     let mut c = s.connect();
     let v = c.request(&login_req(None, Some("one@example.com"), &md5_hex("pw1")));
     assert_eq!(v, login_success("one", "one@example.com"));
-    assert_eq!(
-        c.request(&json!({"type":"logout"})),
-        json!({"event":"success","type":"logout"})
-    );
+    assert_eq!(c.request(&json!({"type":"logout"})), json!({"event":"success","type":"logout"}));
     assert_invalid(&c.request(&json!({"type":"users"})), "users");
     // Again as the same user, then as another one.
     let v = c.request(&login_req(Some("one"), None, &md5_hex("pw1")));
     assert_eq!(v, login_success("one", "one@example.com"));
-    assert_eq!(
-        c.request(&json!({"type":"logout"})),
-        json!({"event":"success","type":"logout"})
-    );
+    assert_eq!(c.request(&json!({"type":"logout"})), json!({"event":"success","type":"logout"}));
     let v = c.request(&login_req(None, Some("two@example.com"), &md5_hex("pw2")));
     assert_eq!(v, login_success("two", "two@example.com"));
     let v = c.request(&json!({"type":"users"}));
@@ -823,18 +687,12 @@ fn two_connections_logged_in_as_one_user() {
         a.request(&login_req(None, Some("multi@example.com"), &md5_hex("pw"))),
         login_success("multi", "multi@example.com")
     );
-    assert_eq!(
-        b.request(&login_req(Some("multi"), None, &md5_hex("pw"))),
-        login_success("multi", "multi@example.com")
-    );
+    assert_eq!(b.request(&login_req(Some("multi"), None, &md5_hex("pw"))), login_success("multi", "multi@example.com"));
     let users = json!({"event":"success","type":"users","details":[{"username":"multi","email":"multi@example.com"}]});
     assert_eq!(a.request(&json!({"type":"users"})), users);
     assert_eq!(b.request(&json!({"type":"users"})), users);
     // Logging out one device leaves the other logged in.
-    assert_eq!(
-        a.request(&json!({"type":"logout"})),
-        json!({"event":"success","type":"logout"})
-    );
+    assert_eq!(a.request(&json!({"type":"logout"})), json!({"event":"success","type":"logout"}));
     assert_eq!(b.request(&json!({"type":"users"})), users);
     assert_invalid(&a.request(&json!({"type":"users"})), "users");
     // Closing one device does not disturb the other either.
@@ -857,55 +715,22 @@ fn login_by_username_email_or_both() {
     let bad = json!({"event":"failed","type":"login","message":"invalid credentials"});
     let cases: Vec<(Value, &Value)> = vec![
         // username only: absent email, null email
-        (
-            json!({"type":"login","details":{"username":"Ann","password":pw}}),
-            &ok,
-        ),
-        (
-            json!({"type":"login","details":{"username":"Ann","email":null,"password":pw}}),
-            &ok,
-        ),
+        (json!({"type":"login","details":{"username":"Ann","password":pw}}), &ok),
+        (json!({"type":"login","details":{"username":"Ann","email":null,"password":pw}}), &ok),
         // email only: absent username, null username
-        (
-            json!({"type":"login","details":{"email":"ann@example.com","password":pw}}),
-            &ok,
-        ),
-        (
-            json!({"type":"login","details":{"username":null,"email":"ann@example.com","password":pw}}),
-            &ok,
-        ),
+        (json!({"type":"login","details":{"email":"ann@example.com","password":pw}}), &ok),
+        (json!({"type":"login","details":{"username":null,"email":"ann@example.com","password":pw}}), &ok),
         // both naming the same account
-        (
-            json!({"type":"login","details":{"username":"Ann","email":"ann@example.com","password":pw}}),
-            &ok,
-        ),
+        (json!({"type":"login","details":{"username":"Ann","email":"ann@example.com","password":pw}}), &ok),
         // names compare case-insensitively
-        (
-            json!({"type":"login","details":{"username":"aNN","password":pw}}),
-            &ok,
-        ),
-        (
-            json!({"type":"login","details":{"email":"ANN@Example.com","password":pw}}),
-            &ok,
-        ),
+        (json!({"type":"login","details":{"username":"aNN","password":pw}}), &ok),
+        (json!({"type":"login","details":{"email":"ANN@Example.com","password":pw}}), &ok),
         // both given, naming different accounts
-        (
-            json!({"type":"login","details":{"username":"Ann","email":"ben@example.com","password":pw}}),
-            &bad,
-        ),
-        (
-            json!({"type":"login","details":{"username":"Ben","email":"ann@example.com","password":pw}}),
-            &bad,
-        ),
+        (json!({"type":"login","details":{"username":"Ann","email":"ben@example.com","password":pw}}), &bad),
+        (json!({"type":"login","details":{"username":"Ben","email":"ann@example.com","password":pw}}), &bad),
         // both given, one names no account
-        (
-            json!({"type":"login","details":{"username":"Ann","email":"ghost@example.com","password":pw}}),
-            &bad,
-        ),
-        (
-            json!({"type":"login","details":{"username":"ghost","email":"ann@example.com","password":pw}}),
-            &bad,
-        ),
+        (json!({"type":"login","details":{"username":"Ann","email":"ghost@example.com","password":pw}}), &bad),
+        (json!({"type":"login","details":{"username":"ghost","email":"ann@example.com","password":pw}}), &bad),
     ];
     for (req, expected) in cases {
         let mut c = s.connect();
@@ -928,14 +753,12 @@ fn login_throttled_after_five_failures_per_name() {
     let v = c.request(&login_req(None, Some("thr@example.com"), &md5_hex("pw")));
     let m = assert_failed(&v, "login");
     assert!(m.starts_with("too many attempts"), "6th attempt: {v}");
+    assert_retry_message(&m);
     // Also from another connection.
     let mut c2 = s.connect();
     let v = c2.request(&login_req(None, Some("thr@example.com"), &md5_hex("pw")));
     let m = assert_failed(&v, "login");
-    assert!(
-        m.starts_with("too many attempts"),
-        "from another connection: {v}"
-    );
+    assert!(m.starts_with("too many attempts"), "from another connection: {v}");
     // Throttling is keyed on the name as sent: the username is another name.
     let v = c2.request(&login_req(Some("throttled"), None, &md5_hex("pw")));
     assert_eq!(v, login_success("throttled", "thr@example.com"));
@@ -948,10 +771,37 @@ fn login_throttled_after_five_failures_per_name() {
     }
     let v = c3.request(&login_req(None, Some("ghost@example.com"), &md5_hex("x")));
     let m = assert_failed(&v, "login");
-    assert!(
-        m.starts_with("too many attempts"),
-        "unknown name, 6th attempt: {v}"
-    );
+    assert!(m.starts_with("too many attempts"), "unknown name, 6th attempt: {v}");
+}
+
+/// Section 10: the message reads "too many attempts, retry in N s" with N in 1..=60.
+fn assert_retry_message(m: &str) {
+    let n = m
+        .strip_prefix("too many attempts, retry in ")
+        .and_then(|r| r.strip_suffix(" s"))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(matches!(n, Some(1..=60)), "throttled message should read `too many attempts, retry in N s`: {m:?}");
+}
+
+#[test]
+fn login_throttled_after_twenty_failures_per_ip() {
+    let s = Server::start();
+    register_and_verify(&s, "ip@example.com", "iptest", "pw");
+    let bad = json!({"event":"failed","type":"login","message":"invalid credentials"});
+    let mut c = s.connect();
+    // 20 failures spread over 10 names (2 each): no name reaches its own limit of 5.
+    for i in 0..20 {
+        let name = format!("nobody{}@example.com", i % 10);
+        let v = c.request(&login_req(None, Some(&name), &md5_hex("x")));
+        assert_eq!(v, bad, "failure {}", i + 1);
+    }
+    // The 21st attempt from this address is throttled, whatever the name and password,
+    // on any connection.
+    let mut d = s.connect();
+    let v = d.request(&login_req(None, Some("ip@example.com"), &md5_hex("pw")));
+    let m = assert_failed(&v, "login");
+    assert!(m.starts_with("too many attempts"), "21st attempt from one IP: {v}");
+    assert_retry_message(&m);
 }
 
 #[test]
@@ -961,25 +811,16 @@ fn successful_login_clears_the_name_count() {
     let mut c = s.connect();
     let bad = json!({"event":"failed","type":"login","message":"invalid credentials"});
     for _ in 0..4 {
-        assert_eq!(
-            c.request(&login_req(None, Some("clr@example.com"), &md5_hex("no"))),
-            bad
-        );
+        assert_eq!(c.request(&login_req(None, Some("clr@example.com"), &md5_hex("no"))), bad);
     }
     assert_eq!(
         c.request(&login_req(None, Some("clr@example.com"), &md5_hex("pw"))),
         login_success("clear", "clr@example.com")
     );
-    assert_eq!(
-        c.request(&json!({"type":"logout"})),
-        json!({"event":"success","type":"logout"})
-    );
+    assert_eq!(c.request(&json!({"type":"logout"})), json!({"event":"success","type":"logout"}));
     // The count restarted: four more failures are still plain failures.
     for _ in 0..4 {
-        assert_eq!(
-            c.request(&login_req(None, Some("clr@example.com"), &md5_hex("no"))),
-            bad
-        );
+        assert_eq!(c.request(&login_req(None, Some("clr@example.com"), &md5_hex("no"))), bad);
     }
     assert_eq!(
         c.request(&login_req(None, Some("clr@example.com"), &md5_hex("pw"))),
@@ -995,16 +836,15 @@ fn successful_login_clears_the_name_count() {
 fn account_survives_restart() {
     let mut s = Server::start();
     register_and_verify(&s, "keep@example.com", "keeper", "pw");
-    {
-        let mut c = logged_in(&s, "keep@example.com", "pw");
-        c.ping();
-    }
+    // A logged-in and an anonymous connection stay open while the server stops.
+    let mut c = logged_in(&s, "keep@example.com", "pw");
+    c.ping();
+    let mut anon = s.connect();
+    anon.ping();
     let status = s.stop();
-    assert!(
-        status.success(),
-        "SIGTERM must make the server exit 0, got {status:?}\n{}",
-        s.tail()
-    );
+    assert!(status.success(), "SIGTERM must make the server exit 0, got {status:?}\n{}", s.tail());
+    c.expect_closed();
+    anon.expect_closed();
     s.restart_after_stop();
     let mut c = s.connect();
     let v = c.request(&login_req(Some("keeper"), None, &md5_hex("pw")));
@@ -1022,11 +862,7 @@ fn admin_user_add_list_del_while_server_runs() {
     register_and_verify(&s, "first@example.com", "first", "pw");
     s.user_add("carol@example.com", "carol", "hunter2");
     let mut c = s.connect();
-    let v = c.request(&login_req(
-        None,
-        Some("carol@example.com"),
-        &md5_hex("hunter2"),
-    ));
+    let v = c.request(&login_req(None, Some("carol@example.com"), &md5_hex("hunter2")));
     assert_eq!(v, login_success("carol", "carol@example.com"));
     let v = c.request(&json!({"type":"users"}));
     assert_eq!(
@@ -1040,40 +876,23 @@ fn admin_user_add_list_del_while_server_runs() {
     let out = s.admin(&["user", "list"]);
     assert!(out.status.success(), "user list: {:?}", out);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        listing.contains("carol@example.com"),
-        "user list output: {listing}"
-    );
-    assert!(
-        listing.contains("first@example.com"),
-        "user list output: {listing}"
-    );
+    assert!(listing.contains("carol@example.com"), "user list output: {listing}");
+    assert!(listing.contains("first@example.com"), "user list output: {listing}");
 
+    // Invalid input is refused, as the protocol would refuse it.
+    for (e, u) in [("not-an-email", "valid_name"), ("ok@example.com", "bad name!")] {
+        let out = s.admin(&["user", "add", "--email", e, "--username", u, "--password", "x"]);
+        assert!(!out.status.success(), "user add {e:?} {u:?} must fail");
+    }
     // A duplicate add fails.
-    let out = s.admin(&[
-        "user",
-        "add",
-        "--email",
-        "carol@example.com",
-        "--username",
-        "carol2",
-        "--password",
-        "x",
-    ]);
+    let out = s.admin(&["user", "add", "--email", "carol@example.com", "--username", "carol2", "--password", "x"]);
     assert!(!out.status.success(), "adding a duplicate email must fail");
 
     let out = s.admin(&["user", "del", "carol@example.com"]);
     assert!(out.status.success(), "user del: {:?}", out);
     let mut c2 = s.connect();
-    let v = c2.request(&login_req(
-        None,
-        Some("carol@example.com"),
-        &md5_hex("hunter2"),
-    ));
-    assert_eq!(
-        v,
-        json!({"event":"failed","type":"login","message":"invalid credentials"})
-    );
+    let v = c2.request(&login_req(None, Some("carol@example.com"), &md5_hex("hunter2")));
+    assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,11 +906,7 @@ fn anonymous_connection_times_out() {
     let mut idle = s.connect();
     let t0 = Instant::now();
     idle.expect_closed_within(Duration::from_secs(4));
-    assert!(
-        t0.elapsed() >= Duration::from_millis(700),
-        "closed too early: {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() >= Duration::from_millis(700), "closed too early: {:?}", t0.elapsed());
 
     // A request that was answered (not invalid) restarts the clock.
     let mut c = s.connect();
@@ -1101,10 +916,22 @@ fn anonymous_connection_times_out() {
     c.ping();
     let t1 = Instant::now();
     c.expect_closed_within(Duration::from_secs(4));
+    assert!(t1.elapsed() >= Duration::from_millis(700), "closed too early: {:?}", t1.elapsed());
+}
+
+#[test]
+fn invalid_requests_do_not_extend_the_anonymous_timeout() {
+    let s = Server::start_with(&["--auth-timeout", "2"]);
+    let mut c = s.connect();
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_millis(1200));
+    assert_invalid(&c.request(&json!({"type":"users"})), "users");
+    c.expect_closed_within(Duration::from_secs(5));
+    let closed = t0.elapsed();
+    // Due 2 s after connecting; an extended timer would close it at about 3.2 s.
     assert!(
-        t1.elapsed() >= Duration::from_millis(700),
-        "closed too early: {:?}",
-        t1.elapsed()
+        closed >= Duration::from_millis(1700) && closed < Duration::from_millis(2900),
+        "closed {closed:?} after connecting; expected about 2 s"
     );
 }
 
@@ -1124,10 +951,7 @@ fn pending_otp_keeps_anonymous_connection_open_until_it_expires() {
     let otp = register(&s, &mut c, "slow@example.com", "slowpoke", "pw");
     // Longer than the auth timeout, shorter than the OTP lifetime.
     c.expect_silence(2000);
-    assert_eq!(
-        c.request(&verify(&otp)),
-        json!({"event":"success","type":"verify"})
-    );
+    assert_eq!(c.request(&verify(&otp)), json!({"event":"success","type":"verify"}));
     // Nothing pending any more: the normal timeout applies again.
     c.expect_closed_within(Duration::from_secs(4));
 

@@ -36,8 +36,7 @@ fn object_written_byte_by_byte() {
     }
     assert_eq!(c.recv(), pong());
     // A registration split into single bytes works the same.
-    let req =
-        serde_json::to_vec(&registration("bytes@example.com", &md5_hex("pw"), "bytes")).unwrap();
+    let req = serde_json::to_vec(&registration("bytes@example.com", &md5_hex("pw"), "bytes")).unwrap();
     for b in &req {
         c.send_raw(&[*b]);
         thread::sleep(Duration::from_millis(1));
@@ -60,15 +59,11 @@ fn many_objects_in_one_write_are_answered_in_order() {
             }
             1 => {
                 batch.extend_from_slice(br#"{"type":"users"}"#);
-                expected.push(
-                    json!({"event":"invalid","type":"users","message":"log in or register first"}),
-                );
+                expected.push(json!({"event":"invalid","type":"users","message":"log in or register first"}));
             }
             _ => {
                 batch.extend_from_slice(br#"{"type":"logout"}"#);
-                expected.push(
-                    json!({"event":"invalid","type":"logout","message":"log in or register first"}),
-                );
+                expected.push(json!({"event":"invalid","type":"logout","message":"log in or register first"}));
             }
         }
         batch.push(b'\n');
@@ -124,7 +119,9 @@ fn braces_quotes_and_escapes_inside_strings() {
 fn whitespace_or_nothing_between_objects() {
     let s = Server::start();
     let mut c = s.connect();
-    c.send_raw(b" \r\n\t {\"type\":\"ping\"}{\"type\":\"ping\"} \t\r\n {\"type\":\"ping\"}\n\n\n{\"type\" : \"ping\" }\r\n");
+    c.send_raw(
+        b" \r\n\t {\"type\":\"ping\"}{\"type\":\"ping\"} \t\r\n {\"type\":\"ping\"}\n\n\n{\"type\" : \"ping\" }\r\n",
+    );
     for i in 0..4 {
         assert_eq!(c.recv(), pong(), "answer {i}");
     }
@@ -140,11 +137,7 @@ fn every_two_way_split_of_a_stream_gives_the_same_answers() {
     let mut c = s.connect();
     let stream = br#"{"type":"ping","a":"}{\""} {"type":"users"}
 {"type":"ping","b":[{"c":"\\"}]}"#;
-    let expected = [
-        pong(),
-        json!({"event":"invalid","type":"users","message":"log in or register first"}),
-        pong(),
-    ];
+    let expected = [pong(), json!({"event":"invalid","type":"users","message":"log in or register first"}), pong()];
     for cut in 1..stream.len() {
         c.send_raw(&stream[..cut]);
         thread::sleep(Duration::from_millis(2));
@@ -295,11 +288,7 @@ fn frame_size_limit_boundary() {
     let s = Server::start_with(&["--max-frame", "1024"]);
     let mut c = s.connect();
     c.send_raw(&ping_of_len(1024));
-    assert_eq!(
-        c.recv(),
-        pong(),
-        "a frame of exactly --max-frame bytes is allowed"
-    );
+    assert_eq!(c.recv(), pong(), "a frame of exactly --max-frame bytes is allowed");
     c.send_raw(&ping_of_len(1025));
     assert_invalid_any_type(&c.recv());
     c.expect_closed();
@@ -319,15 +308,8 @@ fn default_frame_limit_is_64_kib() {
 #[test]
 fn frames_not_starting_with_a_brace_close_the_connection() {
     let s = Server::start();
-    let garbage: Vec<&[u8]> = vec![
-        b"[1]",
-        b"hello",
-        b"\"string\"",
-        b"42\n",
-        b"}",
-        b"null",
-        b"\n\n  [{\"type\":\"ping\"}]",
-    ];
+    let garbage: Vec<&[u8]> =
+        vec![b"[1]", b"hello", b"\"string\"", b"42\n", b"}", b"null", b"\n\n  [{\"type\":\"ping\"}]"];
     for g in garbage {
         let mut c = s.connect();
         c.send_raw(g);

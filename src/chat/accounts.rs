@@ -17,19 +17,9 @@ use crate::store::users::Taken;
 
 const BAD_CREDENTIALS: &str = "invalid credentials";
 
-pub(super) fn registration(
-    core: &mut Core,
-    conn: ConnId,
-    email: &str,
-    password: &str,
-    username: &str,
-    now: Now,
-) {
+pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password: &str, username: &str, now: Now) {
     const T: &str = "registration";
-    if let Err(rule) = validate::email(email)
-        .and(validate::username(username))
-        .and(validate::md5_hex(password))
-    {
+    if let Err(rule) = validate::email(email).and(validate::username(username)).and(validate::md5_hex(password)) {
         return core.out.failed(conn, T, rule);
     }
     match core.store.name_taken(email, username) {
@@ -38,25 +28,18 @@ pub(super) fn registration(
         Ok(Some(Taken::Username)) => return core.out.failed(conn, T, "username already taken"),
         Err(e) => {
             log::error!("registration lookup failed: {e}");
-            return core
-                .out
-                .failed(conn, T, "could not register now; try again");
+            return core.out.failed(conn, T, "could not register now; try again");
         }
     }
     if let Some(wait) = core.otp_mails.blocked(&email.to_lowercase(), now.ms) {
-        let msg = format!(
-            "too many codes sent to this address; retry in {} s",
-            wait.div_ceil(1000)
-        );
+        let msg = format!("too many codes sent to this address; retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, "otp", &msg);
     }
     let otp = match secret::otp() {
         Ok(otp) => otp,
         Err(e) => {
             log::error!("OS random source failed: {e}");
-            return core
-                .out
-                .failed(conn, T, "could not register now; try again");
+            return core.out.failed(conn, T, "could not register now; try again");
         }
     };
     let Some(session) = core.sessions.get_mut(conn) else {
@@ -75,10 +58,7 @@ pub(super) fn registration(
         expires_ms: 0,
         timer: None,
     }));
-    core.out.jobs.push(Job::HashPassword {
-        conn,
-        md5: password.to_ascii_lowercase(),
-    });
+    core.out.jobs.push(Job::HashPassword { conn, md5: password.to_ascii_lowercase() });
 }
 
 pub(super) fn verify(core: &mut Core, conn: ConnId, otp: &str, now: Now) {
@@ -87,42 +67,26 @@ pub(super) fn verify(core: &mut Core, conn: ConnId, otp: &str, now: Now) {
         return;
     };
     let Some(p) = session.pending.as_mut() else {
-        return core.out.failed(
-            conn,
-            T,
-            "no pending registration on this connection; register first",
-        );
+        return core.out.failed(conn, T, "no pending registration on this connection; register first");
     };
     if now.ms >= p.expires_ms {
         drop_pending(core, conn);
-        return core
-            .out
-            .failed(conn, T, "the OTP has expired; register again for a new one");
+        return core.out.failed(conn, T, "the OTP has expired; register again for a new one");
     }
     if !secret::constant_time_eq(otp.as_bytes(), p.otp.as_bytes()) {
         p.tries_left = p.tries_left.saturating_sub(1);
         if p.tries_left == 0 {
             drop_pending(core, conn);
-            return core.out.failed(
-                conn,
-                T,
-                "wrong OTP and no tries left; register again for a new one",
-            );
+            return core.out.failed(conn, T, "wrong OTP and no tries left; register again for a new one");
         }
-        let msg = format!(
-            "wrong OTP; {} {} left",
-            p.tries_left,
-            if p.tries_left == 1 { "try" } else { "tries" }
-        );
+        let msg = format!("wrong OTP; {} {} left", p.tries_left, if p.tries_left == 1 { "try" } else { "tries" });
         return core.out.failed(conn, T, &msg);
     }
     let Some(p) = drop_pending(core, conn) else {
         return;
     };
     let Some(hash) = p.hash else {
-        return core
-            .out
-            .failed(conn, T, "could not register now; try again");
+        return core.out.failed(conn, T, "could not register now; try again");
     };
     match core.store.name_taken(&p.email, &p.username) {
         Ok(None) => {}
@@ -130,24 +94,17 @@ pub(super) fn verify(core: &mut Core, conn: ConnId, otp: &str, now: Now) {
         Ok(Some(Taken::Username)) => return core.out.failed(conn, T, "username already taken"),
         Err(e) => {
             log::error!("verify lookup failed: {e}");
-            return core
-                .out
-                .failed(conn, T, "could not register now; try again");
+            return core.out.failed(conn, T, "could not register now; try again");
         }
     }
-    match core
-        .store
-        .insert_user(&p.email, &p.username, &hash, now.unix)
-    {
+    match core.store.insert_user(&p.email, &p.username, &hash, now.unix) {
         Ok(id) => {
             log::info!("account {id} registered ({})", p.username);
-            core.out
-                .send(conn, OnCommitFail::Fail(T), response::verify_ok);
+            core.out.send(conn, OnCommitFail::Fail(T), response::verify_ok);
         }
         Err(e) => {
             log::error!("could not store a new account: {e}");
-            core.out
-                .failed(conn, T, "could not register now; try again");
+            core.out.failed(conn, T, "could not register now; try again");
         }
     }
 }
@@ -157,20 +114,13 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
     let name_key = match (&req.email, &req.username) {
         (Some(e), _) => e.to_lowercase(),
         (None, Some(u)) => u.to_lowercase(),
-        (None, None) => {
-            return core
-                .out
-                .invalid(conn, T, "`details` needs `email` or `username`")
-        }
+        (None, None) => return core.out.invalid(conn, T, "`details` needs `email` or `username`"),
     };
     let Some(session) = core.sessions.get(conn) else {
         return;
     };
     let peer = session.peer;
-    let wait = core
-        .login_fails_by_name
-        .blocked(&name_key, now.ms)
-        .max(core.login_fails_by_ip.blocked(&peer, now.ms));
+    let wait = core.login_fails_by_name.blocked(&name_key, now.ms).max(core.login_fails_by_ip.blocked(&peer, now.ms));
     if let Some(wait) = wait {
         let msg = format!("too many attempts, retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, T, &msg);
@@ -185,28 +135,15 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
             return core.out.failed(conn, T, "could not log in now; try again");
         }
     };
-    let hash = user
-        .as_ref()
-        .map_or_else(|| core.dummy_hash.clone(), |u| u.password_hash.clone());
+    let hash = user.as_ref().map_or_else(|| core.dummy_hash.clone(), |u| u.password_hash.clone());
     if let Some(s) = core.sessions.get_mut(conn) {
-        s.busy = Some(Busy::LoggingIn {
-            user,
-            name_key,
-            acks: req.acks,
-        });
-        core.out.jobs.push(Job::VerifyPassword {
-            conn,
-            hash,
-            md5: req.password.to_ascii_lowercase(),
-        });
+        s.busy = Some(Busy::LoggingIn { user, name_key, acks: req.acks });
+        core.out.jobs.push(Job::VerifyPassword { conn, hash, md5: req.password.to_ascii_lowercase() });
     }
 }
 
 /// The account named by a login: by email, by username, or by both when they agree.
-fn lookup(
-    core: &Core,
-    req: &Login,
-) -> Result<Option<crate::store::UserRow>, crate::store::StoreError> {
+fn lookup(core: &Core, req: &Login) -> Result<Option<crate::store::UserRow>, crate::store::StoreError> {
     let by_email = match &req.email {
         Some(e) => Some(core.store.user_by_email(e)?),
         None => None,
@@ -247,8 +184,7 @@ pub(super) fn users(core: &mut Core, conn: ConnId) {
         }
         Err(e) => {
             log::error!("listing users failed: {e}");
-            core.out
-                .failed(conn, "users", "could not list users now; try again");
+            core.out.failed(conn, "users", "could not list users now; try again");
         }
     }
 }
@@ -292,10 +228,7 @@ pub(super) fn auth_timeout(core: &mut Core, conn: ConnId, now: Now) {
                 s.auth_timer = Some(t);
             }
         }
-        None => core
-            .out
-            .closes
-            .push((conn, super::CloseReason::AuthTimeout)),
+        None => core.out.closes.push((conn, super::CloseReason::AuthTimeout)),
     }
 }
 
@@ -334,17 +267,12 @@ fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
         Some(h) => {
             p.hash = Some(h);
             core.otp_mails.record(p.email.to_lowercase(), now.ms);
-            let job = Job::SendOtp {
-                conn,
-                to: p.email.clone(),
-                otp: p.otp.clone(),
-            };
+            let job = Job::SendOtp { conn, to: p.email.clone(), otp: p.otp.clone() };
             core.out.jobs.push(job);
         }
         None => {
             s.busy = None;
-            core.out
-                .failed(conn, "registration", "could not register now; try again");
+            core.out.failed(conn, "registration", "could not register now; try again");
         }
     }
 }
@@ -358,9 +286,7 @@ fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now)
     };
     if let Err(reason) = result {
         log::warn!("OTP mail to {} failed: {reason}", p.email);
-        return core
-            .out
-            .failed(conn, "otp", "could not send the OTP mail; try again later");
+        return core.out.failed(conn, "otp", "could not send the OTP mail; try again later");
     }
     p.expires_ms = now.ms + core.limits.otp_lifetime_ms;
     p.timer = Some(core.timers.insert(p.expires_ms, Timer::OtpExpiry(conn)));
@@ -368,20 +294,14 @@ fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now)
     if let Some(s) = core.sessions.get_mut(conn) {
         s.pending = Some(p);
     }
-    core.out
-        .send(conn, OnCommitFail::Keep, |b| response::otp_sent(b, &email));
+    core.out.send(conn, OnCommitFail::Keep, |b| response::otp_sent(b, &email));
 }
 
 fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
-    let Some(Busy::LoggingIn {
-        user,
-        name_key,
-        acks,
-    }) = s.busy.take()
-    else {
+    let Some(Busy::LoggingIn { user, name_key, acks }) = s.busy.take() else {
         return;
     };
     let Some(user) = user.filter(|_| ok) else {
@@ -391,34 +311,30 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
         Ok(f) => f,
         Err(e) => {
             log::error!("reading friends of {} failed: {e}", user.id);
-            return core
-                .out
-                .failed(conn, "login", "could not log in now; try again");
+            return core.out.failed(conn, "login", "could not log in now; try again");
         }
     };
+    let watermark = match core.sessions.online(user.id) {
+        Some(online) => online.watermark,
+        None => match core.store.watermark(user.id) {
+            Ok(w) => w.max(core.watermarks_dirty.get(&user.id).copied().unwrap_or(0)),
+            Err(e) => {
+                log::error!("reading the delivery watermark of {} failed: {e}", user.id);
+                return core.out.failed(conn, "login", "could not log in now; try again");
+            }
+        },
+    };
     core.login_fails_by_name.clear(&name_key);
-    if let Some(t) = core
-        .sessions
-        .get_mut(conn)
-        .and_then(|s| s.auth_timer.take())
-    {
+    if let Some(t) = core.sessions.get_mut(conn).and_then(|s| s.auth_timer.take()) {
         core.timers.cancel(t);
     }
     drop_pending(core, conn);
     core.out.send(conn, OnCommitFail::Keep, |b| {
-        response::login_ok(
-            b,
-            &user.username,
-            &user.email,
-            friends.iter().map(|(e, u)| (e.as_str(), u.as_str())),
-        )
+        response::login_ok(b, &user.username, &user.email, friends.iter().map(|(e, u)| (e.as_str(), u.as_str())))
     });
     log::debug!("user {} logged in on {conn:?}", user.id);
-    let member = Member {
-        user_id: user.id,
-        email: user.email,
-        username: user.username,
-        acks,
-    };
-    core.sessions.login(conn, member);
+    let member = Member { user_id: user.id, email: user.email, username: user.username, acks };
+    core.sessions.login(conn, member, watermark);
+    // The backlog follows the login answer (PROTOCOL.md section 5).
+    super::delivery::start(core, conn);
 }

@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, Core, Now, OnCommitFail};
+use super::{accounts, messages, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
@@ -18,9 +18,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
     match (&req, logged_in) {
         (Request::Ping, _) => {}
         (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), true) => {
-            return core
-                .out
-                .failed(conn, ty, "already logged in; log out first");
+            return core.out.failed(conn, ty, "already logged in; log out first");
         }
         (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), false) => {}
         (_, false) => return core.out.invalid(conn, ty, "log in or register first"),
@@ -33,21 +31,17 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
         Request::Ping => {
             core.out.send(conn, OnCommitFail::Keep, response::pong);
         }
-        Request::Registration {
-            email,
-            password,
-            username,
-        } => accounts::registration(core, conn, &email, &password, &username, now),
+        Request::Registration { email, password, username } => {
+            accounts::registration(core, conn, &email, &password, &username, now)
+        }
         Request::Verify { otp } => accounts::verify(core, conn, &otp, now),
         Request::Login(login) => accounts::login(core, conn, &login, now),
         Request::Logout => accounts::logout(core, conn, now),
         Request::Users => accounts::users(core, conn),
-        Request::Personal(_)
-        | Request::Global(_)
-        | Request::History { .. }
-        | Request::Ack { .. }
-        | Request::Voice { .. } => core
-            .out
-            .failed(conn, ty, "not supported by this server yet"),
+        Request::Personal(m) => messages::personal(core, conn, &m, now),
+        Request::Global(m) => messages::global(core, conn, &m, now),
+        Request::History { with, before, limit } => messages::history(core, conn, &with, before, limit),
+        Request::Ack { id } => messages::ack(core, conn, id),
+        Request::Voice { .. } => core.out.failed(conn, ty, "not supported by this server yet"),
     }
 }

@@ -11,7 +11,9 @@
 //! `validate` (field rules), `outbox` (what the loop must do next).
 
 mod accounts;
+mod delivery;
 mod dispatch;
+mod messages;
 mod outbox;
 mod sessions;
 mod throttle;
@@ -24,6 +26,7 @@ use crate::config::Limits;
 use crate::store::Store;
 use crate::timer_wheel::TimerWheel;
 use sessions::Sessions;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use throttle::Throttle;
 
@@ -62,6 +65,14 @@ pub struct Core {
     /// unknown account, so unknown and known accounts cost the same time.
     dummy_hash: String,
     out: Outbox,
+    /// Delivery watermarks raised since the last commit, by user.
+    watermarks_dirty: HashMap<i64, i64>,
+    /// Friends-list updates since the last commit: (lower id, higher id) to last message.
+    contacts_dirty: HashMap<(i64, i64), i64>,
+    /// Holds added this iteration, undone if its commit fails.
+    holds_added: Vec<(i64, i64)>,
+    /// Connections reading their backlog.
+    catching_up: Vec<ConnId>,
 }
 
 impl Core {
@@ -80,6 +91,10 @@ impl Core {
             timers,
             dummy_hash,
             out: Outbox::default(),
+            watermarks_dirty: HashMap::new(),
+            contacts_dirty: HashMap::new(),
+            holds_added: Vec::new(),
+            catching_up: Vec::new(),
         }
     }
 
@@ -90,9 +105,7 @@ impl Core {
 
     /// A connection was accepted.
     pub fn on_open(&mut self, conn: ConnId, peer: IpAddr, local: IpAddr, now: Now) {
-        let timer = self
-            .timers
-            .insert(now.ms + self.limits.auth_timeout_ms, Timer::Auth(conn));
+        let timer = self.timers.insert(now.ms + self.limits.auth_timeout_ms, Timer::Auth(conn));
         self.sessions.open(conn, peer, local, timer);
     }
 
@@ -115,7 +128,10 @@ impl Core {
     /// True when the core holds output the loop has not taken yet (produced outside the
     /// handle phase, e.g. by a connection closing): the loop must not sleep on it.
     pub fn has_output(&self) -> bool {
-        !self.out.sends.is_empty() || !self.out.closes.is_empty() || !self.out.jobs.is_empty()
+        !self.out.sends.is_empty()
+            || !self.out.closes.is_empty()
+            || !self.out.jobs.is_empty()
+            || !self.watermarks_dirty.is_empty()
     }
 
     /// True while the connection waits for a worker job: its further frames must wait too,
@@ -165,11 +181,61 @@ impl Core {
     /// fails, answers that promised a stored result become `failed` and deliveries that
     /// depended on it are dropped, so nothing is acknowledged that was not stored.
     pub fn commit(&mut self) -> &mut Outbox {
-        if let Err(e) = self.store.commit() {
+        let result = self.write_batched().and_then(|()| self.store.commit());
+        if let Err(e) = result {
             log::error!("commit failed, answering `failed` to the iteration's writers: {e}");
+            self.store.rollback();
             self.out.commit_failed();
+            for (user, id) in self.holds_added.drain(..) {
+                if let Some(o) = self.sessions.online_mut(user) {
+                    o.holds.remove(&id);
+                }
+            }
         }
+        self.holds_added.clear();
         &mut self.out
+    }
+
+    /// Writes what is kept in memory during the iteration and stored once per commit.
+    fn write_batched(&mut self) -> Result<(), crate::store::StoreError> {
+        for (user, upto) in self.watermarks_dirty.drain() {
+            self.store.set_watermark(user, upto)?;
+        }
+        for ((a, b), last) in self.contacts_dirty.drain() {
+            self.store.touch_contact(a, b, last)?;
+        }
+        Ok(())
+    }
+
+    /// The output produced outside [`commit`](Self::commit) (backlog batches).
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.out
+    }
+
+    /// Remembers that `a` and `b` exchanged message `id`, for the friends list.
+    fn note_contact(&mut self, a: i64, b: i64, id: i64) {
+        self.contacts_dirty.insert((a.min(b), a.max(b)), id);
+    }
+
+    /// Copies the connections that still read their backlog into `into`.
+    pub fn catching_up(&self, into: &mut Vec<ConnId>) {
+        into.clear();
+        into.extend_from_slice(&self.catching_up);
+    }
+
+    /// Queues the next batch of `conn`'s backlog (at most `limit` messages). Returns true
+    /// while more remains. Call only after [`commit`](Self::commit), before new requests.
+    pub fn catch_up(&mut self, conn: ConnId, limit: usize) -> bool {
+        let more = delivery::catch_up(self, conn, limit);
+        if !more {
+            self.catching_up.retain(|c| *c != conn);
+        }
+        more
+    }
+
+    /// The loop has written every byte of `conn`'s personal messages up to id `upto`.
+    pub fn on_written(&mut self, conn: ConnId, upto: i64) {
+        delivery::written(self, conn, upto);
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Send {
     pub to: ConnId,
     pub range: Range<usize>,
     pub on_fail: OnCommitFail,
+    /// A personal message id whose delivery completes once these bytes are written.
+    pub delivers: Option<i64>,
 }
 
 /// Why the core wants a connection closed.
@@ -40,17 +42,9 @@ pub enum Job {
     /// argon2id over a client's md5 digest, for a new account.
     HashPassword { conn: ConnId, md5: String },
     /// Checks a client's md5 digest against a stored argon2id hash.
-    VerifyPassword {
-        conn: ConnId,
-        hash: String,
-        md5: String,
-    },
+    VerifyPassword { conn: ConnId, hash: String, md5: String },
     /// Mails a one-time password.
-    SendOtp {
-        conn: ConnId,
-        to: String,
-        otp: String,
-    },
+    SendOtp { conn: ConnId, to: String, otp: String },
 }
 
 /// A finished [`Job`], back on the loop thread.
@@ -75,9 +69,7 @@ impl JobDone {
     /// The connection the job was for.
     pub fn conn(&self) -> ConnId {
         match self {
-            JobDone::Hashed { conn, .. }
-            | JobDone::Verified { conn, .. }
-            | JobDone::OtpSent { conn, .. } => *conn,
+            JobDone::Hashed { conn, .. } | JobDone::Verified { conn, .. } | JobDone::OtpSent { conn, .. } => *conn,
         }
     }
 }
@@ -93,32 +85,30 @@ pub struct Outbox {
 
 impl Outbox {
     /// Encodes with `f` into the arena and sends the result to `to`.
-    pub fn send(
-        &mut self,
-        to: ConnId,
-        on_fail: OnCommitFail,
-        f: impl FnOnce(&mut Vec<u8>),
-    ) -> Range<usize> {
+    pub fn send(&mut self, to: ConnId, on_fail: OnCommitFail, f: impl FnOnce(&mut Vec<u8>)) {
+        let range = self.encode(f);
+        self.sends.push(Send { to, range, on_fail, delivers: None });
+    }
+
+    /// Encodes with `f` into the arena without sending, for [`send_again`](Self::send_again).
+    pub fn encode(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
         let start = self.bytes.len();
         f(&mut self.bytes);
-        let range = start..self.bytes.len();
-        self.sends.push(Send {
-            to,
-            range: range.clone(),
-            on_fail,
-        });
-        range
+        start..self.bytes.len()
     }
 
     /// Sends bytes already in the arena (encoded once for many receivers) to `to`.
     pub fn send_again(&mut self, to: ConnId, range: Range<usize>, on_fail: OnCommitFail) {
-        self.sends.push(Send { to, range, on_fail });
+        self.sends.push(Send { to, range, on_fail, delivers: None });
+    }
+
+    /// Sends a personal message whose delivery is counted when `to` has written it.
+    pub fn deliver(&mut self, to: ConnId, range: Range<usize>, on_fail: OnCommitFail, id: Option<i64>) {
+        self.sends.push(Send { to, range, on_fail, delivers: id });
     }
 
     pub fn error(&mut self, to: ConnId, kind: ErrorKind, ty: &str, message: &str) {
-        self.send(to, OnCommitFail::Keep, |b| {
-            response::error(b, kind, ty, message)
-        });
+        self.send(to, OnCommitFail::Keep, |b| response::error(b, kind, ty, message));
     }
 
     pub fn invalid(&mut self, to: ConnId, ty: &str, message: &str) {

@@ -6,7 +6,7 @@
 
 use crate::store::UserRow;
 use crate::timer_wheel::TimerId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 /// A connection: its slab slot (the mio token) and the generation of that slot.
@@ -35,11 +35,7 @@ pub enum Busy {
     /// Hashing the password, then mailing the OTP.
     Registering(Pending),
     /// Checking a password. `user` is `None` when the name matched no account.
-    LoggingIn {
-        user: Option<UserRow>,
-        name_key: String,
-        acks: bool,
-    },
+    LoggingIn { user: Option<UserRow>, name_key: String, acks: bool },
 }
 
 /// A logged-in connection's user.
@@ -52,6 +48,16 @@ pub struct Member {
     pub acks: bool,
 }
 
+/// How personal messages reach a logged-in connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// Reading the backlog from the store after this id, paced by the socket. New
+    /// messages are not sent live meanwhile: they are stored, so the backlog reaches them.
+    CatchUp { cursor: i64 },
+    /// Up to date: new messages are sent as they are stored.
+    Live,
+}
+
 #[derive(Debug)]
 pub struct Session {
     pub peer: IpAddr,
@@ -62,6 +68,12 @@ pub struct Session {
     pub busy: Option<Busy>,
     /// The anonymous idle deadline; `None` while logged in.
     pub auth_timer: Option<TimerId>,
+    pub feed: Feed,
+    /// The highest message id sent to this connection (an `ack` cannot go past it).
+    pub last_sent: i64,
+    /// Messages to oneself sent from this connection while it catches up: the backlog
+    /// must not echo them back to it.
+    pub skip: Vec<i64>,
 }
 
 impl Session {
@@ -72,11 +84,22 @@ impl Session {
     }
 }
 
+/// A user with at least one logged-in connection.
+#[derive(Debug, Default)]
+pub struct Online {
+    pub conns: Vec<ConnId>,
+    /// Every message to this user with an id at or below this has been delivered.
+    pub watermark: i64,
+    /// Messages to oneself not yet delivered to another connection, with the connection
+    /// that sent them: the watermark may not pass them on that connection's word.
+    pub holds: BTreeMap<i64, ConnId>,
+}
+
 /// Sessions by connection, and connections by logged-in user.
 #[derive(Default)]
 pub struct Sessions {
     slots: Vec<Option<(u32, Session)>>,
-    online: HashMap<i64, Vec<ConnId>>,
+    online: HashMap<i64, Online>,
     logged_in: usize,
 }
 
@@ -93,6 +116,9 @@ impl Sessions {
             pending: None,
             busy: None,
             auth_timer: Some(auth_timer),
+            feed: Feed::Live,
+            last_sent: 0,
+            skip: Vec::new(),
         };
         self.slots[slot] = Some((id.generation, s));
     }
@@ -121,22 +147,31 @@ impl Sessions {
         }
     }
 
-    /// Marks the connection as logged in as `member`.
-    pub fn login(&mut self, id: ConnId, member: Member) {
+    /// Marks the connection as logged in as `member`. `watermark` is used when the user
+    /// was not online yet.
+    pub fn login(&mut self, id: ConnId, member: Member, watermark: i64) {
         let user = member.user_id;
+        let Some(s) = self.get_mut(id) else { return };
+        s.member = Some(member);
+        s.last_sent = 0;
+        let online = self.online.entry(user).or_insert_with(|| Online { watermark, ..Online::default() });
+        online.conns.push(id);
+        let cursor = online.watermark;
+        self.logged_in += 1;
         if let Some(s) = self.get_mut(id) {
-            s.member = Some(member);
-            self.online.entry(user).or_default().push(id);
-            self.logged_in += 1;
+            s.feed = Feed::CatchUp { cursor };
         }
     }
 
     /// Returns the connection to anonymous; gives back who it was.
     pub fn logout(&mut self, id: ConnId) -> Option<Member> {
-        let member = self.get_mut(id)?.member.take()?;
-        if let Some(conns) = self.online.get_mut(&member.user_id) {
-            conns.retain(|c| *c != id);
-            if conns.is_empty() {
+        let s = self.get_mut(id)?;
+        let member = s.member.take()?;
+        s.feed = Feed::Live;
+        s.skip = Vec::new();
+        if let Some(online) = self.online.get_mut(&member.user_id) {
+            online.conns.retain(|c| *c != id);
+            if online.conns.is_empty() {
                 self.online.remove(&member.user_id);
             }
         }
@@ -146,14 +181,21 @@ impl Sessions {
 
     /// The connections logged in as `user`, oldest first.
     pub fn conns_of(&self, user: i64) -> &[ConnId] {
-        self.online.get(&user).map_or(&[], Vec::as_slice)
+        self.online.get(&user).map_or(&[], |o| o.conns.as_slice())
     }
 
-    /// Every logged-in connection with its user id.
-    pub fn all_online(&self) -> impl Iterator<Item = (i64, ConnId)> + '_ {
-        self.online
-            .iter()
-            .flat_map(|(u, cs)| cs.iter().map(move |c| (*u, *c)))
+    /// The delivery state of an online user.
+    pub fn online(&self, user: i64) -> Option<&Online> {
+        self.online.get(&user)
+    }
+
+    pub fn online_mut(&mut self, user: i64) -> Option<&mut Online> {
+        self.online.get_mut(&user)
+    }
+
+    /// Every logged-in connection.
+    pub fn all_online(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.online.values().flat_map(|o| o.conns.iter().copied())
     }
 
     /// Number of logged-in connections.

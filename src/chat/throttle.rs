@@ -16,20 +16,13 @@ pub struct Throttle<K> {
 
 impl<K: Hash + Eq> Throttle<K> {
     pub fn new(window_ms: u64, limit: u32) -> Self {
-        Throttle {
-            window_ms,
-            limit,
-            events: HashMap::new(),
-        }
+        Throttle { window_ms, limit, events: HashMap::new() }
     }
 
     /// `Some(ms until an event is allowed again)` when `key` has used up its window.
     pub fn blocked(&self, key: &K, now_ms: u64) -> Option<u64> {
         let times = self.events.get(key)?;
-        let in_window = times
-            .iter()
-            .filter(|&&t| t + self.window_ms > now_ms)
-            .count();
+        let in_window = times.iter().filter(|&&t| t + self.window_ms > now_ms).count();
         if in_window < self.limit as usize {
             return None;
         }
@@ -55,8 +48,7 @@ impl<K: Hash + Eq> Throttle<K> {
     /// Drops keys whose last event has left the window.
     pub fn sweep(&mut self, now_ms: u64) {
         let w = self.window_ms;
-        self.events
-            .retain(|_, t| t.back().is_some_and(|&last| last + w > now_ms));
+        self.events.retain(|_, t| t.back().is_some_and(|&last| last + w > now_ms));
     }
 
     /// Number of keys remembered, for tests and metrics.

@@ -24,10 +24,7 @@ pub fn email(e: &str) -> Result<(), &'static str> {
 
 /// 1 to 32 characters from `A-Z a-z 0-9 _ . -`.
 pub fn username(u: &str) -> Result<(), &'static str> {
-    if (1..=32).contains(&u.len())
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-    {
+    if (1..=32).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
         Ok(())
     } else {
         Err("username must be 1 to 32 characters from A-Z a-z 0-9 _ . -")
@@ -73,18 +70,7 @@ mod tests {
             assert!(email(good).is_ok(), "{good}");
         }
         let long = format!("{}@b.org", "a".repeat(250));
-        for bad in [
-            "",
-            "a",
-            "@b.org",
-            "a@b",
-            "a@@b.org",
-            "a@b@c.org",
-            "a b@c.org",
-            "a@.org",
-            "a@b.",
-            &long,
-        ] {
+        for bad in ["", "a", "@b.org", "a@b", "a@@b.org", "a@b@c.org", "a b@c.org", "a@.org", "a@b.", &long] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }

@@ -10,6 +10,7 @@
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
 use mio::net::TcpStream;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -82,6 +83,11 @@ pub struct Conn {
     output: Vec<u8>,
     /// Bytes of `output` already written.
     written: usize,
+    /// Bytes ever queued and ever written: stream offsets for the delivery marks.
+    queued_total: u64,
+    written_total: u64,
+    /// (stream offset where a personal message ends, its id), oldest first.
+    marks: VecDeque<(u64, i64)>,
     /// Readable edge seen and not yet drained to `WouldBlock`.
     pub readable: bool,
     /// Queued in the iteration's flush list.
@@ -104,6 +110,9 @@ impl Conn {
             scanner: FrameScanner::new(max_frame),
             output: Vec::new(),
             written: 0,
+            queued_total: 0,
+            written_total: 0,
+            marks: VecDeque::new(),
             readable: false,
             dirty: false,
             queued: false,
@@ -146,13 +155,32 @@ impl Conn {
         self.scanner.consumed(keep);
     }
 
-    /// Appends bytes to send. Returns false when the unsent output would pass `cap`.
-    pub fn queue(&mut self, bytes: &[u8], cap: usize) -> bool {
+    /// Appends bytes to send; `delivers` is the personal message they carry, if any.
+    /// Returns false when the unsent output would pass `cap`.
+    pub fn queue(&mut self, bytes: &[u8], cap: usize, delivers: Option<i64>) -> bool {
         if self.output.len() - self.written + bytes.len() > cap {
             return false;
         }
         self.output.extend_from_slice(bytes);
+        self.queued_total += bytes.len() as u64;
+        if let Some(id) = delivers {
+            self.marks.push_back((self.queued_total, id));
+        }
         true
+    }
+
+    /// The id of the last personal message whose bytes have all been written since the
+    /// last call.
+    pub fn take_delivered(&mut self) -> Option<i64> {
+        let mut last = None;
+        while let Some(&(end, id)) = self.marks.front() {
+            if end > self.written_total {
+                break;
+            }
+            last = Some(id);
+            self.marks.pop_front();
+        }
+        last
     }
 
     /// Unsent bytes.
@@ -165,7 +193,10 @@ impl Conn {
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.written_total += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

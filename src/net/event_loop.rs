@@ -34,6 +34,11 @@ pub const SIGNAL: Token = Token(usize::MAX - 4);
 const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per iteration before others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// Backlog messages read from the store per batch.
+const CATCH_UP_BATCH: usize = 2048;
+/// A connection catching up gets more backlog only while its unsent output is below this,
+/// so a large backlog is paced by the socket and never reaches the output cap.
+const CATCH_UP_LOW_WATER: usize = 1 << 20;
 /// How long shutdown waits for sockets to take the last answers.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -61,6 +66,8 @@ pub struct EventLoop {
     closing: Vec<usize>,
     /// Connections paused by `--msg-rate`, with when to resume (ms).
     throttled: Vec<(u64, usize)>,
+    /// Scratch list of connections reading their backlog.
+    catching_up: Vec<ConnId>,
     /// After an accept error such as EMFILE: when to try accepting again (ms).
     accept_retry_ms: Option<u64>,
     last_accept_warning_ms: Option<u64>,
@@ -98,6 +105,7 @@ impl EventLoop {
             dirty: Vec::new(),
             closing: Vec::new(),
             throttled: Vec::new(),
+            catching_up: Vec::new(),
             accept_retry_ms: None,
             last_accept_warning_ms: None,
             stopping: false,
@@ -123,18 +131,14 @@ impl EventLoop {
         self.core.on_timers(now);
         self.commit_and_queue();
         self.flush();
+        self.refill();
         self.reap(now);
         Ok(())
     }
 
     fn now(&self) -> Now {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        Now {
-            ms: self.start.elapsed().as_millis() as u64,
-            unix,
-        }
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        Now { ms: self.start.elapsed().as_millis() as u64, unix }
     }
 
     fn poll_events(&mut self) -> io::Result<()> {
@@ -147,8 +151,7 @@ impl EventLoop {
         self.ready.clear();
         for e in self.events.iter() {
             let readable = e.is_readable() || e.is_read_closed() || e.is_error();
-            self.ready
-                .push((e.token(), readable, e.is_writable() || e.is_write_closed()));
+            self.ready.push((e.token(), readable, e.is_writable() || e.is_write_closed()));
         }
         Ok(())
     }
@@ -159,14 +162,10 @@ impl EventLoop {
         if !self.carry.is_empty() || self.core.has_output() {
             return Some(Duration::ZERO);
         }
-        let next = [
-            self.core.next_deadline(),
-            self.throttled.iter().map(|t| t.0).min(),
-            self.accept_retry_ms,
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
+        let next = [self.core.next_deadline(), self.throttled.iter().map(|t| t.0).min(), self.accept_retry_ms]
+            .into_iter()
+            .flatten()
+            .min()?;
         let now = self.start.elapsed().as_millis() as u64;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
@@ -248,10 +247,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    if self
-                        .last_accept_warning_ms
-                        .is_none_or(|t| now.ms >= t + 10_000)
-                    {
+                    if self.last_accept_warning_ms.is_none_or(|t| now.ms >= t + 10_000) {
                         log::warn!("accept failed ({e}); pausing accepts for 100 ms");
                         self.last_accept_warning_ms = Some(now.ms);
                     }
@@ -273,15 +269,10 @@ impl EventLoop {
                 self.generations.resize(key + 1, 0);
             }
             self.generations[key] = self.generations[key].wrapping_add(1);
-            let id = ConnId {
-                slot: key as u32,
-                generation: self.generations[key],
-            };
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(key),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
+            let id = ConnId { slot: key as u32, generation: self.generations[key] };
+            if let Err(e) =
+                self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+            {
                 log::warn!("cannot register {peer}: {e}");
                 continue;
             }
@@ -348,12 +339,7 @@ impl EventLoop {
                 }
             }
             conn.compact();
-            if conn.closing.is_some()
-                || self.core.is_busy(id)
-                || eof
-                || !conn.readable
-                || budget == 0
-            {
+            if conn.closing.is_some() || self.core.is_busy(id) || eof || !conn.readable || budget == 0 {
                 break;
             }
             let len = budget.min(READ_CHUNK);
@@ -383,16 +369,20 @@ impl EventLoop {
     /// Commits the iteration's writes, then moves the core's answers into the connections'
     /// output buffers, closes what the core asked to close and hands out jobs.
     fn commit_and_queue(&mut self) {
-        let out = self.core.commit();
+        self.core.commit();
+        self.queue_outbox();
+    }
+
+    /// Moves the core's outbox into the connections.
+    fn queue_outbox(&mut self) {
+        let out = self.core.outbox();
         for send in out.sends.drain(..) {
             let key = send.to.slot as usize;
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == send.to) else {
-                continue;
-            };
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == send.to) else { continue };
             if conn.closing == Some(CloseWhy::SlowConsumer) {
                 continue;
             }
-            if !conn.queue(&out.bytes[send.range], self.net.max_output) {
+            if !conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
                 log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
                 conn.closing = Some(CloseWhy::SlowConsumer);
                 self.closing.push(key);
@@ -416,13 +406,40 @@ impl EventLoop {
         out.clear();
     }
 
+    /// Feeds connections that read their backlog, while their output is low, and writes it.
+    fn refill(&mut self) {
+        self.core.catching_up(&mut self.catching_up);
+        for i in 0..self.catching_up.len() {
+            let id = self.catching_up[i];
+            loop {
+                let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.id == id) else {
+                    self.core.catch_up(id, 0);
+                    break;
+                };
+                if conn.closing.is_some() || conn.pending_output() >= CATCH_UP_LOW_WATER {
+                    break;
+                }
+                let more = self.core.catch_up(id, CATCH_UP_BATCH);
+                self.queue_outbox();
+                if !more {
+                    break;
+                }
+            }
+        }
+        self.flush();
+    }
+
     fn flush(&mut self) {
         for key in self.dirty.drain(..) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
             conn.dirty = false;
-            if let Err(e) = conn.flush() {
+            let result = conn.flush();
+            if let Some(upto) = conn.take_delivered() {
+                self.core.on_written(conn.id, upto);
+            }
+            if let Err(e) = result {
                 log::debug!("write to {}: {e}", conn.peer);
                 if conn.closing.is_none() {
                     conn.closing = Some(CloseWhy::WriteError);
@@ -468,13 +485,15 @@ impl EventLoop {
             if !pending || left.is_zero() {
                 break;
             }
-            let _ = self
-                .poll
-                .poll(&mut self.events, Some(left.min(Duration::from_millis(50))));
+            let _ = self.poll.poll(&mut self.events, Some(left.min(Duration::from_millis(50))));
         }
-        if let Err(e) = self.core.store().commit() {
-            log::error!("final commit failed: {e}");
+        // Record what the last writes delivered, and store it with everything else.
+        for (_, conn) in self.conns.iter_mut() {
+            if let Some(upto) = conn.take_delivered() {
+                self.core.on_written(conn.id, upto);
+            }
         }
+        self.core.commit().clear();
         let n = self.conns.len();
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);

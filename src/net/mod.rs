@@ -57,12 +57,10 @@ impl From<std::io::Error> for ServeError {
 /// Opens the store, binds the sockets, starts the workers and runs the loop until a signal.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let start = Instant::now();
-    let store =
-        Store::open(&config.db, config.durability, BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    let store = Store::open(&config.db, config.durability, BUSY_TIMEOUT).map_err(ServeError::Store)?;
     let mailer = Mailer::new(&config.mail, &config.mail_from).map_err(ServeError::Mail)?;
 
-    let mut listener =
-        TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;
+    let mut listener = TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;
     let tcp_addr = listener.local_addr()?;
     let udp_addr = config.udp.unwrap_or(tcp_addr);
     let mut udp = UdpSocket::bind(udp_addr).map_err(|e| ServeError::Bind("UDP", udp_addr, e))?;
@@ -72,18 +70,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let udp_addr = udp.local_addr()?;
 
     let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    poll.registry()
-        .register(&mut udp, UDP, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let mut signals = signals::Signals::install()?;
-    poll.registry()
-        .register(&mut signals.receiver, SIGNAL, Interest::READABLE)?;
+    poll.registry().register(&mut signals.receiver, SIGNAL, Interest::READABLE)?;
 
     let t = Instant::now();
-    let dummy_hash =
-        password::hash(config.hash, &password::md5_hex("natter")).map_err(ServeError::Hash)?;
+    let dummy_hash = password::hash(config.hash, &password::md5_hex("natter")).map_err(ServeError::Hash)?;
     log::info!(
         "argon2id m={} KiB t={}: {} ms per hash on this machine",
         config.hash.memory_kib,
@@ -91,29 +85,12 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         t.elapsed().as_millis()
     );
     let otp_minutes = config.limits.otp_lifetime_ms.div_ceil(60_000);
-    let workers =
-        worker::Workers::start(config.hash_threads, config.hash, mailer, otp_minutes, waker)?;
+    let workers = worker::Workers::start(config.hash_threads, config.hash, mailer, otp_minutes, waker)?;
 
-    let now = Now {
-        ms: start.elapsed().as_millis() as u64,
-        unix: 0,
-    };
+    let now = Now { ms: start.elapsed().as_millis() as u64, unix: 0 };
     let core = Core::new(store, config.limits.clone(), dummy_hash, now);
-    log::info!(
-        "natter listening on tcp={tcp_addr} udp={udp_addr} db={}",
-        config.db.display()
-    );
+    log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
-    EventLoop::new(
-        poll,
-        listener,
-        relay,
-        core,
-        workers,
-        signals,
-        config.net.clone(),
-        start,
-    )
-    .run()?;
+    EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), start).run()?;
     Ok(())
 }

@@ -18,11 +18,7 @@ pub struct RelaySocket {
 
 impl RelaySocket {
     pub fn new(socket: UdpSocket) -> RelaySocket {
-        RelaySocket {
-            socket,
-            buf: vec![0; MAX_DATAGRAM + 1],
-            dropped: 0,
-        }
+        RelaySocket { socket, buf: vec![0; MAX_DATAGRAM + 1], dropped: 0 }
     }
 
     /// Reads every waiting datagram.

@@ -46,10 +46,7 @@ impl Signals {
                 }
             }
         }
-        Ok(Signals {
-            receiver,
-            _sender: sender,
-        })
+        Ok(Signals { receiver, _sender: sender })
     }
 
     /// Empties the pipe; true when a signal arrived.

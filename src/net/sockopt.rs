@@ -3,12 +3,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-fn set(
-    fd: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+fn set(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: the fd is open for the lifetime of the borrow; the value is a plain int.
     let rc = unsafe {
         libc::setsockopt(
@@ -37,10 +32,5 @@ pub fn keepalive(fd: &impl AsRawFd) -> io::Result<()> {
 
 /// Asks for a receive buffer of `bytes` (the kernel caps it at net.core.rmem_max).
 pub fn recv_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
-    set(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_RCVBUF,
-        bytes.min(i32::MAX as usize) as libc::c_int,
-    )
+    set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes.min(i32::MAX as usize) as libc::c_int)
 }

@@ -38,41 +38,33 @@ impl Workers {
             let rx = Arc::clone(&hash_rx);
             let tx = done_tx.clone();
             let waker = Arc::clone(&waker);
-            thread::Builder::new()
-                .name(format!("natter-hash-{i}"))
-                .spawn(move || loop {
-                    // The lock is held only while waiting for the next job, never while hashing.
-                    let job = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    if tx.send(run_hash_job(params, job)).is_err() {
-                        return;
-                    }
-                    let _ = waker.wake();
-                })?;
+            thread::Builder::new().name(format!("natter-hash-{i}")).spawn(move || loop {
+                // The lock is held only while waiting for the next job, never while hashing.
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                if tx.send(run_hash_job(params, job)).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            })?;
         }
         let (mail_jobs, mail_rx) = channel::<Job>();
-        thread::Builder::new()
-            .name("natter-mail".into())
-            .spawn(move || {
-                for job in mail_rx {
-                    let Job::SendOtp { conn, to, otp } = job else {
-                        continue;
-                    };
-                    let result = mailer.send_otp(&to, &otp, otp_lifetime_min);
-                    if done_tx.send(JobDone::OtpSent { conn, result }).is_err() {
-                        return;
-                    }
-                    let _ = waker.wake();
+        thread::Builder::new().name("natter-mail".into()).spawn(move || {
+            for job in mail_rx {
+                let Job::SendOtp { conn, to, otp } = job else {
+                    continue;
+                };
+                let result = mailer.send_otp(&to, &otp, otp_lifetime_min);
+                if done_tx.send(JobDone::OtpSent { conn, result }).is_err() {
+                    return;
                 }
-            })?;
-        Ok(Workers {
-            hash_jobs,
-            mail_jobs,
-            done,
-        })
+                let _ = waker.wake();
+            }
+        })?;
+        Ok(Workers { hash_jobs, mail_jobs, done })
     }
 
     /// Queues a job for the thread that does its kind of work.
@@ -95,18 +87,10 @@ impl Workers {
 fn run_hash_job(params: HashParams, job: Job) -> JobDone {
     match job {
         Job::HashPassword { conn, md5 } => {
-            let hash = password::hash(params, &md5)
-                .map_err(|e| log::error!("password hashing failed: {e}"))
-                .ok();
+            let hash = password::hash(params, &md5).map_err(|e| log::error!("password hashing failed: {e}")).ok();
             JobDone::Hashed { conn, hash }
         }
-        Job::VerifyPassword { conn, hash, md5 } => JobDone::Verified {
-            conn,
-            ok: password::verify(&hash, &md5),
-        },
-        Job::SendOtp { conn, .. } => JobDone::OtpSent {
-            conn,
-            result: Err("mail job sent to the hash pool".into()),
-        },
+        Job::VerifyPassword { conn, hash, md5 } => JobDone::Verified { conn, ok: password::verify(&hash, &md5) },
+        Job::SendOtp { conn, .. } => JobDone::OtpSent { conn, result: Err("mail job sent to the hash pool".into()) },
     }
 }

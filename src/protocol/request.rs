@@ -16,32 +16,17 @@ use serde_json::value::RawValue;
 /// A decoded client request, borrowing from the frame.
 #[derive(Debug, PartialEq)]
 pub enum Request<'a> {
-    Registration {
-        email: Text<'a>,
-        password: Text<'a>,
-        username: Text<'a>,
-    },
-    Verify {
-        otp: Text<'a>,
-    },
+    Registration { email: Text<'a>, password: Text<'a>, username: Text<'a> },
+    Verify { otp: Text<'a> },
     Login(Login<'a>),
     Logout,
     Users,
     Ping,
     Personal(Message<'a>),
     Global(Message<'a>),
-    Voice {
-        event: VoiceEvent,
-        email: Text<'a>,
-    },
-    History {
-        with: Text<'a>,
-        before: Option<i64>,
-        limit: Option<i64>,
-    },
-    Ack {
-        id: i64,
-    },
+    Voice { event: VoiceEvent, email: Text<'a> },
+    History { with: Text<'a>, before: Option<i64>, limit: Option<i64> },
+    Ack { id: i64 },
 }
 
 impl Request<'_> {
@@ -102,10 +87,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(ty: &str, message: impl Into<String>) -> Self {
-        DecodeError {
-            ty: ty.to_owned(),
-            message: message.into(),
-        }
+        DecodeError { ty: ty.to_owned(), message: message.into() }
     }
 }
 
@@ -182,14 +164,9 @@ struct AckDetails {
 /// Decodes one complete frame (as delimited by the frame scanner).
 pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     // Checked up front because serde_json does not validate strings it skips.
-    let text = std::str::from_utf8(frame)
-        .map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
-    let env: Envelope = serde_json::from_str(text).map_err(|e| {
-        DecodeError::new(
-            "unknown",
-            format!("not a valid request: {}", json_error(&e)),
-        )
-    })?;
+    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
+    let env: Envelope = serde_json::from_str(text)
+        .map_err(|e| DecodeError::new("unknown", format!("not a valid request: {}", json_error(&e))))?;
     let ty = match env.ty {
         None => return Err(DecodeError::new("unknown", "missing field `type`")),
         Some(raw) => match serde_json::from_str::<Text>(raw.get()) {
@@ -213,17 +190,12 @@ pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
                     .map_err(|_| DecodeError::new(ty, "`otp` must be a string"))?,
                 None => None,
             };
-            Ok(Request::Verify {
-                otp: required(ty, "otp", otp)?,
-            })
+            Ok(Request::Verify { otp: required(ty, "otp", otp)? })
         }
         "login" => {
             let d: LoginDetails = details(ty, env.details)?;
             if d.username.is_none() && d.email.is_none() {
-                return Err(DecodeError::new(
-                    ty,
-                    "`details` needs `email` or `username`",
-                ));
+                return Err(DecodeError::new(ty, "`details` needs `email` or `username`"));
             }
             Ok(Request::Login(Login {
                 username: d.username,
@@ -242,37 +214,20 @@ pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
                 "accept" => VoiceEvent::Accept,
                 "reject" => VoiceEvent::Reject,
                 "end" => VoiceEvent::End,
-                other => {
-                    return Err(DecodeError::new(
-                        ty,
-                        format!("unknown voice event `{other}`"),
-                    ))
-                }
+                other => return Err(DecodeError::new(ty, format!("unknown voice event `{other}`"))),
             };
             let d: EmailDetails = details(ty, env.details)?;
-            Ok(Request::Voice {
-                event,
-                email: required(ty, "email", d.email)?,
-            })
+            Ok(Request::Voice { event, email: required(ty, "email", d.email)? })
         }
         "history" => {
             let d: HistoryDetails = details(ty, env.details)?;
-            Ok(Request::History {
-                with: required(ty, "with", d.with)?,
-                before: d.before.map(|b| b.0),
-                limit: d.limit,
-            })
+            Ok(Request::History { with: required(ty, "with", d.with)?, before: d.before.map(|b| b.0), limit: d.limit })
         }
         "ack" => {
             let d: AckDetails = details(ty, env.details)?;
-            Ok(Request::Ack {
-                id: required(ty, "id", d.id)?.0,
-            })
+            Ok(Request::Ack { id: required(ty, "id", d.id)?.0 })
         }
-        other => Err(DecodeError::new(
-            other,
-            format!("unknown request type `{}`", clip(other)),
-        )),
+        other => Err(DecodeError::new(other, format!("unknown request type `{}`", clip(other)))),
     }
 }
 
@@ -284,30 +239,17 @@ fn decode_message<'a>(
     let global = match event_name(ty, event)?.as_str() {
         "personal" => false,
         "global" => true,
-        other => {
-            return Err(DecodeError::new(
-                ty,
-                format!("unknown message event `{}`", clip(other)),
-            ))
-        }
+        other => return Err(DecodeError::new(ty, format!("unknown message event `{}`", clip(other)))),
     };
     let d: MessageDetails = details(ty, raw)?;
     let message = Message {
-        to: if global {
-            None
-        } else {
-            Some(required(ty, "to", d.to)?)
-        },
+        to: if global { None } else { Some(required(ty, "to", d.to)?) },
         message: required(ty, "message", d.message)?,
         media: d.media,
         time: d.time,
         client_id: d.client_id,
     };
-    Ok(if global {
-        Request::Global(message)
-    } else {
-        Request::Personal(message)
-    })
+    Ok(if global { Request::Global(message) } else { Request::Personal(message) })
 }
 
 fn event_name(ty: &str, event: Option<&RawValue>) -> Result<String, DecodeError> {
@@ -323,8 +265,7 @@ fn details<'a, T: Deserialize<'a>>(ty: &str, raw: Option<&'a RawValue>) -> Resul
     if !raw.get().starts_with('{') {
         return Err(DecodeError::new(ty, "`details` must be an object"));
     }
-    serde_json::from_str(raw.get())
-        .map_err(|e| DecodeError::new(ty, format!("details: {}", json_error(&e))))
+    serde_json::from_str(raw.get()).map_err(|e| DecodeError::new(ty, format!("details: {}", json_error(&e))))
 }
 
 fn required<T>(ty: &str, field: &str, value: Option<T>) -> Result<T, DecodeError> {
@@ -360,8 +301,8 @@ mod tests {
 
     #[test]
     fn format_md_registration_decodes_borrowed() {
-        let r = decode(br#"{"type":"registration","details":{"email":"a@b.org","password":"x","username":"u"}}"#)
-            .unwrap();
+        let r =
+            decode(br#"{"type":"registration","details":{"email":"a@b.org","password":"x","username":"u"}}"#).unwrap();
         match r {
             Request::Registration { email, .. } => {
                 assert_eq!(&*email, "a@b.org");
@@ -374,29 +315,14 @@ mod tests {
     #[test]
     fn escaped_strings_are_owned_and_unescaped() {
         let r = decode(br#"{"type":"verify","otp":"12\u00334"}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::Verify {
-                otp: Text(Cow::Owned("1234".into()))
-            }
-        );
+        assert_eq!(r, Request::Verify { otp: Text(Cow::Owned("1234".into())) });
     }
 
     #[test]
     fn login_accepts_either_name_and_rejects_neither() {
-        let r = decode(
-            br#"{"type":"login","details":{"username":null,"email":"a@b.org","password":"p"}}"#,
-        );
-        assert!(matches!(
-            r,
-            Ok(Request::Login(Login {
-                username: None,
-                email: Some(_),
-                ..
-            }))
-        ));
-        let (ty, m) =
-            err(r#"{"type":"login","details":{"username":null,"email":null,"password":"p"}}"#);
+        let r = decode(br#"{"type":"login","details":{"username":null,"email":"a@b.org","password":"p"}}"#);
+        assert!(matches!(r, Ok(Request::Login(Login { username: None, email: Some(_), .. }))));
+        let (ty, m) = err(r#"{"type":"login","details":{"username":null,"email":null,"password":"p"}}"#);
         assert_eq!(ty, "login");
         assert!(m.contains("email"), "{m}");
     }
@@ -404,43 +330,22 @@ mod tests {
     #[test]
     fn messages_are_told_apart_by_event() {
         let p = decode(br#"{"event":"personal","type":"message","details":{"to":"b@c.org","message":"hi","time":5}}"#);
-        assert!(matches!(
-            p,
-            Ok(Request::Personal(Message { time: Some(5), .. }))
-        ));
-        let g = decode(
-            br#"{"event":"global","type":"message","details":{"message":"hi","media":null}}"#,
-        );
-        assert!(matches!(
-            g,
-            Ok(Request::Global(Message {
-                media: None,
-                time: None,
-                ..
-            }))
-        ));
-        assert_eq!(
-            err(r#"{"event":"personal","type":"message","details":{"message":"hi"}}"#).0,
-            "message"
-        );
+        assert!(matches!(p, Ok(Request::Personal(Message { time: Some(5), .. }))));
+        let g = decode(br#"{"event":"global","type":"message","details":{"message":"hi","media":null}}"#);
+        assert!(matches!(g, Ok(Request::Global(Message { media: None, time: None, .. }))));
+        assert_eq!(err(r#"{"event":"personal","type":"message","details":{"message":"hi"}}"#).0, "message");
     }
 
     #[test]
     fn shape_errors_name_the_type_when_it_is_a_string() {
         assert_eq!(err(r#"{"type":"registration"}"#).0, "registration");
-        assert_eq!(
-            err(r#"{"type":"registration","details":[1]}"#).0,
-            "registration"
-        );
+        assert_eq!(err(r#"{"type":"registration","details":[1]}"#).0, "registration");
         assert_eq!(
             err(r#"{"type":"registration","details":{"email":5,"password":"p","username":"u"}}"#).0,
             "registration"
         );
         assert_eq!(
-            err(
-                r#"{"type":"registration","details":{"email":null,"password":"p","username":"u"}}"#
-            )
-            .0,
+            err(r#"{"type":"registration","details":{"email":null,"password":"p","username":"u"}}"#).0,
             "registration"
         );
         assert_eq!(err(r#"{"type":"frobnicate"}"#).0, "frobnicate");
@@ -459,14 +364,8 @@ mod tests {
 
     #[test]
     fn ids_are_strings_or_integers() {
-        assert_eq!(
-            decode(br#"{"type":"ack","details":{"id":"42"}}"#),
-            Ok(Request::Ack { id: 42 })
-        );
-        assert_eq!(
-            decode(br#"{"type":"ack","details":{"id":42}}"#),
-            Ok(Request::Ack { id: 42 })
-        );
+        assert_eq!(decode(br#"{"type":"ack","details":{"id":"42"}}"#), Ok(Request::Ack { id: 42 }));
+        assert_eq!(decode(br#"{"type":"ack","details":{"id":42}}"#), Ok(Request::Ack { id: 42 }));
         assert_eq!(err(r#"{"type":"ack","details":{"id":"4x"}}"#).0, "ack");
     }
 

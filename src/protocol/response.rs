@@ -56,12 +56,7 @@ pub fn verify_ok(buf: &mut Vec<u8>) {
 }
 
 /// `friends` as (email, username) pairs, most recent contact first.
-pub fn login_ok<'a>(
-    buf: &mut Vec<u8>,
-    username: &str,
-    email: &str,
-    friends: impl Iterator<Item = (&'a str, &'a str)>,
-) {
+pub fn login_ok<'a>(buf: &mut Vec<u8>, username: &str, email: &str, friends: impl Iterator<Item = (&'a str, &'a str)>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"login\",\"details\":{\"username\":");
     string(buf, username);
     buf.extend_from_slice(b",\"email\":");
@@ -209,14 +204,7 @@ fn string(buf: &mut Vec<u8>, s: &str) {
             b'\n' => b"\\n",
             b'\r' => b"\\r",
             b'\t' => b"\\t",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ],
+            0..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]],
             _ => continue,
         };
         buf.extend_from_slice(&bytes[start..i]);
@@ -243,10 +231,7 @@ mod tests {
         let nasty = "q\"b\\s/\n\r\t\u{0}\u{1f}é✓😀";
         let mut b = Vec::new();
         error(&mut b, ErrorKind::Failed, nasty, nasty);
-        assert_eq!(
-            parse(&b),
-            json!({"event":"failed","type":nasty,"message":nasty})
-        );
+        assert_eq!(parse(&b), json!({"event":"failed","type":nasty,"message":nasty}));
     }
 
     #[test]
@@ -268,28 +253,14 @@ mod tests {
     #[test]
     fn personal_media_and_to_appear_only_when_set() {
         let mut b = Vec::new();
-        let m = PersonalOut {
-            id: 7,
-            message: "hi",
-            media: None,
-            from: "a@b.org",
-            time: 12,
-            to: None,
-        };
+        let m = PersonalOut { id: 7, message: "hi", media: None, from: "a@b.org", time: 12, to: None };
         personal(&mut b, &m);
         assert_eq!(
             parse(&b),
             json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@b.org","time":12}})
         );
         let mut b = Vec::new();
-        personal(
-            &mut b,
-            &PersonalOut {
-                media: Some("https://x/"),
-                to: Some("c@d.org"),
-                ..m
-            },
-        );
+        personal(&mut b, &PersonalOut { media: Some("https://x/"), to: Some("c@d.org"), ..m });
         assert_eq!(
             parse(&b),
             json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","media":"https://x/","from":"a@b.org","time":12,"to":"c@d.org"}})

@@ -55,17 +55,13 @@ impl<'de> Deserialize<'de> for WireId {
                 f.write_str("a message id (a string of digits)")
             }
             fn visit_str<E: Error>(self, v: &str) -> Result<WireId, E> {
-                v.parse::<i64>()
-                    .map(WireId)
-                    .map_err(|_| E::custom("an id must be a string of digits"))
+                v.parse::<i64>().map(WireId).map_err(|_| E::custom("an id must be a string of digits"))
             }
             fn visit_i64<E: Error>(self, v: i64) -> Result<WireId, E> {
                 Ok(WireId(v))
             }
             fn visit_u64<E: Error>(self, v: u64) -> Result<WireId, E> {
-                i64::try_from(v)
-                    .map(WireId)
-                    .map_err(|_| E::custom("id out of range"))
+                i64::try_from(v).map(WireId).map_err(|_| E::custom("id out of range"))
             }
         }
         d.deserialize_any(IdVisitor)

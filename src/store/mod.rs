@@ -9,6 +9,7 @@
 //! Every statement is a cached prepared statement with bound parameters; no SQL is built
 //! from client input. This module never decides protocol rules and never touches sockets.
 
+pub mod messages;
 mod schema;
 pub mod users;
 
@@ -67,12 +68,9 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked,
-            Some(
-                ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::CannotOpen
-                | ErrorCode::SystemIoFailure,
-            ) => StoreError::Full,
+            Some(ErrorCode::DiskFull | ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure) => {
+                StoreError::Full
+            }
             Some(ErrorCode::NotADatabase) => StoreError::NotNatter,
             _ => StoreError::Sqlite(e),
         }
@@ -111,6 +109,10 @@ impl Store {
         if !self.in_tx {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             self.in_tx = true;
+        } else if self.conn.is_autocommit() {
+            // SQLite rolled the iteration's transaction back after a failed statement; a
+            // write now would commit on its own, outside the group. Refuse until commit().
+            return Err(StoreError::RolledBack);
         }
         Ok(&self.conn)
     }

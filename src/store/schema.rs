@@ -7,7 +7,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 const APPLICATION_ID: i64 = 0x4e41_5454; // "NATT"
 
 /// The newest schema version this binary knows (the last section of `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Splits `schema.sql` at its `-- version: N` lines.
 fn sections() -> impl Iterator<Item = (i64, &'static str)> {
@@ -28,10 +28,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
     }
     if version > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            found: version,
-            known: SCHEMA_VERSION,
-        });
+        return Err(StoreError::NewerSchema { found: version, known: SCHEMA_VERSION });
     }
     for (n, body) in sections().filter(|(n, _)| *n > version) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -64,12 +61,8 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let mut c = Connection::open_in_memory().unwrap();
         migrate(&mut c).unwrap();
-        c.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1))
-            .unwrap();
-        assert!(matches!(
-            migrate(&mut c),
-            Err(StoreError::NewerSchema { .. })
-        ));
+        c.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1)).unwrap();
+        assert!(matches!(migrate(&mut c), Err(StoreError::NewerSchema { .. })));
     }
 
     #[test]
@@ -77,9 +70,7 @@ mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         migrate(&mut c).unwrap();
         migrate(&mut c).unwrap();
-        let v: i64 = c
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
     }
 }

@@ -21,36 +21,28 @@ pub enum Taken {
 }
 
 fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
-    Ok(UserRow {
-        id: r.get(0)?,
-        email: r.get(1)?,
-        username: r.get(2)?,
-        password_hash: r.get(3)?,
-    })
+    Ok(UserRow { id: r.get(0)?, email: r.get(1)?, username: r.get(2)?, password_hash: r.get(3)? })
 }
 
 impl Store {
     /// The account with this email (case-insensitive).
     pub fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
-        let mut st = self.read().prepare_cached(
-            "SELECT id, email, username, password_hash FROM users WHERE email = ?1",
-        )?;
+        let mut st =
+            self.read().prepare_cached("SELECT id, email, username, password_hash FROM users WHERE email = ?1")?;
         Ok(st.query_row([email], user_row).optional()?)
     }
 
     /// The account with this username (case-insensitive).
     pub fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
-        let mut st = self.read().prepare_cached(
-            "SELECT id, email, username, password_hash FROM users WHERE username = ?1",
-        )?;
+        let mut st =
+            self.read().prepare_cached("SELECT id, email, username, password_hash FROM users WHERE username = ?1")?;
         Ok(st.query_row([username], user_row).optional()?)
     }
 
     /// The account with this id, if it still exists.
     pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
-        let mut st = self
-            .read()
-            .prepare_cached("SELECT id, email, username, password_hash FROM users WHERE id = ?1")?;
+        let mut st =
+            self.read().prepare_cached("SELECT id, email, username, password_hash FROM users WHERE id = ?1")?;
         Ok(st.query_row([id], user_row).optional()?)
     }
 
@@ -67,17 +59,10 @@ impl Store {
 
     /// Creates an account inside the iteration's transaction. A collision that slipped
     /// past [`name_taken`](Self::name_taken) comes back as the unique-constraint error.
-    pub fn insert_user(
-        &mut self,
-        email: &str,
-        username: &str,
-        hash: &str,
-        now_unix: i64,
-    ) -> Result<i64, StoreError> {
+    pub fn insert_user(&mut self, email: &str, username: &str, hash: &str, now_unix: i64) -> Result<i64, StoreError> {
         let conn = self.write()?;
-        let mut st = conn.prepare_cached(
-            "INSERT INTO users (email, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut st = conn
+            .prepare_cached("INSERT INTO users (email, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)")?;
         st.execute(params![email, username, hash, now_unix])?;
         Ok(conn.last_insert_rowid())
     }
@@ -85,17 +70,13 @@ impl Store {
     /// Deletes an account and (by cascade) everything that belongs to it. Returns whether
     /// it existed.
     pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
-        let mut st = self
-            .write()?
-            .prepare_cached("DELETE FROM users WHERE email = ?1")?;
+        let mut st = self.write()?.prepare_cached("DELETE FROM users WHERE email = ?1")?;
         Ok(st.execute([email])? > 0)
     }
 
     /// Every account as (username, email), ordered by username case-insensitively.
     pub fn list_users(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let mut st = self
-            .read()
-            .prepare_cached("SELECT username, email FROM users ORDER BY username")?;
+        let mut st = self.read().prepare_cached("SELECT username, email FROM users ORDER BY username")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -118,12 +99,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(
-            &dir.path().join("t.db"),
-            Durability::Normal,
-            Duration::from_millis(100),
-        )
-        .unwrap();
+        let s = Store::open(&dir.path().join("t.db"), Durability::Normal, Duration::from_millis(100)).unwrap();
         (dir, s)
     }
 
@@ -132,38 +108,20 @@ mod tests {
         let (_d, mut s) = store();
         s.insert_user("Ann@X.org", "Ann", "h", 0).unwrap();
         s.commit().unwrap();
-        assert_eq!(
-            s.name_taken("ann@x.ORG", "other").unwrap(),
-            Some(super::Taken::Email)
-        );
-        assert_eq!(
-            s.name_taken("b@x.org", "aNN").unwrap(),
-            Some(super::Taken::Username)
-        );
+        assert_eq!(s.name_taken("ann@x.ORG", "other").unwrap(), Some(super::Taken::Email));
+        assert_eq!(s.name_taken("b@x.org", "aNN").unwrap(), Some(super::Taken::Username));
         assert!(s.insert_user("ANN@x.org", "z", "h", 0).is_err());
-        assert_eq!(
-            s.user_by_username("ANN").unwrap().unwrap().email,
-            "Ann@X.org"
-        );
+        assert_eq!(s.user_by_username("ANN").unwrap().unwrap().email, "Ann@X.org");
     }
 
     #[test]
     fn users_are_listed_by_username_ignoring_case() {
         let (_d, mut s) = store();
-        for (e, u) in [
-            ("c@x.org", "carol"),
-            ("b@x.org", "Bob"),
-            ("a@x.org", "alice"),
-        ] {
+        for (e, u) in [("c@x.org", "carol"), ("b@x.org", "Bob"), ("a@x.org", "alice")] {
             s.insert_user(e, u, "h", 0).unwrap();
         }
         s.commit().unwrap();
-        let names: Vec<String> = s
-            .list_users()
-            .unwrap()
-            .into_iter()
-            .map(|(u, _)| u)
-            .collect();
+        let names: Vec<String> = s.list_users().unwrap().into_iter().map(|(u, _)| u).collect();
         assert_eq!(names, ["alice", "Bob", "carol"]);
     }
 

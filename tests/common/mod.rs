@@ -93,15 +93,7 @@ impl Server {
     fn start_in(dir: TempDir, extra: Vec<String>) -> Server {
         let log: Log = Arc::new(Mutex::new(Vec::new()));
         let (child, addr, udp_addr) = spawn(dir.path(), &extra, &log);
-        Server {
-            child: Some(child),
-            addr,
-            udp_addr,
-            dir,
-            extra,
-            log,
-            seen_mail: Mutex::new(HashSet::new()),
-        }
+        Server { child: Some(child), addr, udp_addr, dir, extra, log, seen_mail: Mutex::new(HashSet::new()) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -138,10 +130,7 @@ impl Server {
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server is running");
         let pid = child.id().to_string();
-        let st = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
+        let st = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(st.success(), "kill -TERM {pid} failed");
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -154,10 +143,7 @@ impl Server {
                 None if Instant::now() > deadline => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "server did not exit within 10 s of SIGTERM\n{}",
-                        self.tail()
-                    );
+                    panic!("server did not exit within 10 s of SIGTERM\n{}", self.tail());
                 }
                 None => thread::sleep(Duration::from_millis(20)),
             }
@@ -168,24 +154,14 @@ impl Server {
     /// database and flags.
     pub fn restart(&mut self) {
         let status = self.stop();
-        assert!(
-            status.success(),
-            "server exited with {status:?} after SIGTERM, expected 0\n{}",
-            self.tail()
-        );
+        assert!(status.success(), "server exited with {status:?} after SIGTERM, expected 0\n{}", self.tail());
         self.restart_after_stop();
     }
 
     /// Starts the server again on the same directory and flags after `stop`.
     pub fn restart_after_stop(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "restart_after_stop: the server is still running"
-        );
-        self.log
-            .lock()
-            .unwrap()
-            .push("==== restart ====".to_string());
+        assert!(self.child.is_none(), "restart_after_stop: the server is still running");
+        self.log.lock().unwrap().push("==== restart ====".to_string());
         let (child, addr, udp) = spawn(self.dir.path(), &self.extra, &self.log);
         self.child = Some(child);
         self.addr = addr;
@@ -208,16 +184,7 @@ impl Server {
 
     /// `natter user add`, asserting success.
     pub fn user_add(&self, email: &str, username: &str, plain: &str) {
-        let out = self.admin(&[
-            "user",
-            "add",
-            "--email",
-            email,
-            "--username",
-            username,
-            "--password",
-            plain,
-        ]);
+        let out = self.admin(&["user", "add", "--email", email, "--username", username, "--password", plain]);
         assert!(
             out.status.success(),
             "natter user add failed: {:?}\nstdout: {}\nstderr: {}",
@@ -243,15 +210,8 @@ impl Server {
             };
             let mail = Mail::parse(&bytes);
             if mail.is_to(email) {
-                let modified = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-                mails.push(Mail {
-                    path: Some(path),
-                    modified: Some(modified),
-                    ..mail
-                });
+                let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+                mails.push(Mail { path: Some(path), modified: Some(modified), ..mail });
             }
         }
         mails.sort_by_key(|m| m.modified);
@@ -271,18 +231,10 @@ impl Server {
         loop {
             let mails = self.mails_for(email);
             let mut seen = self.seen_mail.lock().unwrap();
-            let fresh: Vec<&Mail> = mails
-                .iter()
-                .filter(|m| !seen.contains(m.path.as_ref().unwrap()))
-                .collect();
+            let fresh: Vec<&Mail> = mails.iter().filter(|m| !seen.contains(m.path.as_ref().unwrap())).collect();
             if let Some(newest) = fresh.last() {
                 let otp = newest.otp().unwrap_or_else(|e| {
-                    panic!(
-                        "mail {:?} to {email}: {e}\n---- mail ----\n{}\n{}",
-                        newest.path,
-                        newest.raw,
-                        self.tail()
-                    )
+                    panic!("mail {:?} to {email}: {e}\n---- mail ----\n{}\n{}", newest.path, newest.raw, self.tail())
                 });
                 for m in &fresh {
                     seen.insert(m.path.clone().unwrap());
@@ -291,11 +243,7 @@ impl Server {
             }
             drop(seen);
             if Instant::now() > deadline {
-                panic!(
-                    "no new OTP mail to {email} in {} within 5 s\n{}",
-                    self.outbox().display(),
-                    self.tail()
-                );
+                panic!("no new OTP mail to {email} in {} within 5 s\n{}", self.outbox().display(), self.tail());
             }
             thread::sleep(Duration::from_millis(25));
         }
@@ -324,26 +272,16 @@ fn clear_natter_env(cmd: &mut Command) {
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut cmd = Command::new(BIN);
     clear_natter_env(&mut cmd);
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--db")
-        .arg(dir.join("natter.db"));
+    cmd.arg("--listen").arg("127.0.0.1:0").arg("--db").arg(dir.join("natter.db"));
     if !extra.iter().any(|a| a == "--smtp-url") {
         cmd.arg("--mail-outbox").arg(dir.join("outbox"));
     }
-    cmd.args([
-        "--log-level",
-        "info",
-        "--argon2-memory-kib",
-        "64",
-        "--argon2-iterations",
-        "1",
-    ])
-    .args(extra)
-    .current_dir(dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    cmd.args(["--log-level", "info", "--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn natter server");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
@@ -365,11 +303,7 @@ fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<
 
 /// Reads the server's stderr to the end, keeping every line and reporting the listening
 /// address once. Never stops reading early, so the pipe never fills.
-fn drain_stderr(
-    mut stderr: std::process::ChildStderr,
-    log: Log,
-    tx: mpsc::Sender<(SocketAddr, Option<SocketAddr>)>,
-) {
+fn drain_stderr(mut stderr: std::process::ChildStderr, log: Log, tx: mpsc::Sender<(SocketAddr, Option<SocketAddr>)>) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     let mut reported = false;
@@ -392,9 +326,7 @@ fn drain_stderr(
         }
     }
     if !pending.is_empty() {
-        log.lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&pending).to_string());
+        log.lock().unwrap().push(String::from_utf8_lossy(&pending).to_string());
     }
 }
 
@@ -403,10 +335,8 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let rest = &line[idx..];
     let field = |key: &str| -> Option<SocketAddr> {
         let start = rest.find(key)? + key.len();
-        let tok: String = rest[start..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && *c != ',' && *c != ';' && *c != ')')
-            .collect();
+        let tok: String =
+            rest[start..].chars().take_while(|c| !c.is_whitespace() && *c != ',' && *c != ';' && *c != ')').collect();
         tok.parse().ok()
     };
     Some((field("tcp=")?, field("udp=")))
@@ -438,11 +368,7 @@ fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
         }
         thread::sleep(Duration::from_millis(20));
     };
-    Output {
-        status,
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
+    Output { status, stdout: t1.join().unwrap(), stderr: t2.join().unwrap() }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,27 +417,16 @@ impl Mail {
         } else {
             body.to_string()
         };
-        Mail {
-            raw: raw.clone(),
-            headers,
-            body,
-            path: None,
-            modified: None,
-        }
+        Mail { raw: raw.clone(), headers, body, path: None, modified: None }
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Whether the `To:` header names `email` (case-insensitive).
     pub fn is_to(&self, email: &str) -> bool {
-        self.header("To")
-            .map(|v| v.to_lowercase().contains(&email.to_lowercase()))
-            .unwrap_or(false)
+        self.header("To").map(|v| v.to_lowercase().contains(&email.to_lowercase())).unwrap_or(false)
     }
 
     /// The code from `Your natter verification code is NNNNNN.`; it must be exactly 6 digits.
@@ -519,19 +434,14 @@ impl Mail {
         let key = "Your natter verification code is ";
         let text = self.body.replace(['\r', '\n'], " ");
         let text = collapse_spaces(&text);
-        let i = text
-            .find(key)
-            .ok_or_else(|| format!("body lacks `{key}NNNNNN.`"))?;
+        let i = text.find(key).ok_or_else(|| format!("body lacks `{key}NNNNNN.`"))?;
         let rest = &text[i + key.len()..];
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if digits.len() != 6 {
             return Err(format!("expected exactly 6 digits, found {digits:?}"));
         }
         if !rest[6..].starts_with('.') {
-            return Err(format!(
-                "the code is not followed by '.': {:?}",
-                &rest[..rest.len().min(12)]
-            ));
+            return Err(format!("the code is not followed by '.': {:?}", &rest[..rest.len().min(12)]));
         }
         Ok(digits)
     }
@@ -628,12 +538,7 @@ impl Client {
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}\n{}", log_tail(&log)));
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-        Client {
-            stream,
-            pending: Vec::new(),
-            log,
-            peer: addr,
-        }
+        Client { stream, pending: Vec::new(), log, peer: addr }
     }
 
     pub fn tail(&self) -> String {
@@ -705,16 +610,10 @@ impl Client {
         match self.read_line(READ_TIMEOUT) {
             ReadOutcome::Line(line) => parse_server_line(&line, &self.log),
             ReadOutcome::Closed(why) => {
-                panic!(
-                    "expected a message, but the connection closed ({why})\n{}",
-                    self.tail()
-                )
+                panic!("expected a message, but the connection closed ({why})\n{}", self.tail())
             }
             ReadOutcome::Timeout => {
-                panic!(
-                    "expected a message, got nothing within 5 s\n{}",
-                    self.tail()
-                )
+                panic!("expected a message, got nothing within 5 s\n{}", self.tail())
             }
         }
     }
@@ -728,16 +627,10 @@ impl Client {
         match self.read_line(limit) {
             ReadOutcome::Closed(_) => {}
             ReadOutcome::Line(l) => {
-                panic!(
-                    "expected the connection to close, got {l:?}\n{}",
-                    self.tail()
-                )
+                panic!("expected the connection to close, got {l:?}\n{}", self.tail())
             }
             ReadOutcome::Timeout => {
-                panic!(
-                    "expected the connection to close within {limit:?}, it stayed open\n{}",
-                    self.tail()
-                )
+                panic!("expected the connection to close within {limit:?}, it stayed open\n{}", self.tail())
             }
         }
     }
@@ -750,10 +643,7 @@ impl Client {
                 panic!("expected silence for {ms} ms, got {l:?}\n{}", self.tail())
             }
             ReadOutcome::Closed(why) => {
-                panic!(
-                    "expected silence for {ms} ms, the connection closed ({why})\n{}",
-                    self.tail()
-                )
+                panic!("expected silence for {ms} ms, the connection closed ({why})\n{}", self.tail())
             }
         }
     }
@@ -761,12 +651,7 @@ impl Client {
     /// Sends a ping and asserts the exact pong.
     pub fn ping(&mut self) {
         let v = self.request(&json!({"type":"ping"}));
-        assert_eq!(
-            v,
-            json!({"event":"success","type":"pong"}),
-            "ping answer\n{}",
-            self.tail()
-        );
+        assert_eq!(v, json!({"event":"success","type":"pong"}), "ping answer\n{}", self.tail());
     }
 
     pub fn shutdown_write(&self) {
@@ -776,15 +661,9 @@ impl Client {
 
 /// Checks that a line from the server is one compact JSON object followed by `\n`.
 fn parse_server_line(line: &str, log: &Log) -> Value {
-    assert!(
-        line.ends_with('\n'),
-        "server line lacks the final newline: {line:?}"
-    );
+    assert!(line.ends_with('\n'), "server line lacks the final newline: {line:?}");
     let body = &line[..line.len() - 1];
-    assert!(
-        is_compact(body),
-        "server message is not compact JSON (whitespace outside strings): {body:?}"
-    );
+    assert!(is_compact(body), "server message is not compact JSON (whitespace outside strings): {body:?}");
     let v: Value = serde_json::from_str(body)
         .unwrap_or_else(|e| panic!("server sent invalid JSON {body:?}: {e}\n{}", log_tail(log)));
     assert!(v.is_object(), "server message is not an object: {body:?}");
@@ -820,21 +699,13 @@ fn is_compact(s: &str) -> bool {
 /// Asserts `v` is exactly `{"event":event,"type":ty,"message":M}` with a short non-empty M,
 /// and returns M.
 pub fn assert_error(v: &Value, event: &str, ty: &str) -> String {
-    let obj = v
-        .as_object()
-        .unwrap_or_else(|| panic!("expected an object, got {v}"));
+    let obj = v.as_object().unwrap_or_else(|| panic!("expected an object, got {v}"));
     let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        vec!["event", "message", "type"],
-        "an error must have exactly event/type/message: {v}"
-    );
+    assert_eq!(keys, vec!["event", "message", "type"], "an error must have exactly event/type/message: {v}");
     assert_eq!(v["event"], json!(event), "event of {v}");
     assert_eq!(v["type"], json!(ty), "type of {v}");
-    let m = v["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("message is not a string: {v}"));
+    let m = v["message"].as_str().unwrap_or_else(|| panic!("message is not a string: {v}"));
     assert!(!m.trim().is_empty(), "empty message: {v}");
     assert!(!m.contains('\n'), "message must be one short sentence: {v}");
     assert!(m.len() <= 200, "message must be short: {v}");
@@ -851,10 +722,7 @@ pub fn assert_invalid(v: &Value, ty: &str) -> String {
 
 /// Asserts an `invalid` error without checking its type; returns (type, message).
 pub fn assert_invalid_any_type(v: &Value) -> (String, String) {
-    let t = v["type"]
-        .as_str()
-        .unwrap_or_else(|| panic!("type is not a string: {v}"))
-        .to_string();
+    let t = v["type"].as_str().unwrap_or_else(|| panic!("type is not a string: {v}")).to_string();
     let m = assert_error(v, "invalid", &t);
     (t, m)
 }
@@ -889,34 +757,17 @@ pub fn wrong_otp(otp: &str) -> String {
 }
 
 /// Registers on `c` (asserting the exact `sent` answer) and returns the mailed OTP.
-pub fn register(
-    server: &Server,
-    c: &mut Client,
-    email: &str,
-    username: &str,
-    plain: &str,
-) -> String {
+pub fn register(server: &Server, c: &mut Client, email: &str, username: &str, plain: &str) -> String {
     let v = c.request(&registration(email, &md5_hex(plain), username));
     assert_eq!(v, sent_otp(email), "registration answer\n{}", server.tail());
     server.wait_otp(email)
 }
 
 /// Registers and verifies on `c`; the connection stays anonymous.
-pub fn register_and_verify_on(
-    server: &Server,
-    c: &mut Client,
-    email: &str,
-    username: &str,
-    plain: &str,
-) {
+pub fn register_and_verify_on(server: &Server, c: &mut Client, email: &str, username: &str, plain: &str) {
     let otp = register(server, c, email, username, plain);
     let v = c.request(&verify(&otp));
-    assert_eq!(
-        v,
-        json!({"event":"success","type":"verify"}),
-        "verify answer\n{}",
-        server.tail()
-    );
+    assert_eq!(v, json!({"event":"success","type":"verify"}), "verify answer\n{}", server.tail());
 }
 
 /// Registers and verifies an account on a fresh connection, then closes it.
@@ -929,12 +780,7 @@ pub fn register_and_verify(server: &Server, email: &str, username: &str, plain: 
 /// `event` success and type login.
 pub fn login(c: &mut Client, email: &str, plain: &str) -> Value {
     let v = c.request(&login_req(None, Some(email), &md5_hex(plain)));
-    assert_eq!(
-        v["event"],
-        json!("success"),
-        "login answer {v}\n{}",
-        c.tail()
-    );
+    assert_eq!(v["event"], json!("success"), "login answer {v}\n{}", c.tail());
     assert_eq!(v["type"], json!("login"), "login answer {v}");
     v
 }

@@ -1,0 +1,122 @@
+//! Getting personal messages to every connection of their recipient, and knowing when
+//! they count as delivered.
+//!
+//! Each logged-in connection is fed in id order: first its backlog, read from the store in
+//! batches after the watermark (catch-up, paced by how fast its socket drains), then live.
+//! Because of that order, "this connection has written (or acked) message X" means it got
+//! every message to its user from the watermark at its login up to X, except the messages
+//! to oneself that it sent itself. So each user has one number, the watermark, below which
+//! everything is delivered: a connection's progress raises it, and it is stored once per
+//! loop iteration per user instead of one UPDATE per message.
+//!
+//! The exception is kept in `holds`: a message to oneself is delivered only once another
+//! connection has it, so the watermark stops below it on its sender's word alone. With no
+//! other connection, it waits for the next login (PROTOCOL.md section 12).
+
+use super::sessions::{ConnId, Feed};
+use super::{Core, OnCommitFail};
+use crate::protocol::response::{self, PersonalOut};
+use std::ops::Range;
+
+/// Sends an encoded message to every live connection of `recipient` but `except`.
+pub(super) fn deliver_live(core: &mut Core, recipient: i64, id: i64, bytes: Range<usize>, except: ConnId) {
+    let mut i = 0;
+    while let Some(&c) = core.sessions.conns_of(recipient).get(i) {
+        i += 1;
+        if c == except {
+            continue;
+        }
+        let Some(s) = core.sessions.get_mut(c) else { continue };
+        if s.feed != Feed::Live {
+            continue;
+        }
+        s.last_sent = s.last_sent.max(id);
+        let mark = if s.member.as_ref().is_some_and(|m| m.acks) { None } else { Some(id) };
+        core.out.deliver(c, bytes.clone(), OnCommitFail::Drop, mark);
+    }
+}
+
+/// Records a message to oneself sent from `sender`.
+pub(super) fn hold(core: &mut Core, user: i64, id: i64, sender: ConnId) {
+    if let Some(online) = core.sessions.online_mut(user) {
+        online.holds.insert(id, sender);
+        core.holds_added.push((user, id));
+    }
+}
+
+/// Starts feeding a freshly logged-in connection its backlog.
+pub(super) fn start(core: &mut Core, conn: ConnId) {
+    core.catching_up.push(conn);
+}
+
+/// Sends the next batch of at most `limit` backlog messages to `conn`. Returns true while
+/// the connection still has backlog to read. Must run when no write is pending (after the
+/// commit), so that the backlog never includes an uncommitted message.
+pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize) -> bool {
+    let Some(s) = core.sessions.get_mut(conn) else { return false };
+    let Feed::CatchUp { cursor } = s.feed else { return false };
+    let Some(me) = s.member.as_ref() else { return false };
+    let (user, acks, email) = (me.user_id, me.acks, me.email.clone());
+    let skip = std::mem::take(&mut s.skip);
+    let mut last = cursor;
+    let out = &mut core.out;
+    let read = core.store.messages_after(user, cursor, limit, |m| {
+        last = m.id;
+        if skip.contains(&m.id) {
+            return;
+        }
+        let to = (m.sender == user).then_some(email.as_str());
+        let msg = PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
+        let range = out.encode(|b| response::personal(b, &msg));
+        out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+    });
+    let Some(s) = core.sessions.get_mut(conn) else { return false };
+    s.last_sent = s.last_sent.max(last);
+    match read {
+        Ok(n) if n < limit => {
+            s.feed = Feed::Live;
+            false
+        }
+        Ok(_) => {
+            s.feed = Feed::CatchUp { cursor: last };
+            s.skip = skip.into_iter().filter(|&id| id > last).collect();
+            true
+        }
+        Err(e) => {
+            // Keep the cursor where the messages already sent end; try again next time.
+            log::error!("reading the backlog of user {user} failed: {e}");
+            s.feed = Feed::CatchUp { cursor: last };
+            s.skip = skip;
+            true
+        }
+    }
+}
+
+/// `conn` has written (or acked) every message to its user up to `upto`.
+pub(super) fn advance(core: &mut Core, conn: ConnId, upto: i64) {
+    let Some(user) = core.sessions.get(conn).and_then(|s| s.member.as_ref()).map(|m| m.user_id) else { return };
+    let Some(online) = core.sessions.online_mut(user) else { return };
+    let mut limit = upto;
+    online.holds.retain(|&id, &mut sender| {
+        if id > upto {
+            true
+        } else if sender == conn {
+            limit = limit.min(id - 1);
+            true
+        } else {
+            false
+        }
+    });
+    if limit > online.watermark {
+        online.watermark = limit;
+        core.watermarks_dirty.insert(user, limit);
+    }
+}
+
+/// The loop wrote every byte of the messages up to `upto` to `conn`.
+pub(super) fn written(core: &mut Core, conn: ConnId, upto: i64) {
+    let acks = core.sessions.get(conn).and_then(|s| s.member.as_ref()).is_some_and(|m| m.acks);
+    if !acks {
+        advance(core, conn, upto);
+    }
+}
