@@ -51,3 +51,21 @@ CREATE INDEX messages_to ON messages(recipient_id, id);
 CREATE INDEX messages_pair ON messages(sender_id, recipient_id, id);
 -- Idempotent send: one message per sender and client_id.
 CREATE UNIQUE INDEX messages_client_id ON messages(sender_id, client_id) WHERE client_id IS NOT NULL;
+
+-- version: 3
+-- Voice calls: one row per call attempt, written when it rings and when it ends.
+CREATE TABLE calls (
+    id               INTEGER PRIMARY KEY,
+    caller_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    callee_id        INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    rang_at          INTEGER NOT NULL, -- unix seconds
+    answered_at      INTEGER,
+    ended_at         INTEGER,
+    outcome          TEXT,             -- rejected, timeout, cancelled, ended, hangup, disconnected, silence
+    caller_datagrams INTEGER NOT NULL DEFAULT 0, -- relayed from the caller to the callee
+    caller_bytes     INTEGER NOT NULL DEFAULT 0,
+    callee_datagrams INTEGER NOT NULL DEFAULT 0, -- relayed from the callee to the caller
+    callee_bytes     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX calls_by_caller ON calls(caller_id, id);
+CREATE INDEX calls_by_callee ON calls(callee_id, id);

@@ -111,6 +111,10 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_MSG_RATE")]
     pub msg_rate: Option<u32>,
 
+    /// Voice datagrams per second per party on the relay (burst: one second's worth).
+    #[arg(long, env = "NATTER_RELAY_RATE", default_value_t = 200)]
+    pub relay_rate: u32,
+
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, env = "NATTER_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -162,6 +166,7 @@ impl ServerArgs {
                 msg_rate: self.msg_rate.filter(|&r| r > 0),
             },
             hash,
+            relay_rate: self.relay_rate.max(1),
             hash_threads: self.hash_threads.max(1),
         }
     }

@@ -169,7 +169,8 @@ fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
 }
 
 pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
-    if core.sessions.logout(conn).is_some() {
+    if let Some(member) = core.sessions.logout(conn) {
+        super::calls::connection_gone(core, conn, member.user_id, now);
         rearm_auth(core, conn, now);
     }
     core.out.send(conn, OnCommitFail::Keep, response::logout_ok);
@@ -333,7 +334,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
         response::login_ok(b, &user.username, &user.email, friends.iter().map(|(e, u)| (e.as_str(), u.as_str())))
     });
     log::debug!("user {} logged in on {conn:?}", user.id);
-    let member = Member { user_id: user.id, email: user.email, username: user.username, acks };
+    let member = Member { user_id: user.id, email: user.email, acks };
     core.sessions.login(conn, member, watermark);
     // The backlog follows the login answer (PROTOCOL.md section 5).
     super::delivery::start(core, conn);

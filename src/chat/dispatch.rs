@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, messages, Core, Now, OnCommitFail};
+use super::{accounts, calls, messages, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
@@ -42,6 +42,6 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
         Request::Global(m) => messages::global(core, conn, &m, now),
         Request::History { with, before, limit } => messages::history(core, conn, &with, before, limit),
         Request::Ack { id } => messages::ack(core, conn, id),
-        Request::Voice { .. } => core.out.failed(conn, ty, "not supported by this server yet"),
+        Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }
 }

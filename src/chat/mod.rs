@@ -11,10 +11,12 @@
 //! `validate` (field rules), `outbox` (what the loop must do next).
 
 mod accounts;
+mod calls;
 mod delivery;
 mod dispatch;
 mod messages;
 mod outbox;
+pub mod relay;
 mod sessions;
 mod throttle;
 pub(crate) mod validate;
@@ -46,11 +48,26 @@ enum Timer {
     Auth(ConnId),
     /// A pending registration's OTP expires.
     OtpExpiry(ConnId),
+    /// A ringing call's deadline.
+    Ring(u64),
+    /// A talking call's check for relay silence.
+    Silence(u64),
     /// Forget throttle entries that have aged out.
     Sweep,
 }
 
 const SWEEP_EVERY_MS: u64 = 60_000;
+
+/// Where callers are told to send their voice datagrams.
+#[derive(Debug, Clone, Copy)]
+pub struct VoiceConfig {
+    /// The address put in `accept`; `None`: the callee connection's local address.
+    pub public_ip: Option<IpAddr>,
+    /// The relay's UDP port.
+    pub relay_port: u16,
+    /// Datagrams per second per party.
+    pub relay_rate: u32,
+}
 
 /// The whole chat state owned by the event loop.
 pub struct Core {
@@ -73,12 +90,18 @@ pub struct Core {
     holds_added: Vec<(i64, i64)>,
     /// Connections reading their backlog.
     catching_up: Vec<ConnId>,
+    voice: VoiceConfig,
+    calls: HashMap<u64, calls::Call>,
+    /// The call each user is in (as caller or callee).
+    calls_by_user: HashMap<i64, u64>,
+    next_call: u64,
+    relay: relay::Relay,
 }
 
 impl Core {
     /// A core over an opened store. `dummy_hash` is any argon2id PHC string made with the
     /// server's parameters.
-    pub fn new(store: Store, limits: Limits, dummy_hash: String, now: Now) -> Core {
+    pub fn new(store: Store, limits: Limits, voice: VoiceConfig, dummy_hash: String, now: Now) -> Core {
         let mut timers = TimerWheel::new(10, 1024);
         timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
         Core {
@@ -95,6 +118,11 @@ impl Core {
             contacts_dirty: HashMap::new(),
             holds_added: Vec::new(),
             catching_up: Vec::new(),
+            relay: relay::Relay::new(voice.relay_rate),
+            voice,
+            calls: HashMap::new(),
+            calls_by_user: HashMap::new(),
+            next_call: 1,
         }
     }
 
@@ -132,6 +160,7 @@ impl Core {
             || !self.out.closes.is_empty()
             || !self.out.jobs.is_empty()
             || !self.watermarks_dirty.is_empty()
+            || self.store.has_pending_writes()
     }
 
     /// True while the connection waits for a worker job: its further frames must wait too,
@@ -146,7 +175,11 @@ impl Core {
     }
 
     /// A connection is gone (closed by either side or by the server).
-    pub fn on_close(&mut self, conn: ConnId, _now: Now) {
+    pub fn on_close(&mut self, conn: ConnId, now: Now) {
+        if let Some(user) = self.sessions.get(conn).and_then(|s| s.member.as_ref()).map(|m| m.user_id) {
+            self.sessions.logout(conn);
+            calls::connection_gone(self, conn, user, now);
+        }
         if let Some(s) = self.sessions.close(conn) {
             for t in s.timers() {
                 self.timers.cancel(t);
@@ -162,6 +195,8 @@ impl Core {
             match t {
                 Timer::Auth(conn) => accounts::auth_timeout(self, conn, now),
                 Timer::OtpExpiry(conn) => accounts::otp_expired(self, conn),
+                Timer::Ring(call) => calls::ring_timeout(self, call, now),
+                Timer::Silence(call) => calls::silence_check(self, call, now),
                 Timer::Sweep => {
                     self.login_fails_by_name.sweep(now.ms);
                     self.login_fails_by_ip.sweep(now.ms);
@@ -205,6 +240,26 @@ impl Core {
             self.store.touch_contact(a, b, last)?;
         }
         Ok(())
+    }
+
+    /// A datagram arrived on the relay socket; `data` holds at most `MAX_DATAGRAM + 1` of
+    /// its `len` bytes. Returns where to forward it, if anywhere.
+    pub fn on_datagram(
+        &mut self,
+        from: std::net::SocketAddr,
+        data: &[u8],
+        len: usize,
+        now: Now,
+    ) -> Option<std::net::SocketAddr> {
+        match self.relay.on_datagram(from, data, len, now.ms) {
+            relay::Verdict::Forward(to) => Some(to),
+            _ => None,
+        }
+    }
+
+    /// The relay's counters.
+    pub fn relay_stats(&self) -> relay::RelayStats {
+        self.relay.stats
     }
 
     /// The output produced outside [`commit`](Self::commit) (backlog batches).

@@ -43,7 +43,6 @@ pub enum Busy {
 pub struct Member {
     pub user_id: i64,
     pub email: String,
-    pub username: String,
     /// Logged in with `"acks":true` (PROTOCOL.md section 11).
     pub acks: bool,
 }
@@ -100,7 +99,6 @@ pub struct Online {
 pub struct Sessions {
     slots: Vec<Option<(u32, Session)>>,
     online: HashMap<i64, Online>,
-    logged_in: usize,
 }
 
 impl Sessions {
@@ -157,7 +155,6 @@ impl Sessions {
         let online = self.online.entry(user).or_insert_with(|| Online { watermark, ..Online::default() });
         online.conns.push(id);
         let cursor = online.watermark;
-        self.logged_in += 1;
         if let Some(s) = self.get_mut(id) {
             s.feed = Feed::CatchUp { cursor };
         }
@@ -175,7 +172,6 @@ impl Sessions {
                 self.online.remove(&member.user_id);
             }
         }
-        self.logged_in -= 1;
         Some(member)
     }
 
@@ -196,15 +192,5 @@ impl Sessions {
     /// Every logged-in connection.
     pub fn all_online(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.online.values().flat_map(|o| o.conns.iter().copied())
-    }
-
-    /// Number of logged-in connections.
-    pub fn logged_in(&self) -> usize {
-        self.logged_in
-    }
-
-    /// Number of distinct users online.
-    pub fn users_online(&self) -> usize {
-        self.online.len()
     }
 }

@@ -51,7 +51,8 @@ impl<K: Hash + Eq> Throttle<K> {
         self.events.retain(|_, t| t.back().is_some_and(|&last| last + w > now_ms));
     }
 
-    /// Number of keys remembered, for tests and metrics.
+    /// Number of keys remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.events.len()
     }

@@ -128,6 +128,9 @@ impl EventLoop {
         self.handle_events(now);
         self.finish_jobs(now);
         self.read_and_handle(now);
+        if self.relay.readable {
+            self.relay.drain(&mut self.core, now);
+        }
         self.core.on_timers(now);
         self.commit_and_queue();
         self.flush();
@@ -159,7 +162,7 @@ impl EventLoop {
     /// Zero when work is carried over; else until the next deadline of the core, of a
     /// throttled connection or of an accept retry; else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.core.has_output() {
+        if !self.carry.is_empty() || self.relay.readable || self.core.has_output() {
             return Some(Duration::ZERO);
         }
         let next = [self.core.next_deadline(), self.throttled.iter().map(|t| t.0).min(), self.accept_retry_ms]
@@ -175,7 +178,7 @@ impl EventLoop {
             let (token, readable, writable) = self.ready[i];
             match token {
                 LISTENER => self.accept(now),
-                UDP => self.relay.drain(),
+                UDP => self.relay.readable = true,
                 WAKER => {}
                 SIGNAL => {
                     if self.signals.drain() {

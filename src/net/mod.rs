@@ -8,7 +8,7 @@ mod signals;
 mod sockopt;
 mod worker;
 
-use crate::chat::{Core, Now};
+use crate::chat::{Core, Now, VoiceConfig};
 use crate::config::Config;
 use crate::mailer::Mailer;
 use crate::password;
@@ -88,7 +88,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let workers = worker::Workers::start(config.hash_threads, config.hash, mailer, otp_minutes, waker)?;
 
     let now = Now { ms: start.elapsed().as_millis() as u64, unix: 0 };
-    let core = Core::new(store, config.limits.clone(), dummy_hash, now);
+    let voice = VoiceConfig { public_ip: config.public_ip, relay_port: udp_addr.port(), relay_rate: config.relay_rate };
+    let core = Core::new(store, config.limits.clone(), voice, dummy_hash, now);
     log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
     EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), start).run()?;
