@@ -15,10 +15,15 @@ pub fn email(e: &str) -> Result<(), &'static str> {
             }
             None => false,
         };
-    if ok {
-        Ok(())
-    } else {
-        Err("email must look like name@example.org (at most 254 bytes)")
+    if !ok {
+        return Err("email must look like name@example.org (at most 254 bytes)");
+    }
+    // The OTP must be mailed: an address no mail system accepts (RFC 5321/5322: at most 64
+    // characters before the @, no empty dot-separated part) is refused here, as a rule of
+    // registration, rather than later as a mail failure the client cannot fix by retrying.
+    match e.parse::<lettre::Address>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err("email is not a deliverable address (at most 64 characters before the @, no empty parts)"),
     }
 }
 
@@ -70,7 +75,21 @@ mod tests {
             assert!(email(good).is_ok(), "{good}");
         }
         let long = format!("{}@b.org", "a".repeat(250));
-        for bad in ["", "a", "@b.org", "a@b", "a@@b.org", "a@b@c.org", "a b@c.org", "a@.org", "a@b.", &long] {
+        let long_local = format!("{}@b.org", "a".repeat(65));
+        for bad in [
+            "",
+            "a",
+            "@b.org",
+            "a@b",
+            "a@@b.org",
+            "a@b@c.org",
+            "a b@c.org",
+            "a@.org",
+            "a@b.",
+            &long,
+            &long_local,
+            "a..b@c.org",
+        ] {
             assert!(email(bad).is_err(), "{bad}");
         }
     }
