@@ -1,1 +1,275 @@
+//! The core driven without sockets or sleeping: frames in, time injected, outbox read back.
+//! The harness plays the event loop: it runs worker jobs inline, commits, and, like the
+//! loop, feeds backlogs and reports written deliveries.
 
+use super::*;
+use crate::password::{self, HashParams};
+use crate::store::Durability;
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const CHEAP: HashParams = HashParams { memory_kib: 64, iterations: 1 };
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+struct Harness {
+    core: Core,
+    dir: tempfile::TempDir,
+    now: Now,
+    next_slot: u32,
+    /// The last OTP the "mail worker" was asked to send.
+    otp: Option<String>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_limits(Limits { call_timeout_ms: 1000, ..Limits::default() })
+    }
+
+    fn with_limits(limits: Limits) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), Durability::Normal, Duration::from_millis(20)).unwrap();
+        let now = Now { ms: 0, unix: 1_700_000_000 };
+        let dummy = password::hash(CHEAP, "0").unwrap();
+        let voice = VoiceConfig { public_ip: None, relay_port: 5050, relay_rate: 200 };
+        Harness { core: Core::new(store, limits, voice, dummy, now), dir, now, next_slot: 0, otp: None }
+    }
+
+    fn user(&mut self, email: &str, name: &str) {
+        let hash = password::hash(CHEAP, &password::md5_hex("pw")).unwrap();
+        self.core.store().insert_user(email, name, &hash, 0).unwrap();
+        self.core.store().commit().unwrap();
+    }
+
+    fn open(&mut self) -> ConnId {
+        self.next_slot += 1;
+        let id = ConnId { slot: self.next_slot, generation: 1 };
+        self.core.on_open(id, LOCAL, LOCAL, self.now);
+        id
+    }
+
+    fn login(&mut self, email: &str, acks: bool) -> ConnId {
+        let c = self.open();
+        let pw = password::md5_hex("pw");
+        let out = self.send(c, json!({"type":"login","details":{"email":email,"password":pw,"acks":acks}}));
+        assert_eq!(out[0].1["event"], "success", "{out:?}");
+        c
+    }
+
+    fn advance(&mut self, ms: u64) -> Vec<(ConnId, Value)> {
+        self.now.ms += ms;
+        self.now.unix += (ms / 1000) as i64;
+        self.core.on_timers(self.now);
+        self.step()
+    }
+
+    /// Handles one frame and everything it causes; returns what was sent, in order.
+    fn send(&mut self, conn: ConnId, v: Value) -> Vec<(ConnId, Value)> {
+        self.core.on_frame(conn, v.to_string().as_bytes(), self.now);
+        self.step()
+    }
+
+    fn step(&mut self) -> Vec<(ConnId, Value)> {
+        let mut seen = Vec::new();
+        loop {
+            let out = self.core.commit();
+            let jobs = std::mem::take(&mut out.jobs);
+            let mut written = Vec::new();
+            for s in out.sends.drain(..) {
+                let v: Value = serde_json::from_slice(&out.bytes[s.range]).unwrap();
+                if let Some(id) = s.delivers {
+                    written.push((s.to, id));
+                }
+                seen.push((s.to, v));
+            }
+            out.clear();
+            for (c, id) in written {
+                self.core.on_written(c, id);
+            }
+            let mut backlog = Vec::new();
+            self.core.catching_up(&mut backlog);
+            for c in backlog {
+                while self.core.catch_up(c, 2) {}
+            }
+            if jobs.is_empty() && !self.core.has_output() {
+                return seen;
+            }
+            for job in jobs {
+                let done = match job {
+                    Job::HashPassword { conn, md5 } => JobDone::Hashed { conn, hash: password::hash(CHEAP, &md5).ok() },
+                    Job::VerifyPassword { conn, hash, md5 } => {
+                        JobDone::Verified { conn, ok: password::verify(&hash, &md5) }
+                    }
+                    Job::SendOtp { conn, otp, .. } => {
+                        self.otp = Some(otp);
+                        JobDone::OtpSent { conn, result: Ok(()) }
+                    }
+                };
+                self.core.on_job_done(done, self.now);
+            }
+        }
+    }
+}
+
+fn personal(to: &str, text: &str) -> Value {
+    json!({"event":"personal","type":"message","details":{"to":to,"message":text,"time":7}})
+}
+
+fn to(out: &[(ConnId, Value)], c: ConnId) -> Vec<Value> {
+    out.iter().filter(|(x, _)| *x == c).map(|(_, v)| v.clone()).collect()
+}
+
+#[test]
+fn registration_verify_and_login_through_the_workers() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let md5 = password::md5_hex("secret");
+    let out = h.send(c, json!({"type":"registration","details":{"email":"a@x.org","password":md5,"username":"ann"}}));
+    assert_eq!(out, vec![(c, json!({"event":"sent","type":"otp","message":"OTP sent to a@x.org"}))]);
+    let otp = h.otp.clone().unwrap();
+    assert_eq!(h.send(c, json!({"type":"verify","otp":otp}))[0].1, json!({"event":"success","type":"verify"}));
+    let out = h.send(c, json!({"type":"login","details":{"username":"ANN","password":md5}}));
+    assert_eq!(
+        out[0].1,
+        json!({"event":"success","type":"login","details":{"username":"ann","email":"a@x.org","friends":[]}})
+    );
+}
+
+#[test]
+fn an_otp_expires_with_its_lifetime() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let md5 = password::md5_hex("secret");
+    h.send(c, json!({"type":"registration","details":{"email":"a@x.org","password":md5,"username":"ann"}}));
+    let otp = h.otp.clone().unwrap();
+    h.advance(600_000);
+    let out = h.send(c, json!({"type":"verify","otp":otp}));
+    assert_eq!(out[0].1["event"], "failed");
+    assert_eq!(out[0].1["type"], "verify");
+}
+
+#[test]
+fn anonymous_connections_close_after_the_auth_timeout_and_not_before() {
+    let mut h = Harness::new();
+    let c = h.open();
+    h.advance(59_000);
+    h.send(c, json!({"type":"ping"}));
+    h.advance(59_000);
+    assert!(h.core.out.closes.is_empty());
+    h.now.ms += 1_100;
+    h.core.on_timers(h.now);
+    assert_eq!(h.core.out.closes, vec![(c, CloseReason::AuthTimeout)]);
+}
+
+#[test]
+fn backlog_arrives_in_order_after_login_once() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    for i in 0..5 {
+        let out = h.send(a, personal("b@x.org", &i.to_string()));
+        assert_eq!(out[0].1["event"], "sent");
+    }
+    let b = h.open();
+    let pw = password::md5_hex("pw");
+    let out = h.send(b, json!({"type":"login","details":{"email":"b@x.org","password":pw}}));
+    let texts: Vec<Value> = to(&out, b).iter().skip(1).map(|v| v["details"]["message"].clone()).collect();
+    assert_eq!(texts, vec![json!("0"), json!("1"), json!("2"), json!("3"), json!("4")]);
+    assert_eq!(to(&out, b)[0]["details"]["friends"], json!([{"email":"a@x.org","username":"a"}]));
+    let again = h.login("b@x.org", false);
+    assert_eq!(h.step().len(), 0, "delivered messages are not sent again");
+    let _ = again;
+}
+
+#[test]
+fn a_failed_commit_answers_failed_and_delivers_nothing() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let b = h.login("b@x.org", false);
+    let lock = rusqlite::Connection::open(h.dir.path().join("t.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = h.send(a, personal("b@x.org", "lost?"));
+    assert_eq!(to(&out, a)[0]["event"], "failed", "{out:?}");
+    assert!(to(&out, b).is_empty(), "{out:?}");
+    lock.execute_batch("ROLLBACK").unwrap();
+    let out = h.send(a, personal("b@x.org", "stored"));
+    assert_eq!(to(&out, a)[0]["event"], "sent");
+    assert_eq!(to(&out, b)[0]["details"]["message"], "stored");
+}
+
+#[test]
+fn a_message_to_oneself_waits_for_the_next_login_without_another_device() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let b = h.login("b@x.org", false);
+    assert_eq!(to(&h.send(a, personal("a@x.org", "note")), a).len(), 1, "only `sent`");
+    // A later delivery to the same connection must not count for the note.
+    h.send(b, personal("a@x.org", "hi"));
+    h.core.on_close(a, h.now);
+    let c = h.open();
+    let pw = password::md5_hex("pw");
+    let out = h.send(c, json!({"type":"login","details":{"email":"a@x.org","password":pw}}));
+    let texts: Vec<Value> = to(&out, c).iter().skip(1).map(|v| v["details"]["message"].clone()).collect();
+    assert_eq!(texts, vec![json!("note"), json!("hi")]);
+    assert_eq!(to(&out, c)[1]["details"]["to"], "a@x.org");
+}
+
+#[test]
+fn an_ack_aware_connection_gets_unacked_messages_again() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let b = h.login("b@x.org", true);
+    let first = h.send(a, personal("b@x.org", "1"));
+    let id = to(&first, a)[0]["id"].as_str().unwrap().to_owned();
+    h.send(a, personal("b@x.org", "2"));
+    h.send(b, json!({"type":"ack","details":{"id":id}}));
+    h.core.on_close(b, h.now);
+    h.step();
+    let b2 = h.open();
+    let pw = password::md5_hex("pw");
+    let out = h.send(b2, json!({"type":"login","details":{"email":"b@x.org","password":pw,"acks":true}}));
+    let texts: Vec<Value> = to(&out, b2).iter().skip(1).map(|v| v["details"]["message"].clone()).collect();
+    assert_eq!(texts, vec![json!("2")]);
+}
+
+#[test]
+fn a_ringing_call_times_out_for_both_and_frees_them() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let b = h.login("b@x.org", false);
+    let out = h.send(a, json!({"type":"voice","event":"call","details":{"email":"b@x.org"}}));
+    assert_eq!(out, vec![(b, json!({"type":"voice","event":"request","details":{"email":"a@x.org"}}))]);
+    assert!(h.advance(900).is_empty());
+    let out = h.advance(200);
+    assert!(out.contains(&(a, json!({"type":"voice","event":"time","details":{"email":"b@x.org"}}))));
+    assert!(out.contains(&(b, json!({"type":"voice","event":"time","details":{"email":"a@x.org"}}))));
+    let out = h.send(a, json!({"type":"voice","event":"call","details":{"email":"b@x.org"}}));
+    assert_eq!(out[0].1["event"], "request", "not busy any more");
+}
+
+#[test]
+fn a_talking_call_ends_after_relay_silence() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let b = h.login("b@x.org", false);
+    h.send(a, json!({"type":"voice","event":"call","details":{"email":"b@x.org"}}));
+    let out = h.send(b, json!({"type":"voice","event":"accept","details":{"email":"a@x.org"}}));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].1["details"]["port"], "5050");
+    assert_ne!(out[0].1["details"]["token"], out[1].1["details"]["token"]);
+    assert!(h.advance(59_000).is_empty());
+    let out = h.advance(1_100);
+    assert!(out.contains(&(a, json!({"type":"voice","event":"end","details":{"email":"b@x.org"}}))), "{out:?}");
+    assert!(out.contains(&(b, json!({"type":"voice","event":"end","details":{"email":"a@x.org"}}))), "{out:?}");
+}
