@@ -1,0 +1,71 @@
+//! Invariants of the code's layout, checked on the source text (as rust-analyzer does).
+//! They keep the core pure and serde in one place; see ARCHITECTURE.md.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(rust_files(&p));
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The code of a file without its `#[cfg(test)]` module (tests may do what code may not).
+fn code(p: &Path) -> String {
+    if p.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
+    let text = fs::read_to_string(p).unwrap();
+    match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn src(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(rel)
+}
+
+#[test]
+fn the_pure_modules_never_touch_io_threads_or_the_clock() {
+    let mut pure = rust_files(&src("chat"));
+    pure.extend(["framing.rs", "timer_wheel.rs"].map(src));
+    pure.extend(rust_files(&src("protocol")));
+    let forbidden = ["mio::", "std::net::Tcp", "std::net::Udp", "std::thread", "Instant::now", "SystemTime::now"];
+    for f in pure {
+        let c = code(&f);
+        for word in forbidden {
+            assert!(!c.contains(word), "{} names {word}", f.display());
+        }
+    }
+}
+
+#[test]
+fn only_the_protocol_module_uses_serde() {
+    for f in rust_files(&src("")) {
+        if f.starts_with(src("protocol")) {
+            continue;
+        }
+        let c = code(&f);
+        for word in ["serde::", "serde_json::", "use serde"] {
+            assert!(!c.contains(word), "{} uses serde outside src/protocol", f.display());
+        }
+    }
+}
+
+#[test]
+fn only_the_net_module_uses_mio() {
+    for f in rust_files(&src("")) {
+        if f.starts_with(src("net")) || f.starts_with(src("bin")) {
+            continue;
+        }
+        assert!(!code(&f).contains("mio::"), "{} uses mio outside src/net", f.display());
+    }
+}
