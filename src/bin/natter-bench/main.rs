@@ -1,0 +1,302 @@
+//! natter-bench: a load generator that drives a natter server over the wire protocol.
+//!
+//! `--spawn` starts a fresh `natter` (the binary beside this one) on a temp database for
+//! each workload; `--addr` drives a running server (then `--db` names its database file for
+//! provisioning users and `--server-pid` lets it read the server's CPU and memory). Every
+//! workload counts what it expected and what arrived: anything lost, duplicated or
+//! corrupted is an error, reported and turned into a non-zero exit status.
+
+mod net;
+mod server;
+mod stats;
+mod workloads;
+
+use clap::{Parser, ValueEnum};
+use natter::password::HashParams;
+use server::Target;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use workloads::{Env, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    All,
+    Pairs,
+    Fanout,
+    Latency,
+    Offline,
+    Logins,
+    Idle,
+    Relay,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "natter-bench", about = "Drive a natter server and measure it", max_term_width = 100)]
+struct Cli {
+    /// Workloads to run.
+    #[arg(value_enum, default_value = "all")]
+    workloads: Vec<Workload>,
+    /// Start a fresh natter on a temp database for each workload.
+    #[arg(long, conflicts_with = "addr")]
+    spawn: bool,
+    /// Drive the natter server at this address.
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// With --addr: the server's database file, to create the bench users in.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// With --addr: the server's pid, to read its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Tiny sizes for every workload: a smoke test that takes seconds.
+    #[arg(long)]
+    quick: bool,
+    /// With --spawn: the server's --durability.
+    #[arg(long, default_value = "normal")]
+    durability: String,
+    /// With --spawn: extra flags for the server, e.g. "--relay-rate 1000".
+    #[arg(long, allow_hyphen_values = true)]
+    server_args: Option<String>,
+    /// argon2id memory (KiB) for the users of `logins` and for a spawned server.
+    #[arg(long, default_value_t = 19_456)]
+    argon2_memory_kib: u32,
+    /// argon2id iterations for the users of `logins` and for a spawned server.
+    #[arg(long, default_value_t = 2)]
+    argon2_iterations: u32,
+    /// Upper bound in seconds on any phase of a workload.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+
+    /// pairs: sender/receiver pairs.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// pairs: messages per sender.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// pairs: messages in flight per sender without a `sent` answer.
+    #[arg(long, default_value_t = 64)]
+    window: u64,
+    /// Message text size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// fanout: receivers.
+    #[arg(long, default_value_t = 200)]
+    receivers: usize,
+    /// fanout: global messages.
+    #[arg(long, default_value_t = 2_000)]
+    fanout_messages: u64,
+    /// latency: rates in messages per second.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    rates: Vec<u64>,
+    /// latency: seconds per rate.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// offline: stored messages.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: u64,
+    /// logins: clients logging in at once.
+    #[arg(long, default_value_t = 1_000)]
+    clients: usize,
+    /// idle: logged-in idle connections.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// relay: simultaneous calls.
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// relay: datagrams per second per party.
+    #[arg(long, default_value_t = 50)]
+    dps: u64,
+    /// relay: seconds of sending.
+    #[arg(long, default_value_t = 10.0)]
+    relay_seconds: f64,
+    /// relay: datagram size in bytes.
+    #[arg(long, default_value_t = 160)]
+    datagram: usize,
+}
+
+impl Cli {
+    fn shrink(&mut self) {
+        (self.pairs, self.messages, self.receivers, self.fanout_messages) = (2, 300, 5, 50);
+        (self.rates, self.seconds, self.backlog, self.clients) = (vec![200], 0.5, 500, 10);
+        (self.idle, self.calls, self.dps, self.relay_seconds) = (50, 3, 20, 0.5);
+    }
+
+    /// How many bench users a workload needs.
+    fn users(&self, w: Workload) -> usize {
+        match w {
+            Workload::Pairs => 2 * self.pairs,
+            Workload::Fanout => self.receivers + 1,
+            Workload::Latency | Workload::Offline => 2,
+            Workload::Logins => 2,
+            Workload::Idle => self.idle,
+            Workload::Relay => 2 * self.calls,
+            Workload::All => 0,
+        }
+    }
+
+    fn real_hash(&self) -> HashParams {
+        HashParams { memory_kib: self.argon2_memory_kib, iterations: self.argon2_iterations }
+    }
+}
+
+/// Users other than those of `logins` get a cheap hash: their login is set-up, not the
+/// thing measured.
+const CHEAP: HashParams = HashParams { memory_kib: 64, iterations: 1 };
+
+fn target(cli: &Cli, w: Workload) -> Result<Target, String> {
+    let n = cli.users(w);
+    let logins = if w == Workload::Logins { cli.clients } else { 0 };
+    let provision = |db: &std::path::Path| {
+        server::provision(db, n, CHEAP)?;
+        if logins > 0 {
+            server::provision_range(db, 2..2 + logins, cli.real_hash())?;
+        }
+        Ok(())
+    };
+    if let Some(addr) = cli.addr {
+        let db = cli.db.as_ref().ok_or("--addr needs --db (the server's database) to create bench users")?;
+        provision(db)?;
+        return Ok(Target::attach(addr, cli.server_pid));
+    }
+    let mut extra = vec![
+        "--durability".to_owned(),
+        cli.durability.clone(),
+        "--argon2-memory-kib".into(),
+        cli.argon2_memory_kib.to_string(),
+        "--argon2-iterations".into(),
+        cli.argon2_iterations.to_string(),
+    ];
+    if let Some(more) = &cli.server_args {
+        extra.extend(more.split_whitespace().map(str::to_owned));
+    }
+    Target::spawn(&extra, provision)
+}
+
+fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
+    let t = target(cli, w)?;
+    let env = Env { addr: t.addr, pid: t.pid, base: Instant::now(), limit: Duration::from_secs(cli.timeout) };
+    Ok(match w {
+        Workload::Pairs => vec![workloads::pairs::run(
+            &env,
+            &workloads::pairs::Params { pairs: cli.pairs, messages: cli.messages, window: cli.window, size: cli.size },
+        )?],
+        Workload::Fanout => vec![workloads::fanout::run(
+            &env,
+            &workloads::fanout::Params { receivers: cli.receivers, messages: cli.fanout_messages, size: cli.size },
+        )?],
+        Workload::Latency => cli
+            .rates
+            .iter()
+            .map(|&rate| {
+                workloads::latency::run(
+                    &env,
+                    &workloads::latency::Params { rate, seconds: cli.seconds, size: cli.size },
+                )
+            })
+            .collect::<Result<_, _>>()?,
+        Workload::Offline => {
+            vec![workloads::offline::run(&env, &workloads::offline::Params { messages: cli.backlog, size: cli.size })?]
+        }
+        Workload::Logins => vec![workloads::logins::run(
+            &env,
+            &workloads::logins::Params { clients: cli.clients, rate: 1000, size: cli.size },
+        )?],
+        Workload::Idle => vec![workloads::idle::run(&env, &workloads::idle::Params { connections: cli.idle })?],
+        Workload::Relay => vec![workloads::relay::run(
+            &env,
+            &workloads::relay::Params {
+                calls: cli.calls,
+                per_second: cli.dps,
+                seconds: cli.relay_seconds,
+                size: cli.datagram,
+            },
+        )?],
+        Workload::All => Vec::new(),
+    })
+}
+
+/// Lets this process (and a server it spawns) open as many sockets as the hard limit allows.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn print_table(reports: &[Report]) {
+    for r in reports {
+        println!("{}", r.name);
+        for (name, value, unit) in &r.metrics {
+            println!("  {name:<34} {value:>14.1} {unit}");
+        }
+        for e in &r.errors {
+            println!("  ERROR {e}");
+        }
+    }
+}
+
+fn print_json(reports: &[Report]) {
+    let doc: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            let metrics: serde_json::Map<String, serde_json::Value> =
+                r.metrics.iter().map(|(n, v, u)| (n.clone(), serde_json::json!({"value": v, "unit": u}))).collect();
+            serde_json::json!({"workload": r.name, "metrics": metrics, "errors": r.errors})
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(doc));
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    if !cli.spawn && cli.addr.is_none() {
+        eprintln!("natter-bench: give --spawn or --addr HOST:PORT");
+        return ExitCode::from(2);
+    }
+    if cli.quick {
+        cli.shrink();
+    }
+    raise_fd_limit();
+    let mut list = cli.workloads.clone();
+    if list.contains(&Workload::All) {
+        list = vec![
+            Workload::Pairs,
+            Workload::Fanout,
+            Workload::Latency,
+            Workload::Offline,
+            Workload::Logins,
+            Workload::Idle,
+            Workload::Relay,
+        ];
+    }
+    let mut reports = Vec::new();
+    for w in list {
+        match run(&cli, w) {
+            Ok(rs) => reports.extend(rs),
+            Err(e) => {
+                let mut r = Report::new(&format!("{w:?}").to_lowercase());
+                r.errors.push(e);
+                reports.push(r);
+            }
+        }
+    }
+    if cli.json {
+        print_json(&reports);
+    } else {
+        print_table(&reports);
+    }
+    if reports.iter().any(|r| !r.errors.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,110 @@
+//! The server under test: a fresh `natter` on a temp database (`--spawn`), or one already
+//! running (`--addr`, with `--db` for provisioning and `--server-pid` for CPU and memory).
+
+use natter::password::{self, HashParams};
+use natter::store::{Durability, Store};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The password of every bench user.
+pub const PASSWORD: &str = "pw";
+
+pub fn email(i: usize) -> String {
+    format!("u{i}@bench.natter")
+}
+
+pub struct Target {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// Starts `natter` (the binary beside this one) on a fresh temp folder, after
+    /// `provision` has prepared its database.
+    pub fn spawn(extra: &[String], provision: impl FnOnce(&Path) -> Result<(), String>) -> Result<Target, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let natter = exe.with_file_name("natter");
+        let dir = std::env::temp_dir().join(format!(
+            "natter-bench-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let db = dir.join("natter.db");
+        provision(&db)?;
+        let mut child = Command::new(&natter)
+            .args(["--listen", "127.0.0.1:0", "--log-level", "info", "--db"])
+            .arg(&db)
+            .arg("--mail-outbox")
+            .arg(dir.join("outbox"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", natter.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on tcp=") {
+                    let addr = line[i + 17..].split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = tx.send(addr);
+                } else if line.contains("ERROR") || line.contains("WARN") {
+                    eprintln!("natter: {line}");
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "natter did not start".to_owned())?;
+        let addr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
+        Ok(Target { addr, pid: Some(child.id()), child: Some(child), dir: Some(dir) })
+    }
+
+    pub fn attach(addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target { addr, pid, child: None, dir: None }
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Makes sure users `0..n` exist in the database at `db` with password [`PASSWORD`].
+pub fn provision(db: &Path, n: usize, params: HashParams) -> Result<(), String> {
+    provision_range(db, 0..n, params)
+}
+
+/// Makes sure the users in `range` exist with password [`PASSWORD`], hashed once with
+/// `params` (every user shares the hash: provisioning stays fast, and a login still pays
+/// the full argon2id cost).
+pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashParams) -> Result<(), String> {
+    let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let hash = password::hash(params, &password::md5_hex(PASSWORD)).map_err(|e| e.to_string())?;
+    for i in range {
+        let e = email(i);
+        if store.user_by_email(&e).map_err(|e| e.to_string())?.is_none() {
+            store.insert_user(&e, &format!("u{i}"), &hash, 0).map_err(|e| e.to_string())?;
+        }
+        if i % 1000 == 999 {
+            store.commit().map_err(|e| e.to_string())?;
+        }
+    }
+    store.commit().map_err(|e| e.to_string())
+}

@@ -1,0 +1,67 @@
+//! `latency`: one pair at a fixed rate for a fixed time: the latency distribution when the
+//! server is not saturated.
+
+use super::{is_personal, is_sent, login_all, message_text, payload, personal_frame, Env, Report};
+use crate::net::Clients;
+use crate::stats::{Ledger, Samples};
+use std::time::{Duration, Instant};
+
+pub struct Params {
+    pub rate: u64,
+    pub seconds: f64,
+    pub size: usize,
+}
+
+pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
+    let mut cl = Clients::new().map_err(|e| e.to_string())?;
+    let ids = login_all(&mut cl, env, &[0, 1], false)?;
+    let total = (p.rate as f64 * p.seconds) as u64;
+    let interval = Duration::from_secs_f64(1.0 / p.rate.max(1) as f64);
+    let mut ledger = Ledger::new(1, total);
+    let mut lat = Samples::default();
+    let (mut next, mut answered, mut other) = (0u64, 0u64, 0u64);
+    let mut frame = Vec::new();
+    let start = Instant::now();
+    let end = start + env.limit;
+    while (ledger.received < total || answered < total) && Instant::now() < end && other == 0 {
+        let now = Instant::now();
+        while next < total && now >= start + interval * next as u32 {
+            frame.clear();
+            personal_frame(&mut frame, 1, 0, next, env.now_ns(), p.size);
+            cl.send(ids[0], &frame);
+            next += 1;
+        }
+        let wait = (start + interval * next as u32).saturating_duration_since(Instant::now());
+        cl.round(wait.min(Duration::from_millis(1))).map_err(|e| e.to_string())?;
+        let now_ns = env.now_ns();
+        for (ci, range) in &cl.lines {
+            let line = &cl.arena[range.clone()];
+            if *ci == ids[0] && is_sent(line) {
+                answered += 1;
+            } else if *ci == ids[1] && is_personal(line) {
+                match message_text(line).and_then(|t| payload(t, p.size)) {
+                    Some((_, seq, t)) => {
+                        ledger.record(0, seq);
+                        lat.push(now_ns.saturating_sub(t));
+                    }
+                    None => ledger.corrupted += 1,
+                }
+            } else {
+                other += 1;
+            }
+        }
+    }
+    let mut r = Report::new(&format!("latency@{}/s", p.rate));
+    r.metric("messages", ledger.received as f64, "");
+    r.metric("latency p50", lat.quantile_us(0.5), "us");
+    r.metric("latency p99", lat.quantile_us(0.99), "us");
+    r.metric("latency p99.9", lat.quantile_us(0.999), "us");
+    r.metric("latency max", lat.quantile_us(1.0), "us");
+    if let Some(e) = ledger.errors() {
+        r.errors.push(e);
+    }
+    if other > 0 {
+        r.errors.push(format!("{other} unexpected lines"));
+    }
+    Ok(r)
+}

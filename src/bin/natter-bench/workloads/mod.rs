@@ -1,0 +1,169 @@
+//! The workloads and what they share: logging clients in, the message payload that carries
+//! its stream, sequence number and send time, and the report.
+
+pub mod fanout;
+pub mod idle;
+pub mod latency;
+pub mod logins;
+pub mod offline;
+pub mod pairs;
+pub mod relay;
+
+use crate::net::Clients;
+use crate::server::{email, PASSWORD};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A workload's figures and the errors it found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub name: String,
+    /// (name, value, unit), in print order.
+    pub metrics: Vec<(String, f64, &'static str)>,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn new(name: &str) -> Report {
+        Report { name: name.to_owned(), ..Report::default() }
+    }
+
+    pub fn metric(&mut self, name: &str, value: f64, unit: &'static str) {
+        self.metrics.push((name.to_owned(), value, unit));
+    }
+}
+
+/// The server under test and the clock every timestamp is measured on.
+pub struct Env {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub base: Instant,
+    /// Upper bound on any one phase of a workload.
+    pub limit: Duration,
+}
+
+impl Env {
+    pub fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// The server's CPU seconds so far, when its pid is known.
+    pub fn server_cpu(&self) -> Option<f64> {
+        self.pid.and_then(crate::stats::cpu_seconds)
+    }
+}
+
+/// The bench process's own CPU seconds.
+pub fn own_cpu() -> f64 {
+    crate::stats::cpu_seconds(std::process::id()).unwrap_or(0.0)
+}
+
+/// Connects one client per user and logs each in; waits for every answer.
+pub fn login_all(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Result<Vec<usize>, String> {
+    let md5 = natter::password::md5_hex(PASSWORD);
+    let mut ids = Vec::with_capacity(users.len());
+    for &u in users {
+        let i = cl.connect(env.addr).map_err(|e| format!("connect: {e}"))?;
+        let frame = format!(
+            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\",\"acks\":{acks}}}}}\n",
+            email(u)
+        );
+        cl.send(i, frame.as_bytes());
+        ids.push(i);
+    }
+    let mut pending: std::collections::HashSet<usize> = ids.iter().copied().collect();
+    let mut failed = None;
+    let ok = cl
+        .until(env.limit, |_, i, line| {
+            if line.starts_with(b"{\"event\":\"success\",\"type\":\"login\"") {
+                pending.remove(&i);
+            } else if line.starts_with(b"{\"event\":\"failed\",\"type\":\"login\"") {
+                failed = Some(String::from_utf8_lossy(line).into_owned());
+            }
+            pending.is_empty() || failed.is_some()
+        })
+        .map_err(|e| e.to_string())?;
+    if let Some(f) = failed {
+        return Err(format!("login failed: {f}"));
+    }
+    if !ok {
+        return Err(format!("{} logins unanswered", pending.len()));
+    }
+    Ok(ids)
+}
+
+/// A personal message frame whose text is `stream seq t_ns` padded with `x` to `size` bytes.
+pub fn personal_frame(out: &mut Vec<u8>, to: usize, stream: usize, seq: u64, t_ns: u64, size: usize) {
+    let start = out.len();
+    let _ = write!(
+        out,
+        "{{\"event\":\"personal\",\"type\":\"message\",\"details\":{{\"to\":\"{}\",\"message\":\"",
+        email(to)
+    );
+    let text_start = out.len();
+    let _ = write!(out, "{stream} {seq} {t_ns} ");
+    while out.len() - text_start < size {
+        out.push(b'x');
+    }
+    out.extend_from_slice(b"\"}}\n");
+    debug_assert!(out.len() > start);
+}
+
+/// A global message frame with the same payload.
+pub fn global_frame(out: &mut Vec<u8>, stream: usize, seq: u64, t_ns: u64, size: usize) {
+    out.extend_from_slice(b"{\"event\":\"global\",\"type\":\"message\",\"details\":{\"message\":\"");
+    let text_start = out.len();
+    let _ = write!(out, "{stream} {seq} {t_ns} ");
+    while out.len() - text_start < size {
+        out.push(b'x');
+    }
+    out.extend_from_slice(b"\"}}\n");
+}
+
+/// The `message` text of a personal or global message line, without JSON parsing (the
+/// payload never needs escapes).
+pub fn message_text(line: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"message\":\"";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = line[at..].iter().position(|&b| b == b'"')?;
+    Some(&line[at..at + len])
+}
+
+/// Parses a payload; `None` when it is corrupted (wrong shape, length or padding).
+pub fn payload(text: &[u8], size: usize) -> Option<(usize, u64, u64)> {
+    if text.len() != size {
+        return None;
+    }
+    let mut parts = text.splitn(4, |&b| b == b' ');
+    let num = |p: Option<&[u8]>| std::str::from_utf8(p?).ok()?.parse::<u64>().ok();
+    let stream = num(parts.next())? as usize;
+    let seq = num(parts.next())?;
+    let t = num(parts.next())?;
+    parts.next()?.iter().all(|&b| b == b'x').then_some((stream, seq, t))
+}
+
+pub fn is_personal(line: &[u8]) -> bool {
+    line.starts_with(b"{\"event\":\"personal\"")
+}
+
+pub fn is_sent(line: &[u8]) -> bool {
+    line.starts_with(b"{\"event\":\"sent\",\"type\":\"message\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_corruption_is_seen() {
+        let mut f = Vec::new();
+        personal_frame(&mut f, 3, 7, 42, 123456, 100);
+        let text = message_text(&f).unwrap();
+        assert_eq!(payload(text, 100), Some((7, 42, 123456)));
+        let mut bad = text.to_vec();
+        bad[90] = b'y';
+        assert_eq!(payload(&bad, 100), None);
+        assert_eq!(payload(&text[..99], 100), None);
+    }
+}
