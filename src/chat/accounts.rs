@@ -334,7 +334,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
         response::login_ok(b, &user.username, &user.email, friends.iter().map(|(e, u)| (e.as_str(), u.as_str())))
     });
     log::debug!("user {} logged in on {conn:?}", user.id);
-    let member = Member { user_id: user.id, email: user.email, acks };
+    let member = Member { user_id: user.id, email: user.email.into(), acks };
     core.sessions.login(conn, member, watermark);
     // The backlog follows the login answer (PROTOCOL.md section 5).
     super::delivery::start(core, conn);

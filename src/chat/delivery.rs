@@ -17,6 +17,7 @@ use super::sessions::{ConnId, Feed};
 use super::{Core, OnCommitFail};
 use crate::protocol::response::{self, PersonalOut};
 use std::ops::Range;
+use std::rc::Rc;
 
 /// Sends an encoded message to every live connection of `recipient` but `except`.
 pub(super) fn deliver_live(core: &mut Core, recipient: i64, id: i64, bytes: Range<usize>, except: ConnId) {
@@ -56,7 +57,7 @@ pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize) -> bool {
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     let Feed::CatchUp { cursor } = s.feed else { return false };
     let Some(me) = s.member.as_ref() else { return false };
-    let (user, acks, email) = (me.user_id, me.acks, me.email.clone());
+    let (user, acks, email) = (me.user_id, me.acks, Rc::clone(&me.email));
     let skip = std::mem::take(&mut s.skip);
     let mut last = cursor;
     let out = &mut core.out;
@@ -65,7 +66,7 @@ pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize) -> bool {
         if skip.contains(&m.id) {
             return;
         }
-        let to = (m.sender == user).then_some(email.as_str());
+        let to = (m.sender == user).then_some(&*email);
         let msg = PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
         let range = out.encode(|b| response::personal(b, &msg));
         out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });

@@ -12,6 +12,7 @@ use crate::protocol::response::{self, HistoryItem, PersonalOut};
 use crate::protocol::Message;
 use crate::store::messages::NewMessage;
 use crate::store::StoreError;
+use std::rc::Rc;
 
 const T: &str = "message";
 
@@ -22,10 +23,10 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
     }
     let Some(to) = m.to.as_deref() else { return core.out.invalid(conn, T, "`to` is required") };
     let peer = if to.eq_ignore_ascii_case(&me.email) {
-        Some((me.user_id, me.email.clone()))
+        Some((me.user_id, Rc::clone(&me.email)))
     } else {
-        match core.store.user_by_email(to) {
-            Ok(u) => u.map(|u| (u.id, u.email)),
+        match core.user_by_email(to) {
+            Ok(u) => u,
             Err(e) => return store_failed(core, conn, &e),
         }
     };
@@ -52,7 +53,10 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
     };
     let id = match core.store.insert_message(&new) {
         Ok(id) => id,
-        Err(e) => return store_failed(core, conn, &e),
+        Err(e) => {
+            core.forget_user(to);
+            return store_failed(core, conn, &e);
+        }
     };
     core.out.send(conn, OnCommitFail::Fail(T), |b| response::message_sent(b, id));
     let out = PersonalOut { id, message: &m.message, media: m.media.as_deref(), from: &me.email, time, to: None };
@@ -83,7 +87,7 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
 }
 
 pub(super) fn global(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
-    let Some(from) = core.sessions.get(conn).and_then(|s| s.member.as_ref()).map(|m| m.email.clone()) else {
+    let Some(from) = core.sessions.get(conn).and_then(|s| s.member.as_ref()).map(|m| Rc::clone(&m.email)) else {
         return;
     };
     if let Err(rule) = check(m) {
@@ -120,7 +124,7 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
             return core.out.failed(conn, H, "could not read history now; try again");
         }
     };
-    let email = |id: i64| if id == me.user_id { me.email.as_str() } else { peer.email.as_str() };
+    let email = |id: i64| if id == me.user_id { &*me.email } else { peer.email.as_str() };
     core.out.send(conn, OnCommitFail::Keep, |b| {
         response::history(
             b,

@@ -30,6 +30,7 @@ use crate::timer_wheel::TimerWheel;
 use sessions::Sessions;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::rc::Rc;
 use throttle::Throttle;
 
 /// The current time, read once per loop iteration and passed in.
@@ -96,7 +97,15 @@ pub struct Core {
     calls_by_user: HashMap<i64, u64>,
     next_call: u64,
     relay: relay::Relay,
+    /// Accounts by ASCII-lowercased email, for the recipient lookup of every message.
+    /// Bounded by [`USER_CACHE_MAX`]; an entry made stale by `natter user del` shows up as a
+    /// foreign-key failure on insert and is then dropped.
+    user_cache: HashMap<Box<str>, (i64, Rc<str>)>,
+    key_buf: String,
 }
+
+/// Most accounts kept in the recipient cache; past it the cache starts over.
+const USER_CACHE_MAX: usize = 100_000;
 
 impl Core {
     /// A core over an opened store. `dummy_hash` is any argon2id PHC string made with the
@@ -123,6 +132,8 @@ impl Core {
             calls: HashMap::new(),
             calls_by_user: HashMap::new(),
             next_call: 1,
+            user_cache: HashMap::new(),
+            key_buf: String::new(),
         }
     }
 
@@ -265,6 +276,28 @@ impl Core {
     /// The output produced outside [`commit`](Self::commit) (backlog batches).
     pub fn outbox(&mut self) -> &mut Outbox {
         &mut self.out
+    }
+
+    /// The account with this email (case-insensitive) as (id, email as registered).
+    fn user_by_email(&mut self, email: &str) -> Result<Option<(i64, Rc<str>)>, crate::store::StoreError> {
+        self.key_buf.clear();
+        self.key_buf.extend(email.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some((id, e)) = self.user_cache.get(self.key_buf.as_str()) {
+            return Ok(Some((*id, Rc::clone(e))));
+        }
+        let Some(u) = self.store.user_by_email(email)? else { return Ok(None) };
+        if self.user_cache.len() >= USER_CACHE_MAX {
+            self.user_cache.clear();
+        }
+        let e: Rc<str> = u.email.into();
+        self.user_cache.insert(self.key_buf.as_str().into(), (u.id, Rc::clone(&e)));
+        Ok(Some((u.id, e)))
+    }
+
+    /// Drops a cached account (it may have been deleted by another process).
+    fn forget_user(&mut self, email: &str) {
+        let key: String = email.chars().map(|c| c.to_ascii_lowercase()).collect();
+        self.user_cache.remove(key.as_str());
     }
 
     /// Remembers that `a` and `b` exchanged message `id`, for the friends list.

@@ -8,6 +8,7 @@ use crate::store::UserRow;
 use crate::timer_wheel::TimerId;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// A connection: its slab slot (the mio token) and the generation of that slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,7 +43,8 @@ pub enum Busy {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub user_id: i64,
-    pub email: String,
+    /// Shared, so that handlers can hold it while they change the session registry.
+    pub email: Rc<str>,
     /// Logged in with `"acks":true` (PROTOCOL.md section 11).
     pub acks: bool,
 }

@@ -1,6 +1,7 @@
 //! Everything that touches mio, sockets, threads, signals or the clock. The rest of the
 //! crate is driven from here.
 
+mod checkpointer;
 mod conn;
 mod event_loop;
 mod relay_socket;
@@ -58,6 +59,8 @@ impl From<std::io::Error> for ServeError {
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let start = Instant::now();
     let store = Store::open(&config.db, config.durability, BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    store.disable_autocheckpoint().map_err(ServeError::Store)?;
+    let _checkpointer = checkpointer::start(config.db.clone())?;
     let mailer = Mailer::new(&config.mail, &config.mail_from).map_err(ServeError::Mail)?;
 
     let mut listener = TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;

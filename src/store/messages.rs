@@ -40,13 +40,14 @@ pub struct HistoryRow {
 impl Store {
     /// Stores a message in the iteration's transaction and returns its id.
     pub fn insert_message(&mut self, m: &NewMessage) -> Result<i64, StoreError> {
-        let conn = self.write()?;
-        let mut st = conn.prepare_cached(
-            "INSERT INTO messages (sender_id, recipient_id, body, media, client_time, server_time, client_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        self.write()?;
+        let id = self.next_message_id();
+        let mut st = self.read().prepare_cached(
+            "INSERT INTO messages (recipient_id, id, sender_id, body, media, client_time, server_time, client_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        st.execute(params![m.sender, m.recipient, m.body, m.media, m.client_time, m.server_time, m.client_id])?;
-        Ok(conn.last_insert_rowid())
+        st.execute(params![m.recipient, id, m.sender, m.body, m.media, m.client_time, m.server_time, m.client_id])?;
+        Ok(id)
     }
 
     /// The id of the message this sender already stored under `client_id`, if any.

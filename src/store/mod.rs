@@ -78,17 +78,34 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Copies the WAL into the database file without blocking writers (a PASSIVE checkpoint),
+/// on a connection of its own.
+pub fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+/// A connection for [`checkpoint`] on another thread.
+pub fn open_for_checkpoints(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_millis(100))?;
+    Ok(conn)
+}
+
 /// The database connection and the state of the current group-commit transaction.
 pub struct Store {
     conn: Connection,
     in_tx: bool,
+    /// The last message id handed out; stored in `meta` with each commit that used one.
+    last_message_id: i64,
+    ids_dirty: bool,
 }
 
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`. `busy` is how long a
     /// statement waits for another process's lock before failing with [`StoreError::Locked`].
     pub fn open(path: &Path, durability: Durability, busy: Duration) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(busy)?;
         // journal_mode answers with a row, so it is queried rather than executed.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -100,9 +117,24 @@ impl Store {
             Durability::Full => "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         })?;
         conn.set_prepared_statement_cache_capacity(64);
-        let mut store = Store { conn, in_tx: false };
-        schema::migrate(&mut store.conn)?;
-        Ok(store)
+        schema::migrate(&mut conn)?;
+        let last_message_id =
+            conn.query_row("SELECT value FROM meta WHERE key = 'last_message_id'", [], |r| r.get(0))?;
+        Ok(Store { conn, in_tx: false, last_message_id, ids_dirty: false })
+    }
+
+    /// Stops SQLite from checkpointing the WAL inside our commits; the caller then runs
+    /// [`checkpoint`] elsewhere (the server does it on a thread of its own).
+    pub fn disable_autocheckpoint(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        Ok(())
+    }
+
+    /// The next message id. Ids increase and are never reused; a failed commit leaves a gap.
+    pub(crate) fn next_message_id(&mut self) -> i64 {
+        self.last_message_id += 1;
+        self.ids_dirty = true;
+        self.last_message_id
     }
 
     /// Makes sure a write transaction is open; every write of the loop iteration joins it.
@@ -133,6 +165,15 @@ impl Store {
     pub fn commit(&mut self) -> Result<(), StoreError> {
         if !self.in_tx {
             return Ok(());
+        }
+        if self.ids_dirty {
+            self.ids_dirty = false;
+            let mut st = self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_message_id'")?;
+            if let Err(e) = st.execute([self.last_message_id]) {
+                drop(st);
+                self.rollback();
+                return Err(e.into());
+            }
         }
         self.in_tx = false;
         if self.conn.is_autocommit() {
