@@ -1,0 +1,77 @@
+//! Micro-benchmarks of the per-message hot path, without sockets: finding frames, decoding
+//! a personal message, encoding its delivery, and the timer wheel.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use natter::framing::FrameScanner;
+use natter::protocol::response::{self, PersonalOut};
+use natter::protocol::{decode, Request};
+use natter::timer_wheel::TimerWheel;
+use std::hint::black_box;
+
+const FRAME: &[u8] = br#"{"event":"personal","type":"message","details":{"to":"bob@example.org","message":"0 1234 5678901234 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","time":1700000000}}"#;
+
+fn framing(c: &mut Criterion) {
+    let mut stream = Vec::new();
+    for _ in 0..256 {
+        stream.extend_from_slice(FRAME);
+        stream.push(b'\n');
+    }
+    let mut g = c.benchmark_group("framing");
+    g.throughput(Throughput::Elements(256));
+    g.bench_function("scan 256 frames", |b| {
+        b.iter(|| {
+            let mut s = FrameScanner::new(65536);
+            let mut n = 0;
+            while let Ok(Some(_)) = s.next_frame(black_box(&stream)) {
+                n += 1;
+            }
+            assert_eq!(n, 256);
+        })
+    });
+    g.finish();
+}
+
+fn protocol(c: &mut Criterion) {
+    c.bench_function("decode personal message", |b| {
+        b.iter(|| match decode(black_box(FRAME)) {
+            Ok(Request::Personal(m)) => black_box(m.message.len()),
+            _ => panic!("not a personal message"),
+        })
+    });
+    let mut buf = Vec::with_capacity(512);
+    let text = "0 1234 5678901234 xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    c.bench_function("encode personal message", |b| {
+        b.iter(|| {
+            buf.clear();
+            let m = PersonalOut { id: 123456, message: text, media: None, from: "ann@example.org", time: 1, to: None };
+            response::personal(&mut buf, black_box(&m));
+            black_box(buf.len())
+        })
+    });
+}
+
+fn timers(c: &mut Criterion) {
+    c.bench_function("timer wheel insert+cancel", |b| {
+        let mut w: TimerWheel<u64> = TimerWheel::new(10, 1024);
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 7;
+            let id = w.insert(t + 60_000, t);
+            black_box(w.cancel(id))
+        })
+    });
+    c.bench_function("timer wheel expire 1000", |b| {
+        b.iter(|| {
+            let mut w: TimerWheel<u64> = TimerWheel::new(10, 1024);
+            for i in 0..1000 {
+                w.insert(i * 3, i);
+            }
+            let mut out = Vec::new();
+            w.expire(5_000, &mut out);
+            assert_eq!(out.len(), 1000);
+        })
+    });
+}
+
+criterion_group!(benches, framing, protocol, timers);
+criterion_main!(benches);
