@@ -161,7 +161,8 @@ impl ServerArgs {
             },
             net: NetLimits {
                 max_frame: self.max_frame.max(2),
-                max_output: self.max_output,
+                // Below this one message of the largest size could not be queued at all.
+                max_output: self.max_output.max(64 * 1024),
                 max_connections: self.max_connections,
                 msg_rate: self.msg_rate.filter(|&r| r > 0),
             },

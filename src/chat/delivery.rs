@@ -50,10 +50,11 @@ pub(super) fn start(core: &mut Core, conn: ConnId) {
     core.catching_up.push(conn);
 }
 
-/// Sends the next batch of at most `limit` backlog messages to `conn`. Returns true while
-/// the connection still has backlog to read. Must run when no write is pending (after the
-/// commit), so that the backlog never includes an uncommitted message.
-pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize) -> bool {
+/// Sends the next batch of `conn`'s backlog: at most `limit` messages, and no more once
+/// `max_bytes` are encoded (at least one message goes). Returns true while the connection
+/// still has backlog to read. Must run when no write is pending (after the commit), so
+/// that the backlog never includes an uncommitted message.
+pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     let Feed::CatchUp { cursor } = s.feed else { return false };
     let Some(me) = s.member.as_ref() else { return false };
@@ -61,20 +62,23 @@ pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize) -> bool {
     let skip = std::mem::take(&mut s.skip);
     let mut last = cursor;
     let out = &mut core.out;
+    let start = out.bytes.len();
+    let mut full = false;
     let read = core.store.messages_after(user, cursor, limit, |m| {
         last = m.id;
-        if skip.contains(&m.id) {
-            return;
+        if !skip.contains(&m.id) {
+            let to = (m.sender == user).then_some(&*email);
+            let msg = PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
+            let range = out.encode(|b| response::personal(b, &msg));
+            out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
         }
-        let to = (m.sender == user).then_some(&*email);
-        let msg = PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
-        let range = out.encode(|b| response::personal(b, &msg));
-        out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+        full = out.bytes.len() - start >= max_bytes;
+        !full
     });
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     s.last_sent = s.last_sent.max(last);
     match read {
-        Ok(n) if n < limit => {
+        Ok(n) if n < limit && !full => {
             s.feed = Feed::Live;
             false
         }

@@ -311,10 +311,11 @@ impl Core {
         into.extend_from_slice(&self.catching_up);
     }
 
-    /// Queues the next batch of `conn`'s backlog (at most `limit` messages). Returns true
-    /// while more remains. Call only after [`commit`](Self::commit), before new requests.
-    pub fn catch_up(&mut self, conn: ConnId, limit: usize) -> bool {
-        let more = delivery::catch_up(self, conn, limit);
+    /// Queues the next batch of `conn`'s backlog: at most `limit` messages and about
+    /// `max_bytes`. Returns true while more remains. Call only after
+    /// [`commit`](Self::commit), before new requests.
+    pub fn catch_up(&mut self, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
+        let more = delivery::catch_up(self, conn, limit, max_bytes);
         if !more {
             self.catching_up.retain(|c| *c != conn);
         }

@@ -89,7 +89,7 @@ impl Harness {
             let mut backlog = Vec::new();
             self.core.catching_up(&mut backlog);
             for c in backlog {
-                while self.core.catch_up(c, 2) {}
+                while self.core.catch_up(c, 2, 1 << 20) {}
             }
             if jobs.is_empty() && !self.core.has_output() {
                 return seen;

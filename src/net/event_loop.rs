@@ -36,9 +36,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const READ_BUDGET: usize = 256 * 1024;
 /// Backlog messages read from the store per batch.
 const CATCH_UP_BATCH: usize = 2048;
-/// A connection catching up gets more backlog only while its unsent output is below this,
-/// so a large backlog is paced by the socket and never reaches the output cap.
-const CATCH_UP_LOW_WATER: usize = 1 << 20;
+/// A connection catching up gets more backlog only while its unsent output is below a low
+/// water mark: a quarter of `--max-output`, at most this. Each batch adds at most as much
+/// again, so a large backlog is paced by the socket and never reaches the output cap.
+const CATCH_UP_LOW_WATER_MAX: usize = 1 << 20;
+/// Backlog bytes one connection gets per iteration before others get their turn.
+const CATCH_UP_BUDGET: usize = 4 << 20;
 /// How long shutdown waits for sockets to take the last answers.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -68,6 +71,11 @@ pub struct EventLoop {
     throttled: Vec<(u64, usize)>,
     /// Scratch list of connections reading their backlog.
     catching_up: Vec<ConnId>,
+    /// See [`CATCH_UP_LOW_WATER_MAX`].
+    low_water: usize,
+    /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
+    /// sleeping (no writable event will come for a socket that never filled).
+    refill_again: bool,
     /// After an accept error such as EMFILE: when to try accepting again (ms).
     accept_retry_ms: Option<u64>,
     last_accept_warning_ms: Option<u64>,
@@ -86,6 +94,7 @@ impl EventLoop {
         net: NetLimits,
         start: Instant,
     ) -> EventLoop {
+        let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
         EventLoop {
             poll,
             events: Events::with_capacity(1024),
@@ -106,6 +115,8 @@ impl EventLoop {
             closing: Vec::new(),
             throttled: Vec::new(),
             catching_up: Vec::new(),
+            low_water,
+            refill_again: false,
             accept_retry_ms: None,
             last_accept_warning_ms: None,
             stopping: false,
@@ -162,7 +173,7 @@ impl EventLoop {
     /// Zero when work is carried over; else until the next deadline of the core, of a
     /// throttled connection or of an accept retry; else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.relay.readable || self.core.has_output() {
+        if !self.carry.is_empty() || self.relay.readable || self.refill_again || self.core.has_output() {
             return Some(Duration::ZERO);
         }
         let next = [self.core.next_deadline(), self.throttled.iter().map(|t| t.0).min(), self.accept_retry_ms]
@@ -410,20 +421,37 @@ impl EventLoop {
     }
 
     /// Feeds connections that read their backlog, while their output is low, and writes it.
+    /// A connection stops when its socket is full (its writable event resumes it) or when it
+    /// had its per-iteration budget (the next iteration resumes it).
     fn refill(&mut self) {
+        self.refill_again = false;
         self.core.catching_up(&mut self.catching_up);
         for i in 0..self.catching_up.len() {
             let id = self.catching_up[i];
+            let key = id.slot as usize;
+            let mut queued = 0;
             loop {
-                let Some(conn) = self.conns.get(id.slot as usize).filter(|c| c.id == id) else {
-                    self.core.catch_up(id, 0);
+                let Some(conn) = self.conns.get(key).filter(|c| c.id == id) else {
+                    self.core.catch_up(id, 0, 0);
                     break;
                 };
-                if conn.closing.is_some() || conn.pending_output() >= CATCH_UP_LOW_WATER {
+                if conn.closing.is_some() {
                     break;
                 }
-                let more = self.core.catch_up(id, CATCH_UP_BATCH);
+                if conn.pending_output() >= self.low_water {
+                    self.flush_one(key);
+                    if self.conns.get(key).is_none_or(|c| c.pending_output() >= self.low_water) {
+                        break;
+                    }
+                }
+                if queued >= CATCH_UP_BUDGET {
+                    self.refill_again = true;
+                    break;
+                }
+                let before = self.conns.get(key).map_or(0, |c| c.pending_output());
+                let more = self.core.catch_up(id, CATCH_UP_BATCH, self.low_water);
                 self.queue_outbox();
+                queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
                 if !more {
                     break;
                 }
@@ -433,21 +461,29 @@ impl EventLoop {
     }
 
     fn flush(&mut self) {
-        for key in self.dirty.drain(..) {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            conn.dirty = false;
-            let result = conn.flush();
-            if let Some(upto) = conn.take_delivered() {
-                self.core.on_written(conn.id, upto);
-            }
-            if let Err(e) = result {
-                log::debug!("write to {}: {e}", conn.peer);
-                if conn.closing.is_none() {
-                    conn.closing = Some(CloseWhy::WriteError);
-                    self.closing.push(key);
-                }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.flush_one(key);
+        }
+        // flush_one never queues anything, so the list stays empty; keep its allocation.
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Writes one connection's output as far as its socket takes it, and reports what that
+    /// delivered.
+    fn flush_one(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        let result = conn.flush();
+        if let Some(upto) = conn.take_delivered() {
+            self.core.on_written(conn.id, upto);
+        }
+        if let Err(e) = result {
+            log::debug!("write to {}: {e}", conn.peer);
+            if conn.closing.is_none() {
+                conn.closing = Some(CloseWhy::WriteError);
+                self.closing.push(key);
             }
         }
     }

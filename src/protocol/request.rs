@@ -363,10 +363,12 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_strings_or_integers() {
+    fn ids_are_strings_of_digits() {
         assert_eq!(decode(br#"{"type":"ack","details":{"id":"42"}}"#), Ok(Request::Ack { id: 42 }));
-        assert_eq!(decode(br#"{"type":"ack","details":{"id":42}}"#), Ok(Request::Ack { id: 42 }));
+        assert_eq!(err(r#"{"type":"ack","details":{"id":42}}"#).0, "ack");
         assert_eq!(err(r#"{"type":"ack","details":{"id":"4x"}}"#).0, "ack");
+        assert_eq!(err(r#"{"type":"ack","details":{"id":"-1"}}"#).0, "ack");
+        assert_eq!(err(r#"{"type":"history","details":{"with":"a@b.org","before":7}}"#).0, "history");
     }
 
     #[test]

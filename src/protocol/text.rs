@@ -41,8 +41,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// An id sent by a client: a string of decimal digits (ids are strings on the wire), or a
-/// bare integer from lenient clients.
+/// A message id sent by a client: ids are strings of decimal digits on the wire
+/// (PROTOCOL.md section 12), so a JSON number is the wrong type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireId(pub i64);
 
@@ -55,15 +55,12 @@ impl<'de> Deserialize<'de> for WireId {
                 f.write_str("a message id (a string of digits)")
             }
             fn visit_str<E: Error>(self, v: &str) -> Result<WireId, E> {
-                v.parse::<i64>().map(WireId).map_err(|_| E::custom("an id must be a string of digits"))
-            }
-            fn visit_i64<E: Error>(self, v: i64) -> Result<WireId, E> {
-                Ok(WireId(v))
-            }
-            fn visit_u64<E: Error>(self, v: u64) -> Result<WireId, E> {
-                i64::try_from(v).map(WireId).map_err(|_| E::custom("id out of range"))
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(E::custom("an id must be a string of digits"));
+                }
+                v.parse::<i64>().map(WireId).map_err(|_| E::custom("id out of range"))
             }
         }
-        d.deserialize_any(IdVisitor)
+        d.deserialize_str(IdVisitor)
     }
 }

@@ -57,13 +57,13 @@ impl Store {
     }
 
     /// Calls `f` for up to `limit` messages to `recipient` with ids above `after`, in id
-    /// order; returns how many there were.
+    /// order, until it returns false; returns how many it was called for.
     pub fn messages_after(
         &self,
         recipient: i64,
         after: i64,
         limit: usize,
-        mut f: impl FnMut(Stored),
+        mut f: impl FnMut(Stored) -> bool,
     ) -> Result<usize, StoreError> {
         let mut st = self.read().prepare_cached(
             "SELECT m.id, m.sender_id, u.email, m.body, m.media, m.client_time
@@ -73,7 +73,8 @@ impl Store {
         let mut rows = st.query(params![recipient, after, limit as i64])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
-            f(Stored {
+            n += 1;
+            let more = f(Stored {
                 id: r.get(0)?,
                 sender: r.get(1)?,
                 sender_email: r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
@@ -81,7 +82,9 @@ impl Store {
                 media: r.get_ref(4)?.as_str_or_null().map_err(rusqlite::Error::from)?,
                 time: r.get(5)?,
             });
-            n += 1;
+            if !more {
+                break;
+            }
         }
         Ok(n)
     }
@@ -189,10 +192,15 @@ mod tests {
         let m2 = s.insert_message(&msg(a, b, "two")).unwrap();
         s.insert_message(&msg(b, a, "other way")).unwrap();
         let mut got = Vec::new();
-        let n = s.messages_after(b, 0, 10, |m| got.push((m.id, m.sender_email.to_owned(), m.body.to_owned()))).unwrap();
+        let n = s
+            .messages_after(b, 0, 10, |m| {
+                got.push((m.id, m.sender_email.to_owned(), m.body.to_owned()));
+                true
+            })
+            .unwrap();
         assert_eq!(n, 2);
         assert_eq!(got, vec![(m1, "a@x.org".into(), "one".into()), (m2, "a@x.org".into(), "two".into())]);
-        let n = s.messages_after(b, m1, 10, |_| {}).unwrap();
+        let n = s.messages_after(b, m1, 10, |_| true).unwrap();
         assert_eq!(n, 1);
     }
 
