@@ -10,8 +10,10 @@ PRAGMA application_id = 1312904276;
 
 -- Accounts. Email and username are unique case-insensitively. The password column holds
 -- an argon2id PHC string over the client's md5 digest, never the digest itself.
+-- Ids are never reused (AUTOINCREMENT), so nothing left over from a deleted account can
+-- ever point at a new one.
 CREATE TABLE users (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
     username      TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
@@ -43,10 +45,12 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('last_message_id', 0);
 
+-- No foreign keys here: checking two parents on every insert is the hot path's biggest
+-- avoidable cost. Deleting an account deletes its messages explicitly (store/users.rs).
 CREATE TABLE messages (
-    recipient_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    recipient_id INTEGER NOT NULL,
     id           INTEGER NOT NULL,
-    sender_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sender_id    INTEGER NOT NULL,
     body         TEXT NOT NULL,
     media        TEXT,
     client_time  INTEGER NOT NULL, -- the client's `time`, or the server's when absent
@@ -54,7 +58,7 @@ CREATE TABLE messages (
     client_id    TEXT,             -- the sender's idempotency key, if it gave one
     PRIMARY KEY (recipient_id, id)
 ) WITHOUT ROWID;
--- History between two users, newest first (and the cascade when a sender is deleted).
+-- History between two users, newest first (and deleting a sender's messages).
 CREATE INDEX messages_pair ON messages(sender_id, recipient_id, id);
 -- Idempotent send: one message per sender and client_id.
 CREATE UNIQUE INDEX messages_client_id ON messages(sender_id, client_id) WHERE client_id IS NOT NULL;

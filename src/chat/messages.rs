@@ -53,10 +53,7 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
     };
     let id = match core.store.insert_message(&new) {
         Ok(id) => id,
-        Err(e) => {
-            core.forget_user(to);
-            return store_failed(core, conn, &e);
-        }
+        Err(e) => return store_failed(core, conn, &e),
     };
     core.out.send(conn, OnCommitFail::Fail(T), |b| response::message_sent(b, id));
     let out = PersonalOut { id, message: &m.message, media: m.media.as_deref(), from: &me.email, time, to: None };
@@ -163,12 +160,6 @@ fn check(m: &Message) -> Result<(), &'static str> {
 }
 
 fn store_failed(core: &mut Core, conn: ConnId, e: &StoreError) {
-    if let StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) = e {
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY {
-            // The recipient was deleted (by `natter user del`) after we looked it up.
-            return core.out.failed(conn, T, "unknown recipient");
-        }
-    }
     log::error!("storing a message failed: {e}");
     core.out.failed(conn, T, "could not be stored; try again");
 }

@@ -98,9 +98,10 @@ pub struct Core {
     next_call: u64,
     relay: relay::Relay,
     /// Accounts by ASCII-lowercased email, for the recipient lookup of every message.
-    /// Bounded by [`USER_CACHE_MAX`]; an entry made stale by `natter user del` shows up as a
-    /// foreign-key failure on insert and is then dropped.
+    /// Bounded by [`USER_CACHE_MAX`]; dropped whenever another process (`natter user del`)
+    /// commits to the database, as seen by `data_version` once per iteration.
     user_cache: HashMap<Box<str>, (i64, Rc<str>)>,
+    data_version: i64,
     key_buf: String,
 }
 
@@ -133,6 +134,7 @@ impl Core {
             calls_by_user: HashMap::new(),
             next_call: 1,
             user_cache: HashMap::new(),
+            data_version: 0,
             key_buf: String::new(),
         }
     }
@@ -239,6 +241,14 @@ impl Core {
             }
         }
         self.holds_added.clear();
+        match self.store.data_version() {
+            Ok(v) if v != self.data_version => {
+                self.data_version = v;
+                self.user_cache.clear();
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("reading the database's data_version: {e}"),
+        }
         &mut self.out
     }
 
@@ -292,12 +302,6 @@ impl Core {
         let e: Rc<str> = u.email.into();
         self.user_cache.insert(self.key_buf.as_str().into(), (u.id, Rc::clone(&e)));
         Ok(Some((u.id, e)))
-    }
-
-    /// Drops a cached account (it may have been deleted by another process).
-    fn forget_user(&mut self, email: &str) {
-        let key: String = email.chars().map(|c| c.to_ascii_lowercase()).collect();
-        self.user_cache.remove(key.as_str());
     }
 
     /// Remembers that `a` and `b` exchanged message `id`, for the friends list.

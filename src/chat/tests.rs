@@ -273,3 +273,18 @@ fn a_talking_call_ends_after_relay_silence() {
     assert!(out.contains(&(a, json!({"type":"voice","event":"end","details":{"email":"b@x.org"}}))), "{out:?}");
     assert!(out.contains(&(b, json!({"type":"voice","event":"end","details":{"email":"a@x.org"}}))), "{out:?}");
 }
+
+#[test]
+fn an_account_deleted_by_another_process_is_no_longer_a_recipient() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    assert_eq!(h.send(a, personal("b@x.org", "1"))[0].1["event"], "sent", "b is cached now");
+    let mut admin = Store::open(&h.dir.path().join("t.db"), Durability::Normal, Duration::from_secs(1)).unwrap();
+    assert!(admin.delete_user("b@x.org").unwrap());
+    admin.commit().unwrap();
+    h.step();
+    let out = h.send(a, personal("b@x.org", "2"));
+    assert_eq!(out[0].1, json!({"event":"failed","type":"message","message":"unknown recipient"}));
+}

@@ -70,8 +70,17 @@ impl Store {
     /// Deletes an account and (by cascade) everything that belongs to it. Returns whether
     /// it existed.
     pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
-        let mut st = self.write()?.prepare_cached("DELETE FROM users WHERE email = ?1")?;
-        Ok(st.execute([email])? > 0)
+        let Some(user) = self.user_by_email(email)? else { return Ok(false) };
+        let conn = self.write()?;
+        conn.execute("DELETE FROM messages WHERE recipient_id = ?1", [user.id])?;
+        conn.execute("DELETE FROM messages WHERE sender_id = ?1", [user.id])?;
+        Ok(conn.execute("DELETE FROM users WHERE id = ?1", [user.id])? > 0)
+    }
+
+    /// A number that changes whenever another connection (another process) commits to the
+    /// database: the signal to drop what we cache from it.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// Every account as (username, email), ordered by username case-insensitively.
