@@ -1,5 +1,6 @@
-//! A thread that checkpoints the SQLite WAL once a second, so the loop's commits never pay
-//! for copying the WAL into the database file (and its fsync).
+//! A thread that copies the SQLite WAL into the database file in the background, so the
+//! checkpoints that the loop's commits still run (they bound the WAL, see
+//! `Store::set_autocheckpoint`) find little left to copy.
 //!
 //! It uses a connection of its own and PASSIVE checkpoints, which never block the loop's
 //! writes. Ends when its handle is dropped.
@@ -9,7 +10,12 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-const EVERY: Duration = Duration::from_secs(1);
+/// Rest when the WAL is empty.
+const IDLE: Duration = Duration::from_millis(20);
+/// Rest after a checkpoint that copied everything there was.
+const BUSY: Duration = Duration::from_millis(1);
+/// Rest when a checkpoint could copy nothing (another connection held it up).
+const BLOCKED: Duration = Duration::from_millis(2);
 
 /// Dropping it stops the thread.
 pub struct Checkpointer {
@@ -26,10 +32,17 @@ pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
                 return;
             }
         };
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-            if let Err(e) = store::checkpoint(&conn) {
-                log::debug!("checkpoint: {e}");
-            }
+        let mut rest = IDLE;
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(rest) {
+            rest = match store::checkpoint(&conn) {
+                Ok((0, _)) => IDLE,
+                Ok((log, done)) if done >= log => BUSY,
+                Ok(_) => BLOCKED,
+                Err(e) => {
+                    log::debug!("checkpoint: {e}");
+                    IDLE
+                }
+            };
         }
     })?;
     Ok(Checkpointer { _stop: stop })

@@ -537,7 +537,12 @@ impl EventLoop {
         for (_, conn) in self.conns.iter_mut() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
-        log::info!("stopped; closed {n} connections");
+        let store = self.core.store();
+        log::info!(
+            "stopped; closed {n} connections; stored {} messages in {} commits",
+            store.messages_inserted,
+            store.commits
+        );
     }
 }
 

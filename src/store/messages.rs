@@ -47,6 +47,8 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         st.execute(params![m.recipient, id, m.sender, m.body, m.media, m.client_time, m.server_time, m.client_id])?;
+        drop(st);
+        self.messages_inserted += 1;
         Ok(id)
     }
 

@@ -79,10 +79,9 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Copies the WAL into the database file without blocking writers (a PASSIVE checkpoint),
-/// on a connection of its own.
-pub fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-    Ok(())
+/// on a connection of its own. Returns (frames in the WAL, frames now copied).
+pub fn checkpoint(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))?)
 }
 
 /// A connection for [`checkpoint`] on another thread.
@@ -99,6 +98,9 @@ pub struct Store {
     /// The last message id handed out; stored in `meta` with each commit that used one.
     last_message_id: i64,
     ids_dirty: bool,
+    /// Transactions committed, and messages inserted, since the store was opened.
+    pub commits: u64,
+    pub messages_inserted: u64,
 }
 
 impl Store {
@@ -120,13 +122,15 @@ impl Store {
         schema::migrate(&mut conn)?;
         let last_message_id =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_message_id'", [], |r| r.get(0))?;
-        Ok(Store { conn, in_tx: false, last_message_id, ids_dirty: false })
+        Ok(Store { conn, in_tx: false, last_message_id, ids_dirty: false, commits: 0, messages_inserted: 0 })
     }
 
-    /// Stops SQLite from checkpointing the WAL inside our commits; the caller then runs
-    /// [`checkpoint`] elsewhere (the server does it on a thread of its own).
-    pub fn disable_autocheckpoint(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    /// Makes a commit checkpoint the WAL once it holds `pages` pages (SQLite's default is
+    /// 1000). This is what bounds the WAL: SQLite restarts the WAL from its beginning only
+    /// when a write starts after a complete checkpoint, which a checkpoint on another thread
+    /// rarely achieves under a steady stream of commits.
+    pub fn set_autocheckpoint(&self, pages: u32) -> Result<(), StoreError> {
+        self.conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {pages}"))?;
         Ok(())
     }
 
@@ -182,7 +186,10 @@ impl Store {
             return Err(StoreError::RolledBack);
         }
         match self.conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.commits += 1;
+                Ok(())
+            }
             Err(e) => {
                 if !self.conn.is_autocommit() {
                     if let Err(r) = self.conn.execute_batch("ROLLBACK") {
