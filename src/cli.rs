@@ -119,12 +119,12 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_LOG_LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
 
-    /// argon2id memory cost in KiB (the OWASP baseline is 19456).
-    #[arg(long, env = "NATTER_ARGON2_MEMORY_KIB", default_value_t = 19_456, global = true)]
+    /// argon2id memory cost in KiB (OWASP's baseline is 19456 with 2 iterations; see README).
+    #[arg(long, env = "NATTER_ARGON2_MEMORY_KIB", default_value_t = 8192, global = true)]
     pub argon2_memory_kib: u32,
 
     /// argon2id iterations.
-    #[arg(long, env = "NATTER_ARGON2_ITERATIONS", default_value_t = 2, global = true)]
+    #[arg(long, env = "NATTER_ARGON2_ITERATIONS", default_value_t = 1, global = true)]
     pub argon2_iterations: u32,
 
     /// Threads that hash and check passwords.

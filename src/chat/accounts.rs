@@ -49,7 +49,7 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
     if let Some(old) = session.pending.take().and_then(|p| p.timer) {
         core.timers.cancel(old);
     }
-    session.busy = Some(Busy::Registering(Pending {
+    session.busy = Some(Box::new(Busy::Registering(Pending {
         email: email.to_owned(),
         username: username.to_owned(),
         hash: None,
@@ -57,7 +57,7 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
         tries_left: core.limits.otp_tries,
         expires_ms: 0,
         timer: None,
-    }));
+    })));
     core.out.jobs.push(Job::HashPassword { conn, md5: password.to_ascii_lowercase() });
 }
 
@@ -137,7 +137,7 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
     };
     let hash = user.as_ref().map_or_else(|| core.dummy_hash.clone(), |u| u.password_hash.clone());
     if let Some(s) = core.sessions.get_mut(conn) {
-        s.busy = Some(Busy::LoggingIn { user, name_key, acks: req.acks });
+        s.busy = Some(Box::new(Busy::LoggingIn { user, name_key, acks: req.acks }));
         core.out.jobs.push(Job::VerifyPassword { conn, hash, md5: req.password.to_ascii_lowercase() });
     }
 }
@@ -241,7 +241,7 @@ pub(super) fn otp_expired(core: &mut Core, conn: ConnId) {
     }
 }
 
-fn drop_pending(core: &mut Core, conn: ConnId) -> Option<Pending> {
+fn drop_pending(core: &mut Core, conn: ConnId) -> Option<Box<Pending>> {
     let p = core.sessions.get_mut(conn)?.pending.take()?;
     if let Some(t) = p.timer {
         core.timers.cancel(t);
@@ -261,7 +261,7 @@ fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
-    let Some(Busy::Registering(p)) = s.busy.as_mut() else {
+    let Some(Busy::Registering(p)) = s.busy.as_deref_mut() else {
         return;
     };
     match hash {
@@ -282,7 +282,7 @@ fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now)
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
-    let Some(Busy::Registering(mut p)) = s.busy.take() else {
+    let Some(Busy::Registering(mut p)) = s.busy.take().map(|b| *b) else {
         return;
     };
     if let Err(reason) = result {
@@ -293,7 +293,7 @@ fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now)
     p.timer = Some(core.timers.insert(p.expires_ms, Timer::OtpExpiry(conn)));
     let email = p.email.clone();
     if let Some(s) = core.sessions.get_mut(conn) {
-        s.pending = Some(p);
+        s.pending = Some(Box::new(p));
     }
     core.out.send(conn, OnCommitFail::Keep, |b| response::otp_sent(b, &email));
 }
@@ -302,7 +302,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
-    let Some(Busy::LoggingIn { user, name_key, acks }) = s.busy.take() else {
+    let Some(Busy::LoggingIn { user, name_key, acks }) = s.busy.take().map(|b| *b) else {
         return;
     };
     let Some(user) = user.filter(|_| ok) else {

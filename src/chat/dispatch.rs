@@ -41,7 +41,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
         Request::Personal(m) => messages::personal(core, conn, &m, now),
         Request::Global(m) => messages::global(core, conn, &m, now),
         Request::History { with, before, limit } => messages::history(core, conn, &with, before, limit),
-        Request::Ack { id } => messages::ack(core, conn, id),
+        Request::Ack { id } => messages::ack(core, conn, id, now),
         Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }
 }

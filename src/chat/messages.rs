@@ -137,7 +137,7 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
     });
 }
 
-pub(super) fn ack(core: &mut Core, conn: ConnId, id: i64) {
+pub(super) fn ack(core: &mut Core, conn: ConnId, id: i64, now: Now) {
     let Some(s) = core.sessions.get(conn) else { return };
     if !s.member.as_ref().is_some_and(|m| m.acks) {
         return core.out.invalid(conn, "ack", "this connection did not log in with \"acks\":true");
@@ -145,6 +145,7 @@ pub(super) fn ack(core: &mut Core, conn: ConnId, id: i64) {
     // An ack covers only what was sent to this connection.
     let upto = id.min(s.last_sent);
     delivery::advance(core, conn, upto);
+    core.schedule_watermarks(now);
 }
 
 /// The value rules of section 7 shared by personal and global messages.

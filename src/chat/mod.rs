@@ -53,11 +53,17 @@ enum Timer {
     Ring(u64),
     /// A talking call's check for relay silence.
     Silence(u64),
+    /// Store the delivery watermarks raised since the last commit that wrote them.
+    PersistWatermarks,
     /// Forget throttle entries that have aged out.
     Sweep,
 }
 
 const SWEEP_EVERY_MS: u64 = 60_000;
+/// Raised delivery watermarks ride along with the next commit that writes anything; when
+/// nothing else is written they are stored after at most this long. A crash in between
+/// only means that those messages are delivered again (delivery is at least once).
+const WATERMARK_DELAY_MS: u64 = 200;
 
 /// Where callers are told to send their voice datagrams.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +91,10 @@ pub struct Core {
     out: Outbox,
     /// Delivery watermarks raised since the last commit, by user.
     watermarks_dirty: HashMap<i64, i64>,
+    /// A `PersistWatermarks` deadline is pending.
+    watermark_timer: bool,
+    /// Store the watermarks in this iteration's commit even if nothing else is written.
+    persist_watermarks: bool,
     /// Friends-list updates since the last commit: (lower id, higher id) to last message.
     contacts_dirty: HashMap<(i64, i64), i64>,
     /// Holds added this iteration, undone if its commit fails.
@@ -125,6 +135,8 @@ impl Core {
             dummy_hash,
             out: Outbox::default(),
             watermarks_dirty: HashMap::new(),
+            watermark_timer: false,
+            persist_watermarks: false,
             contacts_dirty: HashMap::new(),
             holds_added: Vec::new(),
             catching_up: Vec::new(),
@@ -172,7 +184,6 @@ impl Core {
         !self.out.sends.is_empty()
             || !self.out.closes.is_empty()
             || !self.out.jobs.is_empty()
-            || !self.watermarks_dirty.is_empty()
             || self.store.has_pending_writes()
     }
 
@@ -210,6 +221,10 @@ impl Core {
                 Timer::OtpExpiry(conn) => accounts::otp_expired(self, conn),
                 Timer::Ring(call) => calls::ring_timeout(self, call, now),
                 Timer::Silence(call) => calls::silence_check(self, call, now),
+                Timer::PersistWatermarks => {
+                    self.watermark_timer = false;
+                    self.persist_watermarks = true;
+                }
                 Timer::Sweep => {
                     self.login_fails_by_name.sweep(now.ms);
                     self.login_fails_by_ip.sweep(now.ms);
@@ -254,8 +269,10 @@ impl Core {
 
     /// Writes what is kept in memory during the iteration and stored once per commit.
     fn write_batched(&mut self) -> Result<(), crate::store::StoreError> {
-        for (user, upto) in self.watermarks_dirty.drain() {
-            self.store.set_watermark(user, upto)?;
+        if self.store.has_pending_writes() || std::mem::take(&mut self.persist_watermarks) {
+            for (user, upto) in self.watermarks_dirty.drain() {
+                self.store.set_watermark(user, upto)?;
+            }
         }
         for ((a, b), last) in self.contacts_dirty.drain() {
             self.store.touch_contact(a, b, last)?;
@@ -327,8 +344,22 @@ impl Core {
     }
 
     /// The loop has written every byte of `conn`'s personal messages up to id `upto`.
-    pub fn on_written(&mut self, conn: ConnId, upto: i64) {
+    pub fn on_written(&mut self, conn: ConnId, upto: i64, now: Now) {
         delivery::written(self, conn, upto);
+        self.schedule_watermarks(now);
+    }
+
+    /// Makes sure raised watermarks are stored within [`WATERMARK_DELAY_MS`].
+    fn schedule_watermarks(&mut self, now: Now) {
+        if !self.watermarks_dirty.is_empty() && !self.watermark_timer {
+            self.watermark_timer = true;
+            self.timers.insert(now.ms + WATERMARK_DELAY_MS, Timer::PersistWatermarks);
+        }
+    }
+
+    /// Stores every raised watermark with the next commit (at shutdown).
+    pub fn persist_all(&mut self) {
+        self.persist_watermarks = true;
     }
 }
 

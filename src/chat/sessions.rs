@@ -65,8 +65,9 @@ pub struct Session {
     pub local: IpAddr,
     pub member: Option<Member>,
     /// A verified-OTP-able registration (anonymous connections only).
-    pub pending: Option<Pending>,
-    pub busy: Option<Busy>,
+    /// Boxed, like `busy`: rare, and a logged-in idle session should stay small.
+    pub pending: Option<Box<Pending>>,
+    pub busy: Option<Box<Busy>>,
     /// The anonymous idle deadline; `None` while logged in.
     pub auth_timer: Option<TimerId>,
     pub feed: Feed,

@@ -84,7 +84,7 @@ impl Harness {
             }
             out.clear();
             for (c, id) in written {
-                self.core.on_written(c, id);
+                self.core.on_written(c, id, self.now);
             }
             let mut backlog = Vec::new();
             self.core.catching_up(&mut backlog);

@@ -33,11 +33,19 @@ pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
             }
         };
         let mut rest = IDLE;
+        let mut last = (0, 0);
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(rest) {
             rest = match store::checkpoint(&conn) {
-                Ok((0, _)) => IDLE,
-                Ok((log, done)) if done >= log => BUSY,
-                Ok(_) => BLOCKED,
+                // Nothing new since the last pass (or an empty WAL): rest longer.
+                Ok(now) if now == last || now.0 == 0 => IDLE,
+                Ok((log, done)) => {
+                    last = (log, done);
+                    if done >= log {
+                        BUSY
+                    } else {
+                        BLOCKED
+                    }
+                }
                 Err(e) => {
                     log::debug!("checkpoint: {e}");
                     IDLE

@@ -15,9 +15,6 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
 
-/// Buffers larger than this are released when they empty, so idle connections stay small.
-const KEEP_CAPACITY: usize = 16 * 1024;
-
 /// Why a connection was closed, logged once when it is reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseWhy {
@@ -147,7 +144,8 @@ impl Conn {
     /// Drops the frames already handed out from the input buffer.
     pub fn compact(&mut self) {
         let keep = self.scanner.keep_from();
-        if keep == self.input.len() && self.input.capacity() > KEEP_CAPACITY {
+        if keep == self.input.len() {
+            // Empty buffers are released: idle connections hold no buffer memory.
             self.input = Vec::new();
         } else {
             self.input.drain(..keep);
@@ -204,11 +202,8 @@ impl Conn {
         }
         if self.written == self.output.len() {
             self.written = 0;
-            if self.output.capacity() > KEEP_CAPACITY {
-                self.output = Vec::new();
-            } else {
-                self.output.clear();
-            }
+            self.marks.shrink_to_fit();
+            self.output = Vec::new();
             return Ok(true);
         }
         // Keep the unsent tail at the front once it is the smaller part.

@@ -80,6 +80,8 @@ pub struct EventLoop {
     accept_retry_ms: Option<u64>,
     last_accept_warning_ms: Option<u64>,
     stopping: bool,
+    /// The clock as read at the start of this iteration.
+    tick_now: Now,
 }
 
 impl EventLoop {
@@ -120,6 +122,7 @@ impl EventLoop {
             accept_retry_ms: None,
             last_accept_warning_ms: None,
             stopping: false,
+            tick_now: Now { ms: 0, unix: 0 },
         }
     }
 
@@ -136,6 +139,7 @@ impl EventLoop {
     fn tick(&mut self) -> io::Result<()> {
         self.poll_events()?;
         let now = self.now();
+        self.tick_now = now;
         self.handle_events(now);
         self.finish_jobs(now);
         self.read_and_handle(now);
@@ -473,11 +477,12 @@ impl EventLoop {
     /// Writes one connection's output as far as its socket takes it, and reports what that
     /// delivered.
     fn flush_one(&mut self, key: usize) {
+        let now = self.tick_now;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         let result = conn.flush();
         if let Some(upto) = conn.take_delivered() {
-            self.core.on_written(conn.id, upto);
+            self.core.on_written(conn.id, upto, now);
         }
         if let Err(e) = result {
             log::debug!("write to {}: {e}", conn.peer);
@@ -509,6 +514,7 @@ impl EventLoop {
     /// Stops accepting, writes what the sockets take within a short grace period, and
     /// closes every connection. The store was committed by the last iteration.
     fn shutdown(&mut self) {
+        let now = self.now();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
@@ -529,9 +535,10 @@ impl EventLoop {
         // Record what the last writes delivered, and store it with everything else.
         for (_, conn) in self.conns.iter_mut() {
             if let Some(upto) = conn.take_delivered() {
-                self.core.on_written(conn.id, upto);
+                self.core.on_written(conn.id, upto, now);
             }
         }
+        self.core.persist_all();
         self.core.commit().clear();
         let n = self.conns.len();
         for (_, conn) in self.conns.iter_mut() {

@@ -40,9 +40,8 @@ pub struct HistoryRow {
 impl Store {
     /// Stores a message in the iteration's transaction and returns its id.
     pub fn insert_message(&mut self, m: &NewMessage) -> Result<i64, StoreError> {
-        self.write()?;
-        let id = self.next_message_id();
-        let mut st = self.read().prepare_cached(
+        let id = self.next_message_id()?;
+        let mut st = self.write()?.prepare_cached(
             "INSERT INTO messages (recipient_id, id, sender_id, body, media, client_time, server_time, client_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;

@@ -97,7 +97,10 @@ pub struct Store {
     in_tx: bool,
     /// The last message id handed out; stored in `meta` with each commit that used one.
     last_message_id: i64,
-    ids_dirty: bool,
+    /// Ids up to this are reserved in `meta` within the open transaction, or committed.
+    reserved_upto: i64,
+    /// Ids up to this are reserved by a committed transaction.
+    committed_upto: i64,
     /// Transactions committed, and messages inserted, since the store was opened.
     pub commits: u64,
     pub messages_inserted: u64,
@@ -122,7 +125,17 @@ impl Store {
         schema::migrate(&mut conn)?;
         let last_message_id =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_message_id'", [], |r| r.get(0))?;
-        Ok(Store { conn, in_tx: false, last_message_id, ids_dirty: false, commits: 0, messages_inserted: 0 })
+        // Ids are reserved in blocks, so `meta` is written once per block rather than once
+        // per commit; a restart skips what was left of the last block.
+        Ok(Store {
+            conn,
+            in_tx: false,
+            last_message_id,
+            reserved_upto: last_message_id,
+            committed_upto: last_message_id,
+            commits: 0,
+            messages_inserted: 0,
+        })
     }
 
     /// Makes a commit checkpoint the WAL once it holds `pages` pages (SQLite's default is
@@ -134,11 +147,20 @@ impl Store {
         Ok(())
     }
 
-    /// The next message id. Ids increase and are never reused; a failed commit leaves a gap.
-    pub(crate) fn next_message_id(&mut self) -> i64 {
+    /// The next message id, inside the open write transaction. Ids increase and are never
+    /// reused: they are reserved in `meta` a block at a time, in the same transaction as
+    /// the messages that use them, so a crash can only skip ids, never hand one out twice.
+    pub(crate) fn next_message_id(&mut self) -> Result<i64, StoreError> {
+        const BLOCK: i64 = 1024;
+        if self.last_message_id >= self.reserved_upto {
+            let upto = self.last_message_id + BLOCK;
+            let mut st = self.write()?.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_message_id'")?;
+            st.execute([upto])?;
+            drop(st);
+            self.reserved_upto = upto;
+        }
         self.last_message_id += 1;
-        self.ids_dirty = true;
-        self.last_message_id
+        Ok(self.last_message_id)
     }
 
     /// Makes sure a write transaction is open; every write of the loop iteration joins it.
@@ -170,17 +192,9 @@ impl Store {
         if !self.in_tx {
             return Ok(());
         }
-        if self.ids_dirty {
-            self.ids_dirty = false;
-            let mut st = self.conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_message_id'")?;
-            if let Err(e) = st.execute([self.last_message_id]) {
-                drop(st);
-                self.rollback();
-                return Err(e.into());
-            }
-        }
         self.in_tx = false;
         if self.conn.is_autocommit() {
+            self.reserved_upto = self.committed_upto;
             // SQLite already rolled the transaction back (it may, on a full disk or I/O
             // error inside a statement): nothing of this iteration is stored.
             return Err(StoreError::RolledBack);
@@ -188,9 +202,11 @@ impl Store {
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 self.commits += 1;
+                self.committed_upto = self.reserved_upto;
                 Ok(())
             }
             Err(e) => {
+                self.reserved_upto = self.committed_upto;
                 if !self.conn.is_autocommit() {
                     if let Err(r) = self.conn.execute_batch("ROLLBACK") {
                         log::error!("rollback after failed commit failed too: {r}");
@@ -203,6 +219,7 @@ impl Store {
 
     /// Abandons the iteration's writes (a statement in it failed half-way).
     pub fn rollback(&mut self) {
+        self.reserved_upto = self.committed_upto;
         if self.in_tx {
             self.in_tx = false;
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {

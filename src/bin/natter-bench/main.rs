@@ -63,10 +63,10 @@ struct Cli {
     #[arg(long, allow_hyphen_values = true)]
     server_args: Option<String>,
     /// argon2id memory (KiB) for the users of `logins` and for a spawned server.
-    #[arg(long, default_value_t = 19_456)]
+    #[arg(long, default_value_t = 8192)]
     argon2_memory_kib: u32,
     /// argon2id iterations for the users of `logins` and for a spawned server.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     argon2_iterations: u32,
     /// Upper bound in seconds on any phase of a workload.
     #[arg(long, default_value_t = 300)]
