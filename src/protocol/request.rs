@@ -178,6 +178,13 @@ struct AckDetails {
 pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     // Checked up front because serde_json does not validate strings it skips.
     let text = std::str::from_utf8(frame).map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
+    // serde_json does not decode the escapes of strings it skips, so a lone surrogate in an
+    // ignored field would pass. Frames with `\u` escapes get one full decoding pass.
+    if text.contains("\\u") {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
+            return Err(DecodeError::new("unknown", format!("not a valid request: {}", json_error(&e))));
+        }
+    }
     if let Ok(m) = serde_json::from_str::<FastMessage>(text) {
         if &*m.ty == "message" {
             if let Some(req) = fast_message(m) {
@@ -410,6 +417,13 @@ mod tests {
         assert_eq!(err(r#"{"type":"ack","details":{"id":"4x"}}"#).0, "ack");
         assert_eq!(err(r#"{"type":"ack","details":{"id":"-1"}}"#).0, "ack");
         assert_eq!(err(r#"{"type":"history","details":{"with":"a@b.org","before":7}}"#).0, "history");
+    }
+
+    #[test]
+    fn lone_surrogates_are_invalid_even_in_ignored_fields() {
+        assert_eq!(err(r#"{"type":"ping","x":"\ud800"}"#).0, "unknown");
+        assert_eq!(err(r#"{"type":"ping","x":"\udc00\ud800"}"#).0, "unknown");
+        assert_eq!(decode(br#"{"type":"ping","x":"\ud83d\ude00 \u00e9"}"#), Ok(Request::Ping));
     }
 
     #[test]
