@@ -1,0 +1,164 @@
+//! Fuzzing on the stable toolchain: bounded proptest runs over the two places where raw
+//! bytes from the network first meet our code. Each property runs `PROPTEST_CASES` cases
+//! (proptest's default, 256, under `cargo test`; `.ci/run` raises it so that each target
+//! runs for about a minute). Run longer, for example:
+//!
+//! ```sh
+//! PROPTEST_CASES=1000000 cargo test --release --test fuzz
+//! ```
+//!
+//! A failing case is shrunk and saved by proptest under `tests/fuzz.proptest-regressions`;
+//! commit that file, and the case is replayed before the random ones on every run.
+
+use natter::chat::relay::{DropReason, Relay, Verdict, MAX_DATAGRAM};
+use natter::framing::FrameScanner;
+use natter::protocol::decode;
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+const SEEDS: &[&str] = &[
+    r#"{"type":"registration","details":{"email":"a@b.org","password":"5f4dcc3b5aa765d61d8327deb882cf99","username":"u"}}"#,
+    r#"{"type":"verify","otp":"123456"}"#,
+    r#"{"type":"login","details":{"username":null,"email":"a@b.org","password":"x","acks":true}}"#,
+    r#"{"event":"personal","type":"message","details":{"to":"b@c.org","message":"h\"i\\ \u00e9","media":"https://x/","time":5,"client_id":"c"}}"#,
+    r#"{"event":"global","type":"message","details":{"message":"{}[]"}}"#,
+    r#"{"type":"voice","event":"call","details":{"email":"b@c.org"}}"#,
+    r#"{"type":"history","details":{"with":"b@c.org","before":"9","limit":3}}"#,
+    r#"{"type":"ack","details":{"id":"7"}}"#,
+    r#"{"type":"ping"}"#,
+];
+
+/// A seed frame with a few byte-level mutations: flips, insertions, deletions.
+fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    let edits = prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6);
+    (prop::sample::select(SEEDS), edits).prop_map(|(seed, edits)| {
+        let mut b = seed.as_bytes().to_vec();
+        for (at, byte, kind) in edits {
+            let i = at % (b.len() + 1);
+            match kind {
+                0 if i < b.len() => b[i] = byte,
+                1 => b.insert(i, byte),
+                _ if i < b.len() => {
+                    b.remove(i);
+                }
+                _ => {}
+            }
+        }
+        b
+    })
+}
+
+/// Feeds `stream` through the scanner in `cuts`-sized reads, as a connection would, and
+/// decodes every frame.
+fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
+    let mut s = FrameScanner::new(4096);
+    let mut buf = Vec::new();
+    let mut rest = stream;
+    let mut i = 0;
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let n = cuts[i % cuts.len()].clamp(1, rest.len());
+        i += 1;
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match s.next_frame(&buf) {
+                Ok(Some(r)) => {
+                    let frame = &buf[r];
+                    assert_eq!(frame[0], b'{');
+                    assert!(frame.len() <= 4096);
+                    // Decoding must give a value or an error, never a panic.
+                    if let Err(e) = decode(frame) {
+                        assert!(!e.ty.is_empty() && !e.message.is_empty());
+                    }
+                    frames += 1;
+                }
+                Ok(None) => break,
+                Err(_) => return frames,
+            }
+        }
+        let keep = s.keep_from();
+        buf.drain(..keep);
+        s.consumed(keep);
+    }
+    frames
+}
+
+proptest! {
+    #[test]
+    fn fuzz_framing_and_decoding_never_panic(
+        frames in prop::collection::vec(mutated(), 1..6),
+        noise in prop::collection::vec(any::<u8>(), 0..64),
+        cuts in prop::collection::vec(1usize..40, 1..5),
+    ) {
+        let mut stream = Vec::new();
+        for f in &frames {
+            stream.extend_from_slice(f);
+            stream.push(b'\n');
+        }
+        scan_and_decode(&stream, &cuts);
+        stream.extend_from_slice(&noise);
+        scan_and_decode(&stream, &cuts);
+    }
+
+    #[test]
+    fn fuzz_unmutated_seeds_always_decode(seed in prop::sample::select(SEEDS), cuts in prop::collection::vec(1usize..40, 1..5)) {
+        let stream = format!("{seed}\n{seed}");
+        prop_assert_eq!(scan_and_decode(stream.as_bytes(), &cuts), 2);
+        prop_assert!(decode(seed.as_bytes()).is_ok());
+    }
+
+    /// The relay forwards only from a latched address of an open call to the other party's
+    /// latched address, never to a stranger, and counts every datagram it drops.
+    #[test]
+    fn fuzz_relay_forwards_only_between_latched_parties(
+        ops in prop::collection::vec((0u16..6, 0u8..6, 0usize..1600, any::<u8>()), 1..400),
+        close_at in 0usize..400,
+    ) {
+        let tokens = [["tokA".to_owned(), "tokB".to_owned()], ["tokC".to_owned(), "tokD".to_owned()]];
+        let mut r = Relay::new(50);
+        r.open(1, tokens[0].clone(), 0);
+        r.open(2, tokens[1].clone(), 0);
+        // Our model of who is latched: address -> (call, party).
+        let mut latched: HashMap<SocketAddr, (u64, usize)> = HashMap::new();
+        let mut open = [true, true];
+        let (mut forwarded, mut dropped) = (0u64, 0u64);
+        for (step, (src, what, len, byte)) in ops.into_iter().enumerate() {
+            if step == close_at {
+                r.close(2);
+                open[1] = false;
+                latched.retain(|_, v| v.0 != 2);
+            }
+            let from = SocketAddr::from(([127, 0, 0, 1], 4000 + src));
+            let data: Vec<u8> = match what {
+                0..=3 => tokens[(what / 2) as usize][(what % 2) as usize].clone().into_bytes(),
+                _ => vec![byte; len],
+            };
+            let cut = &data[..data.len().min(MAX_DATAGRAM + 1)];
+            match r.on_datagram(from, cut, data.len(), step as u64) {
+                Verdict::Latched => {
+                    let call = (what / 2) as u64 + 1;
+                    prop_assert!(what < 4 && open[call as usize - 1]);
+                    latched.retain(|_, v| *v != (call, (what % 2) as usize));
+                    latched.insert(from, (call, (what % 2) as usize));
+                }
+                Verdict::Forward(to) => {
+                    forwarded += 1;
+                    let (call, party) = latched.get(&from).copied().expect("forwarded from an unlatched address");
+                    prop_assert_eq!(latched.get(&to).copied(), Some((call, 1 - party)));
+                    prop_assert!(data.len() <= MAX_DATAGRAM);
+                }
+                Verdict::Drop(reason) => {
+                    dropped += 1;
+                    if reason == DropReason::Oversize {
+                        prop_assert!(data.len() > MAX_DATAGRAM);
+                    }
+                }
+            }
+        }
+        let stats = r.stats;
+        prop_assert_eq!(stats.forwarded, forwarded);
+        prop_assert_eq!(stats.dropped.iter().sum::<u64>(), dropped);
+    }
+}
