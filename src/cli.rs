@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
 #[command(name = "natter", version, about = "A single-threaded chat server for one host", max_term_width = 100)]
+// A flag given twice takes its last value, so wrappers can append overrides.
+#[command(args_override_self = true)]
 pub struct Cli {
     /// SQLite database file (created when missing).
     #[arg(long, env = "NATTER_DB", default_value = "./natter.db", global = true)]

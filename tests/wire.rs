@@ -344,3 +344,25 @@ fn max_connections_accepts_and_closes_extra_ones() {
     d.ping();
     b.ping();
 }
+
+#[test]
+fn accepted_sockets_have_tcp_keepalive() {
+    // `ss -o` shows the server side's keepalive timer: idle 60 s, so a peer that vanished
+    // without a FIN is noticed (PROTOCOL.md section 2).
+    let s = Server::start();
+    let mut c = s.connect();
+    c.ping();
+    let port = s.addr.port();
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &format!("( sport = :{port} )")])
+        .output()
+        .expect("ss (iproute2) is installed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("keepalive"), "no keepalive timer on the server's socket:\n{text}");
+    let secs: Vec<u32> = text
+        .split("keepalive,")
+        .skip(1)
+        .filter_map(|t| t.split(|ch: char| !ch.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    assert!(secs.iter().all(|&t| (50..=60).contains(&t)), "keepalive idle should be 60 s: {text}");
+}
