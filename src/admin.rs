@@ -1,4 +1,5 @@
-//! `natter user add|list|del`: account administration straight on the database file.
+//! `natter user add|list|del` and `natter backup`: administration straight on the database
+//! file.
 //!
 //! Safe while a server runs on the same file: SQLite's locking serialises the writes (we
 //! wait up to five seconds for the server's transaction), and the server reads accounts
@@ -41,5 +42,21 @@ pub fn user(db: &Path, cmd: UserCommand, params: HashParams) -> Result<(), Strin
             println!("deleted {email}");
         }
     }
+    Ok(())
+}
+
+/// Copies the database at `db` to `to` with SQLite's online backup API. The copy is taken
+/// in one step, inside one read transaction, so it is a consistent snapshot even while a
+/// server keeps writing (a step-by-step copy would restart on every write it sees).
+pub fn backup(db: &Path, to: &Path) -> Result<(), String> {
+    if !db.exists() {
+        return Err(format!("no database at {}", db.display()));
+    }
+    let src = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let tmp = to.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    let pages = src.backup_to(&tmp).map_err(|e| format!("backup failed: {e}"))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("cannot move the copy to {}: {e}", to.display()))?;
+    println!("backed up {} ({pages} pages) to {}", db.display(), to.display());
     Ok(())
 }

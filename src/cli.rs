@@ -32,6 +32,12 @@ pub enum Command {
     /// Manage accounts directly in the database (works while a server runs on it).
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a consistent copy of the database to FILE (safe while a server runs on it).
+    Backup {
+        /// Where to write the copy; an existing file is replaced.
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -163,6 +163,21 @@ impl Store {
         Ok(self.last_message_id)
     }
 
+    /// Writes a consistent copy of the database to a new file at `to` (the online backup
+    /// API in a single step); returns the number of pages copied.
+    pub fn backup_to(&self, to: &Path) -> Result<i32, StoreError> {
+        let mut dst = Connection::open(to)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut dst)?;
+        if backup.step(-1)? != rusqlite::backup::StepResult::Done {
+            return Err(StoreError::Locked);
+        }
+        let pages = backup.progress().pagecount;
+        drop(backup);
+        // The copy is a plain rollback-journal file; a server opening it switches it to WAL.
+        dst.execute_batch("PRAGMA journal_mode = DELETE")?;
+        Ok(pages)
+    }
+
     /// Makes sure a write transaction is open; every write of the loop iteration joins it.
     pub fn write(&mut self) -> Result<&Connection, StoreError> {
         if !self.in_tx {
