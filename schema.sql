@@ -31,12 +31,11 @@ CREATE TABLE contacts (
 CREATE INDEX contacts_by_recency ON contacts(user_id, last_id DESC);
 
 -- version: 2
--- Personal messages, stored clustered by (recipient, id): a recipient's backlog is one
--- range of the table itself. Ids are given by the server from `meta.last_message_id`
--- (never reused, even after rows are deleted), so they increase with every message.
--- A message counts as delivered when its id is at or below its recipient's
--- `users.delivered_upto` watermark: one UPDATE per recipient per loop iteration instead of
--- one per message.
+-- Personal messages. Ids are given by the server from `meta.last_message_id` (never
+-- reused, even after rows are deleted), so they increase with every message and the table
+-- only ever grows at its end. A message counts as delivered when its id is at or below its
+-- recipient's `users.delivered_upto` watermark: one UPDATE per recipient per loop
+-- iteration instead of one per message.
 ALTER TABLE users ADD COLUMN delivered_upto INTEGER NOT NULL DEFAULT 0;
 
 CREATE TABLE meta (
@@ -48,16 +47,17 @@ INSERT INTO meta (key, value) VALUES ('last_message_id', 0);
 -- No foreign keys here: checking two parents on every insert is the hot path's biggest
 -- avoidable cost. Deleting an account deletes its messages explicitly (store/users.rs).
 CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY,
     recipient_id INTEGER NOT NULL,
-    id           INTEGER NOT NULL,
     sender_id    INTEGER NOT NULL,
     body         TEXT NOT NULL,
     media        TEXT,
     client_time  INTEGER NOT NULL, -- the client's `time`, or the server's when absent
     server_time  INTEGER NOT NULL, -- unix seconds when stored
-    client_id    TEXT,             -- the sender's idempotency key, if it gave one
-    PRIMARY KEY (recipient_id, id)
-) WITHOUT ROWID;
+    client_id    TEXT              -- the sender's idempotency key, if it gave one
+);
+-- A recipient's backlog in id order (catch-up at login).
+CREATE INDEX messages_to ON messages(recipient_id, id);
 -- History between two users, newest first (and deleting a sender's messages).
 CREATE INDEX messages_pair ON messages(sender_id, recipient_id, id);
 -- Idempotent send: one message per sender and client_id.
