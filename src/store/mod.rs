@@ -101,6 +101,10 @@ pub struct Store {
     reserved_upto: i64,
     /// Ids up to this are reserved by a committed transaction.
     committed_upto: i64,
+    /// Messages of the open transaction not yet written (see `insert_message`), and their
+    /// client ids by sender.
+    staged: Vec<messages::Staged>,
+    staged_client_ids: std::collections::HashMap<(i64, String), i64>,
     /// Transactions committed, and messages inserted, since the store was opened.
     pub commits: u64,
     pub messages_inserted: u64,
@@ -133,6 +137,8 @@ impl Store {
             last_message_id,
             reserved_upto: last_message_id,
             committed_upto: last_message_id,
+            staged: Vec::new(),
+            staged_client_ids: std::collections::HashMap::new(),
             commits: 0,
             messages_inserted: 0,
         })
@@ -207,6 +213,10 @@ impl Store {
         if !self.in_tx {
             return Ok(());
         }
+        if let Err(e) = self.flush_staged() {
+            self.rollback();
+            return Err(e);
+        }
         self.in_tx = false;
         if self.conn.is_autocommit() {
             self.reserved_upto = self.committed_upto;
@@ -235,6 +245,8 @@ impl Store {
     /// Abandons the iteration's writes (a statement in it failed half-way).
     pub fn rollback(&mut self) {
         self.reserved_upto = self.committed_upto;
+        self.staged.clear();
+        self.staged_client_ids.clear();
         if self.in_tx {
             self.in_tx = false;
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {

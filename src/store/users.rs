@@ -71,6 +71,7 @@ impl Store {
     /// it existed.
     pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
         let Some(user) = self.user_by_email(email)? else { return Ok(false) };
+        self.flush_staged()?;
         let conn = self.write()?;
         conn.execute("DELETE FROM messages WHERE recipient_id = ?1", [user.id])?;
         conn.execute("DELETE FROM messages WHERE sender_id = ?1", [user.id])?;
