@@ -31,6 +31,8 @@ pub struct FrameScanner {
     /// Offset of the `{` that opened the frame in progress (meaningful while `depth > 0`).
     start: usize,
     depth: u32,
+    /// The deepest nesting of the frame in progress, then of the frame last returned.
+    deepest: u32,
     in_string: bool,
     escape: bool,
 }
@@ -38,7 +40,7 @@ pub struct FrameScanner {
 impl FrameScanner {
     /// A scanner that rejects frames longer than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        FrameScanner { max_frame, pos: 0, start: 0, depth: 0, in_string: false, escape: false }
+        FrameScanner { max_frame, pos: 0, start: 0, depth: 0, deepest: 0, in_string: false, escape: false }
     }
 
     /// Scans `buf` from where the last call stopped and returns the range of the next
@@ -59,6 +61,7 @@ impl FrameScanner {
                     b'{' => {
                         self.start = self.pos - 1;
                         self.depth = 1;
+                        self.deepest = 1;
                     }
                     _ => return Err(FrameError::NotAnObject),
                 }
@@ -73,7 +76,10 @@ impl FrameScanner {
             } else {
                 match byte {
                     b'"' => self.in_string = true,
-                    b'{' | b'[' => self.depth += 1,
+                    b'{' | b'[' => {
+                        self.depth += 1;
+                        self.deepest = self.deepest.max(self.depth);
+                    }
                     b'}' | b']' => {
                         self.depth -= 1;
                         if self.depth == 0 {
@@ -85,6 +91,12 @@ impl FrameScanner {
             }
         }
         Ok(None)
+    }
+
+    /// The deepest nesting of objects and arrays in the frame last returned (1 for `{}`).
+    /// The decoder refuses deep frames with it without scanning them again.
+    pub fn deepest(&self) -> u32 {
+        self.deepest
     }
 
     /// Tells the scanner that the caller removed the first `n` bytes of its buffer.
@@ -196,9 +208,15 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_only_counted() {
+    fn deep_nesting_is_only_counted_and_reported() {
         let deep = format!("{}{}", "{\"a\":".repeat(10_000), "1".to_string() + &"}".repeat(10_000));
-        assert_eq!(frames(deep.as_bytes(), 1 << 20).unwrap().len(), 1);
+        let mut s = FrameScanner::new(1 << 20);
+        assert!(s.next_frame(deep.as_bytes()).unwrap().is_some());
+        assert_eq!(s.deepest(), 10_000);
+        assert!(s.next_frame(br#"{"a":[{"b":"[[{{"}]}"#).is_ok());
+        let mut s = FrameScanner::new(100);
+        s.next_frame(br#"{"a":[{"b":"[[{{"}]}"#).unwrap();
+        assert_eq!(s.deepest(), 3);
     }
 
     fn object() -> impl Strategy<Value = String> {

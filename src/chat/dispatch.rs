@@ -5,8 +5,8 @@ use super::sessions::ConnId;
 use super::{accounts, calls, messages, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
-pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], now: Now) {
-    let req = match protocol::decode(frame) {
+pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
+    let req = match protocol::decode_frame(frame, depth) {
         Ok(r) => r,
         Err(e) => return core.out.invalid(conn, &e.ty, &e.message),
     };

@@ -162,9 +162,10 @@ impl Core {
         self.sessions.open(conn, peer, local, timer);
     }
 
-    /// A complete frame arrived on a connection that is not [`busy`](Self::is_busy).
-    pub fn on_frame(&mut self, conn: ConnId, frame: &[u8], now: Now) {
-        dispatch::frame(self, conn, frame, now);
+    /// A complete frame arrived on a connection that is not [`busy`](Self::is_busy);
+    /// `depth` is its deepest nesting, as the frame scanner measured it.
+    pub fn on_frame(&mut self, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
+        dispatch::frame(self, conn, frame, depth, now);
     }
 
     /// The connection's stream cannot be resynchronised (PROTOCOL.md section 1): answer

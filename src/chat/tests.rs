@@ -65,7 +65,7 @@ impl Harness {
 
     /// Handles one frame and everything it causes; returns what was sent, in order.
     fn send(&mut self, conn: ConnId, v: Value) -> Vec<(ConnId, Value)> {
-        self.core.on_frame(conn, v.to_string().as_bytes(), self.now);
+        self.core.on_frame(conn, v.to_string().as_bytes(), 2, self.now);
         self.step()
     }
 

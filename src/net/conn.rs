@@ -141,6 +141,11 @@ impl Conn {
         &self.input
     }
 
+    /// The nesting depth of the frame last returned by [`next_frame`](Self::next_frame).
+    pub fn frame_depth(&self) -> u32 {
+        self.scanner.deepest()
+    }
+
     /// Drops the frames already handed out from the input buffer.
     pub fn compact(&mut self) {
         let keep = self.scanner.keep_from();

@@ -345,7 +345,7 @@ impl EventLoop {
                     return;
                 }
                 match conn.next_frame() {
-                    Ok(Some(range)) => self.core.on_frame(id, &conn.input()[range], now),
+                    Ok(Some(range)) => self.core.on_frame(id, &conn.input()[range], conn.frame_depth(), now),
                     Ok(None) => {
                         refund_token(conn);
                         break;

@@ -4,6 +4,7 @@
 mod checkpointer;
 mod conn;
 mod event_loop;
+mod lockfile;
 mod relay_socket;
 mod signals;
 mod sockopt;
@@ -25,8 +26,12 @@ use std::time::{Duration, Instant};
 /// WAL size (in pages) at which a commit on the loop checkpoints; bounds the WAL file.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
-/// How long the loop waits on another process's database lock before a write fails.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long start-up waits on another process's database lock before giving up.
+const STARTUP_BUSY_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long a write of the running loop waits on another process's lock (an admin
+/// command holds it for milliseconds) before the iteration's writers get `failed`. Short,
+/// because the whole loop waits with it.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Why the server could not start (or stopped on an I/O error).
 #[derive(Debug)]
@@ -36,6 +41,8 @@ pub enum ServeError {
     Bind(&'static str, SocketAddr, std::io::Error),
     Io(std::io::Error),
     Hash(password::HashError),
+    /// Another natter server runs on the same database.
+    AlreadyRunning(std::path::PathBuf),
 }
 
 impl std::fmt::Display for ServeError {
@@ -48,6 +55,9 @@ impl std::fmt::Display for ServeError {
             }
             ServeError::Io(e) => write!(f, "{e}"),
             ServeError::Hash(e) => write!(f, "{e}"),
+            ServeError::AlreadyRunning(lock) => {
+                write!(f, "another natter server is running on this database (it holds {})", lock.display())
+            }
         }
     }
 }
@@ -61,7 +71,10 @@ impl From<std::io::Error> for ServeError {
 /// Opens the store, binds the sockets, starts the workers and runs the loop until a signal.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let start = Instant::now();
-    let store = Store::open(&config.db, config.durability, BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    let _lock = lockfile::acquire(&config.db)?;
+    let store = Store::open(&config.db, config.durability, STARTUP_BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    store.probe_write().map_err(ServeError::Store)?;
+    store.set_busy_timeout(BUSY_TIMEOUT).map_err(ServeError::Store)?;
     // The loop's own checkpoints bound the WAL; the thread copies most pages before one is
     // due, so the loop's checkpoint finds little left to copy.
     store.set_autocheckpoint(WAL_AUTOCHECKPOINT_PAGES).map_err(ServeError::Store)?;

@@ -5,6 +5,6 @@ pub mod request;
 pub mod response;
 pub mod text;
 
-pub use request::{decode, DecodeError, Login, Message, Request, VoiceEvent};
+pub use request::{decode, decode_frame, DecodeError, Login, Message, Request, VoiceEvent};
 pub use response::ErrorKind;
 pub use text::Text;

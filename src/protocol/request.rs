@@ -174,6 +174,19 @@ struct AckDetails {
     id: Option<WireId>,
 }
 
+/// The deepest nesting a request may have. The deepest request shape has 2 levels; the
+/// slack is for clients' unknown extra fields. Deeper frames are `invalid`, also when the
+/// depth is in a field we would ignore, so no parser recursion is ever at stake.
+pub const MAX_DEPTH: u32 = 32;
+
+/// Decodes one complete frame whose nesting depth the scanner measured.
+pub fn decode_frame(frame: &[u8], depth: u32) -> Result<Request<'_>, DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::new("unknown", format!("nesting deeper than {MAX_DEPTH} levels")));
+    }
+    decode(frame)
+}
+
 /// Decodes one complete frame (as delimited by the frame scanner).
 pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     // Checked up front because serde_json does not validate strings it skips.

@@ -144,6 +144,20 @@ impl Store {
         })
     }
 
+    /// Takes and releases the write lock once: fails with [`StoreError::Locked`] when
+    /// another process holds it for longer than the busy timeout. In WAL mode readers are
+    /// never blocked, so without this a server would start on a database it cannot write.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+        Ok(())
+    }
+
+    /// How long a statement waits for another process's lock from now on.
+    pub fn set_busy_timeout(&self, busy: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(busy)?;
+        Ok(())
+    }
+
     /// Makes a commit checkpoint the WAL once it holds `pages` pages (SQLite's default is
     /// 1000). This is what bounds the WAL: SQLite restarts the WAL from its beginning only
     /// when a write starts after a complete checkpoint, which a checkpoint on another thread
