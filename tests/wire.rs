@@ -366,3 +366,27 @@ fn accepted_sockets_have_tcp_keepalive() {
         .collect();
     assert!(secs.iter().all(|&t| (50..=60).contains(&t)), "keepalive idle should be 60 s: {text}");
 }
+
+#[test]
+fn msg_rate_paces_a_connection_without_dropping_frames() {
+    // --msg-rate 100: a burst of 200 frames, then 100 per second. 300 pings sent at once
+    // are all answered, in order, and the last ones no sooner than about a second later.
+    let s = Server::start_with(&["--msg-rate", "100"]);
+    let mut fast = s.connect();
+    let mut c = s.connect();
+    let t0 = std::time::Instant::now();
+    c.send_raw("{\"type\":\"ping\"}\n".repeat(300).as_bytes());
+    for i in 0..300 {
+        let v = c.recv();
+        assert_eq!(v, serde_json::json!({"event":"success","type":"pong"}), "answer {i}");
+        if i == 150 {
+            // Another connection is not held up by this one's pacing.
+            let t = std::time::Instant::now();
+            fast.ping();
+            assert!(t.elapsed() < std::time::Duration::from_millis(200), "{:?}", t.elapsed());
+        }
+    }
+    let took = t0.elapsed();
+    assert!(took >= std::time::Duration::from_millis(800), "300 frames at 100/s after a burst of 200 took {took:?}");
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+}
