@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,18 +39,10 @@ fn plain(name: &str) -> String {
     format!("pw-{name}")
 }
 
-fn clear_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NATTER_") {
-            cmd.env_remove(&k);
-        }
-    }
-}
-
 /// `natter user add` on the db at `db`, asserting success.
 fn user_add(db: &Path, name: &str) {
     let mut cmd = Command::new(BIN);
-    clear_env(&mut cmd);
+    clear_natter_env(&mut cmd);
     let out = cmd
         .args(["user", "add", "--email", &email(name), "--username", name, "--password", &plain(name)])
         .args(ARGON)
@@ -74,7 +66,7 @@ fn server_args(db: &Path, outbox: &Path) -> Vec<OsString> {
 /// once if the server starts listening instead.
 fn run_to_exit(args: &[OsString], limit: Duration) -> (Output, Duration) {
     let mut cmd = Command::new(BIN);
-    clear_env(&mut cmd);
+    clear_natter_env(&mut cmd);
     let t0 = Instant::now();
     let mut child = cmd
         .args(args)
@@ -232,52 +224,9 @@ impl Drop for Proc {
 
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr) {
     let mut cmd = Command::new(BIN);
-    clear_env(&mut cmd);
-    cmd.args(server_args(&dir.join("natter.db"), &dir.join("outbox")))
-        .args(extra)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn natter");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let log2 = log.clone();
-    thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
-        let mut line = Vec::new();
-        let mut reported = false;
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let l = String::from_utf8_lossy(&line).trim_end().to_string();
-            if !reported {
-                if let Some(a) = listening_addr(&l) {
-                    reported = true;
-                    let _ = tx.send(a);
-                }
-            }
-            log2.lock().unwrap().push(l);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(a) => (child, a),
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            thread::sleep(Duration::from_millis(50));
-            panic!("server did not print its listening line ({e:?})\n{}", log_tail(log));
-        }
-    }
-}
-
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on")?..];
-    let start = rest.find("tcp=")? + 4;
-    rest[start..].split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ')').next()?.parse().ok()
+    cmd.args(server_args(&dir.join("natter.db"), &dir.join("outbox"))).args(extra).current_dir(dir);
+    let (child, addr, _) = spawn_command(cmd, log, &format!("{extra:?}"));
+    (child, addr)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -61,11 +61,6 @@ impl Natter {
         let dir = tempfile::tempdir().expect("create temp dir");
         std::fs::create_dir_all(dir.path().join("outbox")).unwrap();
         let mut cmd = Command::new(BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("NATTER_") {
-                cmd.env_remove(&k);
-            }
-        }
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--db")
@@ -74,10 +69,7 @@ impl Natter {
             .arg(dir.path().join("outbox"))
             .args(["--log-level", "info", "--argon2-memory-kib", "64", "--argon2-iterations", "1"])
             .args(extra)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .current_dir(dir.path());
         if let Some(n) = nofile {
             // SAFETY: only async-signal-safe calls (setrlimit) between fork and exec.
             unsafe {
@@ -90,22 +82,11 @@ impl Natter {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("spawn natter");
-        let pid = child.id();
         let log: Log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel::<(SocketAddr, SocketAddr)>();
-        let log2 = log.clone();
-        thread::spawn(move || drain_stderr(stderr, log2, tx));
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok((addr, udp)) => Natter { child, pid, addr, udp, dir, log },
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait();
-                thread::sleep(Duration::from_millis(50));
-                panic!("natter did not print its listening line ({e:?}); status {status:?}\n{}", log_tail(&log));
-            }
-        }
+        let (child, addr, udp) = spawn_command(cmd, &log, &format!("{extra:?} nofile {nofile:?}"));
+        let udp = udp.expect("the listening line names the UDP address");
+        let pid = child.id();
+        Natter { child, pid, addr, udp, dir, log }
     }
 
     fn db_path(&self) -> PathBuf {
@@ -187,41 +168,6 @@ impl Drop for Natter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn drain_stderr(mut stderr: std::process::ChildStderr, log: Log, tx: mpsc::Sender<(SocketAddr, SocketAddr)>) {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut reported = false;
-    loop {
-        let n = match stderr.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line).trim_end().to_string();
-            if !reported {
-                if let Some(addrs) = parse_listening(&line) {
-                    reported = true;
-                    let _ = tx.send(addrs);
-                }
-            }
-            log.lock().unwrap().push(line);
-        }
-    }
-}
-
-/// `listening on tcp=127.0.0.1:PORT udp=127.0.0.1:PORT`
-fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let rest = &line[line.find("listening on")?..];
-    let field = |key: &str| -> Option<SocketAddr> {
-        let start = rest.find(key)? + key.len();
-        let tok: String = rest[start..].chars().take_while(|c| !c.is_whitespace() && *c != ',').collect();
-        tok.parse().ok()
-    };
-    Some((field("tcp=")?, field("udp=")?))
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -13,7 +13,6 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -314,7 +313,7 @@ impl Natter {
 
     fn user_add(&self, name: &str) {
         let mut cmd = Command::new(BIN);
-        clear_env(&mut cmd);
+        clear_natter_env(&mut cmd);
         let out = cmd
             .args(user_add_args(name))
             .arg("--db")
@@ -357,17 +356,8 @@ impl Drop for Natter {
     }
 }
 
-fn clear_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("NATTER_") {
-            cmd.env_remove(&k);
-        }
-    }
-}
-
 fn spawn_natter(dir: &Path, log: &Log) -> (Child, SocketAddr) {
     let mut cmd = Command::new(BIN);
-    clear_env(&mut cmd);
     cmd.arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--db")
@@ -376,49 +366,9 @@ fn spawn_natter(dir: &Path, log: &Log) -> (Child, SocketAddr) {
         .arg(dir.join("outbox"))
         .args(["--log-level", "info"])
         .args(ARGON)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn natter");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let log2 = log.clone();
-    thread::spawn(move || {
-        let mut r = BufReader::new(stderr);
-        let mut line = Vec::new();
-        let mut reported = false;
-        loop {
-            line.clear();
-            match r.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let l = String::from_utf8_lossy(&line).trim_end().to_string();
-            if !reported {
-                if let Some(a) = listening_addr(&l) {
-                    reported = true;
-                    let _ = tx.send(a);
-                }
-            }
-            log2.lock().unwrap().push(l);
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(a) => (child, a),
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            thread::sleep(Duration::from_millis(50));
-            panic!("server did not print its listening line ({e:?})\n{}", log_tail(log));
-        }
-    }
-}
-
-fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening on")?..];
-    let start = rest.find("tcp=")? + 4;
-    rest[start..].split(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ')').next()?.parse().ok()
+        .current_dir(dir);
+    let (child, addr, _) = spawn_command(cmd, log, "messaging");
+    (child, addr)
 }
 
 // ----- a raw connection whose reading and writing sides can live in different threads ---------

@@ -260,7 +260,7 @@ impl Drop for Server {
 }
 
 /// Every flag can also come from a `NATTER_*` variable: keep the caller's environment out.
-fn clear_natter_env(cmd: &mut Command) {
+pub fn clear_natter_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("NATTER_") {
             cmd.env_remove(&k);
@@ -271,17 +271,22 @@ fn clear_natter_env(cmd: &mut Command) {
 /// Spawns the server in `dir` and waits for its listening line.
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut cmd = Command::new(BIN);
-    clear_natter_env(&mut cmd);
     cmd.arg("--listen").arg("127.0.0.1:0").arg("--db").arg(dir.join("natter.db"));
     if !extra.iter().any(|a| a == "--smtp-url") {
         cmd.arg("--mail-outbox").arg(dir.join("outbox"));
     }
     cmd.args(["--log-level", "info", "--argon2-memory-kib", "64", "--argon2-iterations", "1"])
         .args(extra)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .current_dir(dir);
+    spawn_command(cmd, log, &format!("{extra:?}"))
+}
+
+/// Runs a server command (its arguments already set) with no `NATTER_*` variables, keeps
+/// every stderr line in `log`, and returns once it logged its listening line: the child
+/// and its TCP and UDP addresses. Panics with the log's tail when it does not start.
+pub fn spawn_command(mut cmd: Command, log: &Log, what: &str) -> (Child, SocketAddr, Option<SocketAddr>) {
+    clear_natter_env(&mut cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn natter server");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
@@ -294,7 +299,7 @@ fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<
             let status = child.wait();
             thread::sleep(Duration::from_millis(50));
             panic!(
-                "server did not print `listening on tcp=...` ({e:?}); status {status:?}; args {extra:?}\n{}",
+                "server did not print `listening on tcp=...` ({e:?}); status {status:?}; args {what}\n{}",
                 log_tail(log)
             );
         }
