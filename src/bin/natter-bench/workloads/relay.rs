@@ -76,6 +76,38 @@ fn set_up(cl: &mut Clients, env: &Env, ids: &[usize], calls: usize) -> Result<Ve
     Ok(accepted.into_iter().flatten().collect())
 }
 
+/// One-way latency of the same traffic sent directly between two sockets of this process
+/// (no relay): the baseline that the relay's "added" latency is measured against.
+fn direct_baseline(env: &Env, count: usize, per_second: u64, size: usize) -> Result<Samples, String> {
+    let any: SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    let tx = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    let mut rx = UdpSocket::bind(any).map_err(|e| e.to_string())?;
+    let to = rx.local_addr().map_err(|e| e.to_string())?;
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    poll.registry().register(&mut rx, Token(0), Interest::READABLE).map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(64);
+    let mut lat = Samples::default();
+    let interval = Duration::from_secs_f64(1.0 / per_second.max(1) as f64);
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..count {
+        let mut d = vec![b'v'; size.max(16)];
+        d[8..16].copy_from_slice(&env.now_ns().to_le_bytes());
+        tx.send_to(&d, to).map_err(|e| e.to_string())?;
+        let until = std::time::Instant::now() + interval;
+        while std::time::Instant::now() < until {
+            poll.poll(&mut events, Some(until.saturating_duration_since(std::time::Instant::now())))
+                .map_err(|e| e.to_string())?;
+            while let Ok((n, _)) = rx.recv_from(&mut buf) {
+                if n >= 16 {
+                    let t = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
+                    lat.push(env.now_ns().saturating_sub(t));
+                }
+            }
+        }
+    }
+    Ok(lat)
+}
+
 fn udp_rcvbuf_errors() -> Option<u64> {
     let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
@@ -86,6 +118,13 @@ fn udp_rcvbuf_errors() -> Option<u64> {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
+    // The same pacing as one party, without the relay, for the baseline.
+    let mut base = direct_baseline(
+        env,
+        500.min((p.per_second as f64 * p.seconds) as usize).max(50),
+        p.per_second.max(200),
+        p.size,
+    )?;
     let mut cl = Clients::new().map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..2 * p.calls).collect();
     let ids = login_all(&mut cl, env, &users, false)?;
@@ -156,6 +195,10 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     r.metric("loss", (total - ledger.received.min(total)) as f64 * 100.0 / total.max(1) as f64, "%");
     r.metric("one-way latency p50", lat.quantile_us(0.5), "us");
     r.metric("one-way latency p99", lat.quantile_us(0.99), "us");
+    r.metric("direct loopback p50", base.quantile_us(0.5), "us");
+    r.metric("direct loopback p99", base.quantile_us(0.99), "us");
+    r.metric("added by the relay p50", lat.quantile_us(0.5) - base.quantile_us(0.5), "us");
+    r.metric("added by the relay p99", lat.quantile_us(0.99) - base.quantile_us(0.99), "us");
     if let (Some(a), Some(b)) = (drops0, udp_rcvbuf_errors()) {
         r.metric("kernel UDP receive-buffer drops", (b - a) as f64, "");
     }
