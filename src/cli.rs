@@ -119,6 +119,10 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_MSG_RATE")]
     pub msg_rate: Option<u32>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    #[arg(long, env = "NATTER_METRICS")]
+    pub metrics: Option<SocketAddr>,
+
     /// Voice datagrams per second per party on the relay (burst: one second's worth).
     #[arg(long, env = "NATTER_RELAY_RATE", default_value_t = 200)]
     pub relay_rate: u32,
@@ -176,6 +180,7 @@ impl ServerArgs {
             },
             hash,
             relay_rate: self.relay_rate.max(1),
+            metrics: self.metrics,
             hash_threads: self.hash_threads.max(1),
         }
     }

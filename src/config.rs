@@ -87,6 +87,8 @@ pub struct Config {
     pub limits: Limits,
     pub net: NetLimits,
     pub hash: HashParams,
+    /// Where `/metrics` is served; `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
     /// Voice datagrams per second per party; more are dropped.
     pub relay_rate: u32,
     /// Threads hashing and checking passwords (mail has its own thread).

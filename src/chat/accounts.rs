@@ -161,6 +161,7 @@ fn lookup(core: &Core, req: &Login) -> Result<Option<crate::store::UserRow>, cra
 }
 
 fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
+    core.counters.logins_failed += 1;
     if let Some(s) = core.sessions.get(conn) {
         core.login_fails_by_ip.record(s.peer, now.ms);
     }
@@ -286,9 +287,11 @@ fn otp_sent(core: &mut Core, conn: ConnId, result: Result<(), String>, now: Now)
         return;
     };
     if let Err(reason) = result {
+        core.counters.otp_failed += 1;
         log::warn!("OTP mail to {} failed: {reason}", p.email);
         return core.out.failed(conn, "otp", "could not send the OTP mail; try again later");
     }
+    core.counters.otp_sent += 1;
     p.expires_ms = now.ms + core.limits.otp_lifetime_ms;
     p.timer = Some(core.timers.insert(p.expires_ms, Timer::OtpExpiry(conn)));
     let email = p.email.clone();
@@ -336,6 +339,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     log::debug!("user {} logged in on {conn:?}", user.id);
     let member = Member { user_id: user.id, email: user.email.into(), acks };
     core.sessions.login(conn, member, watermark);
+    core.counters.logins_ok += 1;
     // The backlog follows the login answer (PROTOCOL.md section 5).
     super::delivery::start(core, conn);
 }

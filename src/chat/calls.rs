@@ -266,6 +266,7 @@ fn finish(core: &mut Core, id: u64, outcome: Outcome, now: Now) {
             log::error!("storing a call end: {e}");
         }
     }
+    core.counters.call_ended(outcome.as_str());
     log::info!(
         "call {id} between users {} and {} ended: {}; relayed {}/{} datagrams",
         c.caller,

@@ -8,7 +8,10 @@ use crate::protocol::{self, response, Request};
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
     let req = match protocol::decode_frame(frame, depth) {
         Ok(r) => r,
-        Err(e) => return core.out.invalid(conn, &e.ty, &e.message),
+        Err(e) => {
+            core.counters.frames_undecodable += 1;
+            return core.out.invalid(conn, &e.ty, &e.message);
+        }
     };
     let Some(session) = core.sessions.get(conn) else {
         return;
@@ -21,7 +24,10 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
             return core.out.failed(conn, ty, "already logged in; log out first");
         }
         (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), false) => {}
-        (_, false) => return core.out.invalid(conn, ty, "log in or register first"),
+        (_, false) => {
+            core.counters.frames_not_logged_in += 1;
+            return core.out.invalid(conn, ty, "log in or register first");
+        }
         (_, true) => {}
     }
     if !logged_in {

@@ -93,6 +93,7 @@ pub(super) fn global(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
     let time = m.time.unwrap_or(now.unix);
     let bytes = core.out.encode(|b| response::global(b, &m.message, m.media.as_deref(), &from, time));
     let receivers: Vec<ConnId> = core.sessions.all_online().filter(|c| *c != conn).collect();
+    core.counters.global_deliveries += receivers.len() as u64;
     for c in receivers {
         core.out.send_again(c, bytes.clone(), OnCommitFail::Keep);
     }

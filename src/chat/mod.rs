@@ -15,6 +15,7 @@ mod calls;
 mod delivery;
 mod dispatch;
 mod messages;
+pub mod metrics;
 mod outbox;
 pub mod relay;
 mod sessions;
@@ -112,6 +113,8 @@ pub struct Core {
     /// commits to the database, as seen by `data_version` once per iteration.
     user_cache: HashMap<Box<str>, (i64, Rc<str>)>,
     data_version: i64,
+    /// Counters for `/metrics`.
+    pub counters: metrics::Counters,
     key_buf: String,
 }
 
@@ -147,6 +150,7 @@ impl Core {
             next_call: 1,
             user_cache: HashMap::new(),
             data_version: 0,
+            counters: metrics::Counters::default(),
             key_buf: String::new(),
         }
     }
@@ -301,6 +305,12 @@ impl Core {
         self.relay.stats
     }
 
+    /// (anonymous connections, logged-in connections, users online, calls in progress).
+    pub fn population(&self) -> (usize, usize, usize, usize) {
+        let (anonymous, logged_in, users) = self.sessions.counts();
+        (anonymous, logged_in, users, self.calls.len())
+    }
+
     /// The output produced outside [`commit`](Self::commit) (backlog batches).
     pub fn outbox(&mut self) -> &mut Outbox {
         &mut self.out
@@ -345,7 +355,9 @@ impl Core {
     }
 
     /// The loop has written every byte of `conn`'s personal messages up to id `upto`.
-    pub fn on_written(&mut self, conn: ConnId, upto: i64, now: Now) {
+    /// `count` is how many personal messages that write completed.
+    pub fn on_written(&mut self, conn: ConnId, upto: i64, count: u64, now: Now) {
+        self.counters.messages_delivered += count;
         delivery::written(self, conn, upto);
         self.schedule_watermarks(now);
     }

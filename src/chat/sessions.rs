@@ -192,6 +192,13 @@ impl Sessions {
         self.online.get_mut(&user)
     }
 
+    /// (anonymous connections, logged-in connections, users online).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let open = self.slots.iter().filter(|s| s.is_some()).count();
+        let logged_in: usize = self.online.values().map(|o| o.conns.len()).sum();
+        (open - logged_in, logged_in, self.online.len())
+    }
+
     /// Every logged-in connection.
     pub fn all_online(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.online.values().flat_map(|o| o.conns.iter().copied())

@@ -84,7 +84,7 @@ impl Harness {
             }
             out.clear();
             for (c, id) in written {
-                self.core.on_written(c, id, self.now);
+                self.core.on_written(c, id, 1, self.now);
             }
             let mut backlog = Vec::new();
             self.core.catching_up(&mut backlog);

@@ -173,17 +173,24 @@ impl Conn {
     }
 
     /// The id of the last personal message whose bytes have all been written since the
-    /// last call.
-    pub fn take_delivered(&mut self) -> Option<i64> {
+    /// last call, and how many messages that covers.
+    pub fn take_delivered(&mut self) -> Option<(i64, u64)> {
         let mut last = None;
+        let mut count = 0;
         while let Some(&(end, id)) = self.marks.front() {
             if end > self.written_total {
                 break;
             }
             last = Some(id);
+            count += 1;
             self.marks.pop_front();
         }
-        last
+        last.map(|id| (id, count))
+    }
+
+    /// Bytes written to the socket since the connection opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.written_total
     }
 
     /// Unsent bytes.

@@ -13,6 +13,7 @@
 //! for bytes already waiting. Closing is a mark: the reap phase is the one door out.
 
 use super::conn::{CloseWhy, Conn, ReadOutcome};
+use super::metrics::{self, MetricsServer, NetCounters};
 use super::relay_socket::RelaySocket;
 use super::signals::Signals;
 use super::sockopt;
@@ -29,6 +30,7 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const UDP: Token = Token(usize::MAX - 2);
 pub const WAKER: Token = Token(usize::MAX - 3);
 pub const SIGNAL: Token = Token(usize::MAX - 4);
+pub const METRICS: Token = Token(usize::MAX - 5);
 
 /// Bytes per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -82,6 +84,8 @@ pub struct EventLoop {
     stopping: bool,
     /// The clock as read at the start of this iteration.
     tick_now: Now,
+    pub(super) metrics: Option<MetricsServer>,
+    counters: NetCounters,
 }
 
 impl EventLoop {
@@ -123,6 +127,8 @@ impl EventLoop {
             last_accept_warning_ms: None,
             stopping: false,
             tick_now: Now { ms: 0, unix: 0 },
+            metrics: None,
+            counters: NetCounters::default(),
         }
     }
 
@@ -138,6 +144,7 @@ impl EventLoop {
     /// One iteration of the loop.
     fn tick(&mut self) -> io::Result<()> {
         self.poll_events()?;
+        let started = Instant::now();
         let now = self.now();
         self.tick_now = now;
         self.handle_events(now);
@@ -151,6 +158,7 @@ impl EventLoop {
         self.flush();
         self.refill();
         self.reap(now);
+        self.counters.iteration.observe(started.elapsed());
         Ok(())
     }
 
@@ -195,6 +203,17 @@ impl EventLoop {
                 LISTENER => self.accept(now),
                 UDP => self.relay.readable = true,
                 WAKER => {}
+                METRICS => {
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.accept(self.poll.registry());
+                    }
+                }
+                Token(t) if t >= metrics::BASE => {
+                    self.counters.relay_send_dropped = self.relay.send_dropped;
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
+                    }
+                }
                 SIGNAL => {
                     if self.signals.drain() {
                         log::info!("signal received: shutting down");
@@ -274,6 +293,7 @@ impl EventLoop {
                 }
             };
             if self.conns.len() >= self.net.max_connections {
+                self.counters.refused_full += 1;
                 log::debug!("refusing {peer}: {}", CloseWhy::ServerFull.as_str());
                 continue;
             }
@@ -351,6 +371,10 @@ impl EventLoop {
                         break;
                     }
                     Err(e) => {
+                        match e {
+                            crate::framing::FrameError::TooLarge => self.counters.frames_too_large += 1,
+                            crate::framing::FrameError::NotAnObject => self.counters.frames_not_object += 1,
+                        }
                         self.core.on_bad_stream(id, e);
                         conn.closing = Some(e.into());
                     }
@@ -362,7 +386,10 @@ impl EventLoop {
             }
             let len = budget.min(READ_CHUNK);
             match conn.read_some(&mut self.scratch[..len]) {
-                ReadOutcome::Data(n) => budget -= n,
+                ReadOutcome::Data(n) => {
+                    budget -= n;
+                    self.counters.bytes_in += n as u64;
+                }
                 ReadOutcome::WouldBlock => conn.readable = false,
                 ReadOutcome::Eof => {
                     conn.readable = false;
@@ -387,7 +414,11 @@ impl EventLoop {
     /// Commits the iteration's writes, then moves the core's answers into the connections'
     /// output buffers, closes what the core asked to close and hands out jobs.
     fn commit_and_queue(&mut self) {
+        let (before, t) = (self.core.store().commits, Instant::now());
         self.core.commit();
+        if self.core.store().commits != before {
+            self.counters.commit.observe(t.elapsed());
+        }
         self.queue_outbox();
     }
 
@@ -402,6 +433,7 @@ impl EventLoop {
             }
             if !conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
                 log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
+                self.counters.slow_consumers += 1;
                 conn.closing = Some(CloseWhy::SlowConsumer);
                 self.closing.push(key);
             } else if !conn.dirty {
@@ -480,9 +512,11 @@ impl EventLoop {
         let now = self.tick_now;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
+        let before = conn.bytes_written();
         let result = conn.flush();
-        if let Some(upto) = conn.take_delivered() {
-            self.core.on_written(conn.id, upto, now);
+        self.counters.bytes_out += conn.bytes_written() - before;
+        if let Some((upto, count)) = conn.take_delivered() {
+            self.core.on_written(conn.id, upto, count, now);
         }
         if let Err(e) = result {
             log::debug!("write to {}: {e}", conn.peer);
@@ -534,8 +568,8 @@ impl EventLoop {
         }
         // Record what the last writes delivered, and store it with everything else.
         for (_, conn) in self.conns.iter_mut() {
-            if let Some(upto) = conn.take_delivered() {
-                self.core.on_written(conn.id, upto, now);
+            if let Some((upto, count)) = conn.take_delivered() {
+                self.core.on_written(conn.id, upto, count, now);
             }
         }
         self.core.persist_all();
@@ -547,7 +581,7 @@ impl EventLoop {
         let store = self.core.store();
         log::info!(
             "stopped; closed {n} connections; stored {} messages in {} commits",
-            store.messages_inserted,
+            store.messages_committed,
             store.commits
         );
     }

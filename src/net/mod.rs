@@ -5,6 +5,7 @@ mod checkpointer;
 mod conn;
 mod event_loop;
 mod lockfile;
+mod metrics;
 mod relay_socket;
 mod signals;
 mod sockopt;
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::mailer::Mailer;
 use crate::password;
 use crate::store::Store;
-use event_loop::{EventLoop, LISTENER, SIGNAL, UDP, WAKER};
+use event_loop::{EventLoop, LISTENER, METRICS, SIGNAL, UDP, WAKER};
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Poll, Waker};
 use relay_socket::RelaySocket;
@@ -111,8 +112,20 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let now = Now { ms: start.elapsed().as_millis() as u64, unix: 0 };
     let voice = VoiceConfig { public_ip: config.public_ip, relay_port: udp_addr.port(), relay_rate: config.relay_rate };
     let core = Core::new(store, config.limits.clone(), voice, dummy_hash, now);
+    // Bound before the listening line: that line means everything is ready.
+    let metrics = match config.metrics {
+        Some(addr) => {
+            let mut l = TcpListener::bind(addr).map_err(|e| ServeError::Bind("metrics", addr, e))?;
+            poll.registry().register(&mut l, METRICS, Interest::READABLE)?;
+            log::info!("metrics on http://{}/metrics", l.local_addr()?);
+            Some(metrics::MetricsServer::new(l))
+        }
+        None => None,
+    };
     log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
-    EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), start).run()?;
+    let mut event_loop = EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), start);
+    event_loop.metrics = metrics;
+    event_loop.run()?;
     Ok(())
 }

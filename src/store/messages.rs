@@ -91,7 +91,7 @@ impl Store {
             server_time: m.server_time,
             client_id: m.client_id.map(str::to_owned),
         });
-        self.messages_inserted += 1;
+        self.pending_inserts += 1;
         Ok(id)
     }
 

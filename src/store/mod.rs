@@ -105,9 +105,11 @@ pub struct Store {
     /// client ids by sender.
     staged: Vec<messages::Staged>,
     staged_client_ids: std::collections::HashMap<(i64, String), i64>,
-    /// Transactions committed, and messages inserted, since the store was opened.
+    /// Transactions committed, and messages committed, since the store was opened.
     pub commits: u64,
-    pub messages_inserted: u64,
+    pub messages_committed: u64,
+    /// Messages inserted into the open transaction.
+    pending_inserts: u64,
 }
 
 impl Store {
@@ -140,7 +142,8 @@ impl Store {
             staged: Vec::new(),
             staged_client_ids: std::collections::HashMap::new(),
             commits: 0,
-            messages_inserted: 0,
+            messages_committed: 0,
+            pending_inserts: 0,
         })
     }
 
@@ -156,6 +159,16 @@ impl Store {
     pub fn set_busy_timeout(&self, busy: Duration) -> Result<(), StoreError> {
         self.conn.busy_timeout(busy)?;
         Ok(())
+    }
+
+    /// Personal messages not yet delivered, over all users (a scrape-time figure: one index
+    /// range per user).
+    pub fn pending_offline(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(sum((SELECT count(*) FROM messages m WHERE m.recipient_id = u.id AND m.id > u.delivered_upto)), 0) FROM users u",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Makes a commit checkpoint the WAL once it holds `pages` pages (SQLite's default is
@@ -233,6 +246,7 @@ impl Store {
         }
         self.in_tx = false;
         if self.conn.is_autocommit() {
+            self.pending_inserts = 0;
             self.reserved_upto = self.committed_upto;
             // SQLite already rolled the transaction back (it may, on a full disk or I/O
             // error inside a statement): nothing of this iteration is stored.
@@ -241,10 +255,12 @@ impl Store {
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 self.commits += 1;
+                self.messages_committed += std::mem::take(&mut self.pending_inserts);
                 self.committed_upto = self.reserved_upto;
                 Ok(())
             }
             Err(e) => {
+                self.pending_inserts = 0;
                 self.reserved_upto = self.committed_upto;
                 if !self.conn.is_autocommit() {
                     if let Err(r) = self.conn.execute_batch("ROLLBACK") {
@@ -258,6 +274,7 @@ impl Store {
 
     /// Abandons the iteration's writes (a statement in it failed half-way).
     pub fn rollback(&mut self) {
+        self.pending_inserts = 0;
         self.reserved_upto = self.committed_upto;
         self.staged.clear();
         self.staged_client_ids.clear();

@@ -1,0 +1,292 @@
+//! `/metrics` in the Prometheus text format, served from the same poll loop.
+//!
+//! A scrape is a tiny HTTP/1.x exchange: read the request head (at most 8 KiB), answer
+//! `GET /metrics` with the counters or anything else with 404, close. Scrapers are few,
+//! so each connection lives in a small slab of its own with tokens from `BASE` up, and the
+//! whole answer is rendered at once. The loop's own figures (bytes, latencies) are kept
+//! here; the chat core's are read from it at scrape time.
+
+use crate::chat::metrics::CALL_OUTCOMES;
+use crate::chat::relay::DropReason;
+use crate::chat::Core;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+/// Tokens of scrape connections start here (chat connections use small slab keys).
+pub const BASE: usize = usize::MAX / 2;
+const MAX_REQUEST: usize = 8 * 1024;
+/// Open scrape connections at most; more are accepted and closed.
+const MAX_SCRAPERS: usize = 16;
+
+/// Latency buckets in seconds (Prometheus `le` bounds).
+const BUCKETS: [f64; 12] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0];
+
+/// A cumulative latency histogram.
+#[derive(Debug, Default, Clone)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", self.counts[i]);
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            self.count, self.sum, self.count
+        );
+    }
+}
+
+/// What the loop counts itself.
+#[derive(Debug, Default, Clone)]
+pub struct NetCounters {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub slow_consumers: u64,
+    pub frames_too_large: u64,
+    pub frames_not_object: u64,
+    pub refused_full: u64,
+    pub relay_send_dropped: u64,
+    pub commit: Histogram,
+    pub iteration: Histogram,
+}
+
+struct Scrape {
+    stream: TcpStream,
+    request: Vec<u8>,
+    response: Vec<u8>,
+    written: usize,
+}
+
+/// The metrics listener and its scrape connections.
+pub struct MetricsServer {
+    listener: TcpListener,
+    scrapes: Slab<Scrape>,
+}
+
+impl MetricsServer {
+    pub fn new(listener: TcpListener) -> MetricsServer {
+        MetricsServer { listener, scrapes: Slab::new() }
+    }
+
+    /// Accepts until `WouldBlock`.
+    pub fn accept(&mut self, registry: &Registry) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("metrics accept: {e}");
+                    return;
+                }
+            };
+            if self.scrapes.len() >= MAX_SCRAPERS {
+                continue;
+            }
+            let entry = self.scrapes.vacant_entry();
+            if registry
+                .register(&mut stream, Token(BASE + entry.key()), Interest::READABLE | Interest::WRITABLE)
+                .is_ok()
+            {
+                entry.insert(Scrape { stream, request: Vec::new(), response: Vec::new(), written: 0 });
+            }
+        }
+    }
+
+    /// Reads, answers and writes one scrape connection; closes it when done or broken.
+    pub fn on_ready(&mut self, token: Token, registry: &Registry, core: &mut Core, net: &NetCounters) {
+        let key = token.0 - BASE;
+        let Some(s) = self.scrapes.get_mut(key) else { return };
+        let mut done = false;
+        if s.response.is_empty() {
+            let mut buf = [0u8; 2048];
+            loop {
+                match s.stream.read(&mut buf) {
+                    Ok(0) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(n) => s.request.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                }
+                if s.request.len() > MAX_REQUEST {
+                    break;
+                }
+            }
+            let complete = s.request.windows(4).any(|w| w == b"\r\n\r\n") || s.request.windows(2).any(|w| w == b"\n\n");
+            if complete || s.request.len() > MAX_REQUEST {
+                s.response = respond(&s.request, core, net);
+                done = false;
+            }
+        }
+        if !s.response.is_empty() {
+            while s.written < s.response.len() {
+                match s.stream.write(&s.response[s.written..]) {
+                    Ok(n) => s.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            done |= s.written == s.response.len();
+        }
+        if done {
+            let mut s = self.scrapes.remove(key);
+            let _ = registry.deregister(&mut s.stream);
+        }
+    }
+}
+
+fn respond(request: &[u8], core: &mut Core, net: &NetCounters) -> Vec<u8> {
+    let (status, body) = if request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics?") {
+        ("200 OK", render(core, net))
+    } else {
+        ("404 Not Found", "not found; try GET /metrics\n".to_owned())
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
+/// The whole exposition, rendered at scrape time.
+fn render(core: &mut Core, net: &NetCounters) -> String {
+    let mut o = String::with_capacity(8 * 1024);
+    let (anonymous, logged_in, users, calls) = core.population();
+    let _ = writeln!(o, "# HELP natter_connections Open TCP connections by state.\n# TYPE natter_connections gauge");
+    let _ = writeln!(o, "natter_connections{{state=\"anonymous\"}} {anonymous}");
+    let _ = writeln!(o, "natter_connections{{state=\"logged_in\"}} {logged_in}");
+    metric(&mut o, "natter_users_online", "gauge", "Users with at least one logged-in connection.", users);
+    metric(&mut o, "natter_calls_active", "gauge", "Calls ringing or talking.", calls);
+    let c = core.counters.clone();
+    let store = core.store();
+    metric(&mut o, "natter_messages_stored_total", "counter", "Personal messages committed.", store.messages_committed);
+    metric(&mut o, "natter_store_commits_total", "counter", "Store transactions committed.", store.commits);
+    match store.pending_offline() {
+        Ok(n) => metric(&mut o, "natter_messages_pending_offline", "gauge", "Personal messages not yet delivered.", n),
+        Err(e) => log::warn!("metrics: counting pending messages: {e}"),
+    }
+    metric(
+        &mut o,
+        "natter_messages_delivered_total",
+        "counter",
+        "Personal messages written completely to a recipient connection.",
+        c.messages_delivered,
+    );
+    metric(
+        &mut o,
+        "natter_global_deliveries_total",
+        "counter",
+        "Global messages handed to receiving connections.",
+        c.global_deliveries,
+    );
+    metric(&mut o, "natter_bytes_received_total", "counter", "Bytes read from TCP clients.", net.bytes_in);
+    metric(&mut o, "natter_bytes_sent_total", "counter", "Bytes written to TCP clients.", net.bytes_out);
+    let _ = writeln!(o, "# HELP natter_frames_rejected_total Frames answered invalid, by reason.\n# TYPE natter_frames_rejected_total counter");
+    for (reason, n) in [
+        ("undecodable", c.frames_undecodable),
+        ("not_logged_in", c.frames_not_logged_in),
+        ("too_large", net.frames_too_large),
+        ("not_an_object", net.frames_not_object),
+    ] {
+        let _ = writeln!(o, "natter_frames_rejected_total{{reason=\"{reason}\"}} {n}");
+    }
+    metric(
+        &mut o,
+        "natter_slow_consumers_total",
+        "counter",
+        "Connections closed for passing the output cap.",
+        net.slow_consumers,
+    );
+    metric(
+        &mut o,
+        "natter_connections_refused_total",
+        "counter",
+        "Connections closed at once because the server was full.",
+        net.refused_full,
+    );
+    let _ = writeln!(o, "# HELP natter_logins_total Login attempts by result.\n# TYPE natter_logins_total counter");
+    let _ = writeln!(
+        o,
+        "natter_logins_total{{result=\"ok\"}} {}\nnatter_logins_total{{result=\"failed\"}} {}",
+        c.logins_ok, c.logins_failed
+    );
+    let _ = writeln!(o, "# HELP natter_otp_mails_total OTP mails by result.\n# TYPE natter_otp_mails_total counter");
+    let _ = writeln!(
+        o,
+        "natter_otp_mails_total{{result=\"sent\"}} {}\nnatter_otp_mails_total{{result=\"failed\"}} {}",
+        c.otp_sent, c.otp_failed
+    );
+    let _ = writeln!(o, "# HELP natter_calls_total Calls ended, by outcome.\n# TYPE natter_calls_total counter");
+    for (i, outcome) in CALL_OUTCOMES.iter().enumerate() {
+        let _ = writeln!(o, "natter_calls_total{{outcome=\"{outcome}\"}} {}", c.calls[i]);
+    }
+    let relay = core.relay_stats();
+    metric(&mut o, "natter_relay_forwarded_total", "counter", "Voice datagrams forwarded.", relay.forwarded);
+    let _ = writeln!(o, "# HELP natter_relay_dropped_total Voice datagrams dropped, by reason.\n# TYPE natter_relay_dropped_total counter");
+    for r in DropReason::ALL {
+        let _ = writeln!(o, "natter_relay_dropped_total{{reason=\"{}\"}} {}", r.as_str(), relay.dropped[r as usize]);
+    }
+    let _ = writeln!(o, "natter_relay_dropped_total{{reason=\"send_buffer_full\"}} {}", net.relay_send_dropped);
+    net.commit.render(&mut o, "natter_store_commit_seconds", "Time to commit one loop iteration's writes.");
+    net.iteration.render(
+        &mut o,
+        "natter_loop_iteration_seconds",
+        "Time of one loop iteration, not counting the wait in poll.",
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(80));
+        h.observe(Duration::from_millis(3));
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 0"));
+        assert!(out.contains("x_bucket{le=\"0.0001\"} 1"));
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2"));
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 2"));
+        assert!(out.contains("x_count 2"));
+    }
+}

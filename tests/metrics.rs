@@ -1,0 +1,82 @@
+//! `/metrics` read with a real HTTP client (curl) after a known sequence of actions: each
+//! counter has the value the actions imply.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn scrape(url: &str) -> HashMap<String, f64> {
+    let out =
+        std::process::Command::new("curl").args(["-sS", "--max-time", "5", url]).output().expect("curl is installed");
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        m.insert(name.to_owned(), value.parse().unwrap_or_else(|_| panic!("number in {line}")));
+    }
+    m
+}
+
+#[test]
+fn counters_match_a_known_sequence_of_actions() {
+    let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let url = s
+        .log_lines()
+        .iter()
+        .find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned))
+        .expect("the metrics address in the log");
+    for n in ["ann", "bob", "cat"] {
+        s.user_add(&format!("{n}@x.org"), n, "pw");
+    }
+    let login = |email: &str, pw: &str| json!({"type":"login","details":{"email":email,"password":md5_hex(pw)}});
+    let mut ann = s.connect();
+    assert_eq!(ann.request(&login("ann@x.org", "pw"))["event"], "success");
+    let mut bob = s.connect();
+    assert_eq!(bob.request(&login("bob@x.org", "pw"))["event"], "success");
+    let mut anon = s.connect();
+    assert_eq!(anon.request(&login("cat@x.org", "wrong"))["event"], "failed");
+    assert_eq!(anon.request(&json!({"type":"users"}))["event"], "invalid");
+    for i in 0..3 {
+        let m = json!({"event":"personal","type":"message","details":{"to":"bob@x.org","message":format!("m{i}")}});
+        assert_eq!(ann.request(&m)["event"], "sent");
+        assert_eq!(bob.recv()["details"]["message"], format!("m{i}"));
+    }
+    let offline = json!({"event":"personal","type":"message","details":{"to":"cat@x.org","message":"later"}});
+    assert_eq!(ann.request(&offline)["event"], "sent");
+    ann.send(&json!({"event":"global","type":"message","details":{"message":"all"}}));
+    assert_eq!(bob.recv()["event"], "global");
+    ann.send_raw(b"{\"type\":}\n");
+    assert_eq!(ann.recv()["event"], "invalid");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let m = scrape(&url);
+    let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing"));
+    assert_eq!(get("natter_connections{state=\"logged_in\"}"), 2.0);
+    assert_eq!(get("natter_connections{state=\"anonymous\"}"), 1.0);
+    assert_eq!(get("natter_users_online"), 2.0);
+    assert_eq!(get("natter_logins_total{result=\"ok\"}"), 2.0);
+    assert_eq!(get("natter_logins_total{result=\"failed\"}"), 1.0);
+    assert_eq!(get("natter_messages_stored_total"), 4.0);
+    assert_eq!(get("natter_messages_delivered_total"), 3.0);
+    assert_eq!(get("natter_messages_pending_offline"), 1.0);
+    assert_eq!(get("natter_global_deliveries_total"), 1.0);
+    assert_eq!(get("natter_frames_rejected_total{reason=\"undecodable\"}"), 1.0);
+    assert_eq!(get("natter_frames_rejected_total{reason=\"not_logged_in\"}"), 1.0);
+    assert_eq!(get("natter_relay_forwarded_total"), 0.0);
+    assert!(get("natter_store_commits_total") >= 1.0);
+    assert!(get("natter_store_commit_seconds_count") >= 1.0);
+    assert!(get("natter_bytes_received_total") > 0.0);
+    assert!(get("natter_bytes_sent_total") > 0.0);
+    assert!(get("natter_loop_iteration_seconds_count") > 0.0);
+
+    // Anything but GET /metrics is a 404.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url.replace("/metrics", "/other")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}
