@@ -208,16 +208,17 @@ impl EventLoop {
                         m.accept(self.poll.registry());
                     }
                 }
-                Token(t) if t >= metrics::BASE => {
-                    self.counters.relay_send_dropped = self.relay.send_dropped;
-                    if let Some(m) = self.metrics.as_mut() {
-                        m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
-                    }
-                }
                 SIGNAL => {
                     if self.signals.drain() {
                         log::info!("signal received: shutting down");
                         self.stopping = true;
+                    }
+                }
+                // Scrape connections: below the fixed tokens above, above every chat connection.
+                Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
+                    self.counters.relay_send_dropped = self.relay.send_dropped;
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
                     }
                 }
                 Token(key) => {
