@@ -3,7 +3,9 @@
 
 mod checkpointer;
 mod conn;
+mod egress;
 mod event_loop;
+mod ingress;
 mod lockfile;
 mod metrics;
 mod relay_socket;

@@ -1,0 +1,146 @@
+//! The loop's way out: committing, moving the core's answers into output buffers, writing
+//! them, feeding backlogs, and closing (the "commit", "flush", "refill" and "reap" phases).
+//!
+//! Nothing is written before the commit of the iteration; a connection closes only here,
+//! in `reap`, the one door out.
+
+use super::conn::CloseWhy;
+use super::event_loop::{EventLoop, CATCH_UP_BATCH, CATCH_UP_BUDGET};
+use crate::chat::Now;
+use std::time::Instant;
+
+impl EventLoop {
+    /// Commits the iteration's writes, then moves the core's answers into the connections'
+    /// output buffers, closes what the core asked to close and hands out jobs.
+    pub(super) fn commit_and_queue(&mut self) {
+        let (before, t) = (self.core.store().commits, Instant::now());
+        self.core.commit();
+        if self.core.store().commits != before {
+            self.counters.commit.observe(t.elapsed());
+        }
+        self.queue_outbox();
+    }
+
+    /// Moves the core's outbox into the connections.
+    pub(super) fn queue_outbox(&mut self) {
+        let out = self.core.outbox();
+        for send in out.sends.drain(..) {
+            let key = send.to.slot as usize;
+            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == send.to) else { continue };
+            if conn.closing == Some(CloseWhy::SlowConsumer) {
+                continue;
+            }
+            if !conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
+                log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
+                self.counters.slow_consumers += 1;
+                conn.closing = Some(CloseWhy::SlowConsumer);
+                self.closing.push(key);
+            } else if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        for (id, why) in out.closes.drain(..) {
+            let key = id.slot as usize;
+            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
+                if conn.closing.is_none() {
+                    conn.closing = Some(why.into());
+                }
+                self.closing.push(key);
+            }
+        }
+        for job in out.jobs.drain(..) {
+            self.workers.submit(job);
+        }
+        out.clear();
+    }
+
+    /// Feeds connections that read their backlog, while their output is low, and writes it.
+    /// A connection stops when its socket is full (its writable event resumes it) or when it
+    /// had its per-iteration budget (the next iteration resumes it).
+    pub(super) fn refill(&mut self) {
+        self.refill_again = false;
+        self.core.catching_up(&mut self.catching_up);
+        for i in 0..self.catching_up.len() {
+            let id = self.catching_up[i];
+            let key = id.slot as usize;
+            let mut queued = 0;
+            loop {
+                let Some(conn) = self.conns.get(key).filter(|c| c.id == id) else {
+                    self.core.catch_up(id, 0, 0);
+                    break;
+                };
+                if conn.closing.is_some() {
+                    break;
+                }
+                if conn.pending_output() >= self.low_water {
+                    self.flush_one(key);
+                    if self.conns.get(key).is_none_or(|c| c.pending_output() >= self.low_water) {
+                        break;
+                    }
+                }
+                if queued >= CATCH_UP_BUDGET {
+                    self.refill_again = true;
+                    break;
+                }
+                let before = self.conns.get(key).map_or(0, |c| c.pending_output());
+                let more = self.core.catch_up(id, CATCH_UP_BATCH, self.low_water);
+                self.queue_outbox();
+                queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
+                if !more {
+                    break;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    pub(super) fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.flush_one(key);
+        }
+        // flush_one never queues anything, so the list stays empty; keep its allocation.
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Writes one connection's output as far as its socket takes it, and reports what that
+    /// delivered.
+    pub(super) fn flush_one(&mut self, key: usize) {
+        let now = self.tick_now;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        let before = conn.bytes_written();
+        let result = conn.flush();
+        self.counters.bytes_out += conn.bytes_written() - before;
+        if let Some((upto, count)) = conn.take_delivered() {
+            self.core.on_written(conn.id, upto, count, now);
+        }
+        if let Err(e) = result {
+            log::debug!("write to {}: {e}", conn.peer);
+            if conn.closing.is_none() {
+                conn.closing = Some(CloseWhy::WriteError);
+                self.closing.push(key);
+            }
+        }
+    }
+
+    /// The one door out: deregisters, tells the core and frees each closing connection.
+    pub(super) fn reap(&mut self, now: Now) {
+        for key in self.closing.drain(..) {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let Some(why) = conn.closing else { continue };
+            if why != CloseWhy::SlowConsumer {
+                // Best effort: the last answer (an `invalid` before a close) gets out.
+                let _ = conn.flush();
+            }
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.core.on_close(conn.id, now);
+            log::debug!("closed {} ({:?}): {}", conn.peer, conn.id, why.as_str());
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The loop's way in: accepting connections and reading, framing and handing frames to
+//! the core (the "events" and "read and handle" phases of the tick).
+//!
+//! Edge-triggered readiness: a readable connection is read until `WouldBlock` or until its
+//! per-iteration budget is spent; then it keeps its `readable` flag and is carried over,
+//! because no new event will come for bytes already waiting.
+
+use super::conn::{CloseWhy, Conn, ReadOutcome};
+use super::event_loop::{EventLoop, READ_BUDGET, READ_CHUNK};
+use super::sockopt;
+use crate::chat::{ConnId, Now};
+use mio::{Interest, Token};
+use std::io;
+
+impl EventLoop {
+    /// Accepts until `WouldBlock`. Past `--max-connections` a connection is accepted and
+    /// dropped at once. When the process is out of descriptors, accepting pauses for 100 ms
+    /// instead of spinning on the error.
+    pub(super) fn accept(&mut self, now: Now) {
+        if self.accept_retry_ms.is_some() {
+            return;
+        }
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    if self.last_accept_warning_ms.is_none_or(|t| now.ms >= t + 10_000) {
+                        log::warn!("accept failed ({e}); pausing accepts for 100 ms");
+                        self.last_accept_warning_ms = Some(now.ms);
+                    }
+                    self.accept_retry_ms = Some(now.ms + 100);
+                    return;
+                }
+            };
+            if self.conns.len() >= self.net.max_connections {
+                self.counters.refused_full += 1;
+                log::debug!("refusing {peer}: {}", CloseWhy::ServerFull.as_str());
+                continue;
+            }
+            if let Err(e) = sockopt::keepalive(&stream).and_then(|_| stream.set_nodelay(true)) {
+                log::debug!("socket options for {peer}: {e}");
+            }
+            let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if self.generations.len() <= key {
+                self.generations.resize(key + 1, 0);
+            }
+            self.generations[key] = self.generations[key].wrapping_add(1);
+            let id = ConnId { slot: key as u32, generation: self.generations[key] };
+            if let Err(e) =
+                self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("cannot register {peer}: {e}");
+                continue;
+            }
+            let mut conn = Conn::new(stream, id, peer, self.net.max_frame);
+            if let Some(rate) = self.net.msg_rate {
+                conn.bucket = Some((f64::from(rate) * 2.0, now.ms));
+            }
+            entry.insert(conn);
+            self.core.on_open(id, peer.ip(), local, now);
+            log::debug!("accepted {peer} as {id:?}");
+        }
+    }
+
+    pub(super) fn read_and_handle(&mut self, now: Now) {
+        let mut work = std::mem::take(&mut self.work);
+        for &key in &work {
+            self.service(key, now);
+        }
+        work.clear();
+        self.work = work;
+    }
+
+    /// Handles the frames a connection has buffered and reads more, until it would block,
+    /// its budget is spent, it waits for a job, or it is throttled.
+    pub(super) fn service(&mut self, key: usize, now: Now) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.queued = false;
+        let id = conn.id;
+        let mut budget = READ_BUDGET;
+        let mut eof = false;
+        loop {
+            while conn.closing.is_none() && !self.core.is_busy(id) {
+                if let Some(resume) = take_token(conn, self.net.msg_rate, now.ms) {
+                    self.throttled.push((resume, key));
+                    conn.compact();
+                    return;
+                }
+                match conn.next_frame() {
+                    Ok(Some(range)) => self.core.on_frame(id, &conn.input()[range], conn.frame_depth(), now),
+                    Ok(None) => {
+                        refund_token(conn);
+                        break;
+                    }
+                    Err(e) => {
+                        match e {
+                            crate::framing::FrameError::TooLarge => self.counters.frames_too_large += 1,
+                            crate::framing::FrameError::NotAnObject => self.counters.frames_not_object += 1,
+                        }
+                        self.core.on_bad_stream(id, e);
+                        conn.closing = Some(e.into());
+                    }
+                }
+            }
+            conn.compact();
+            if conn.closing.is_some() || self.core.is_busy(id) || eof || !conn.readable || budget == 0 {
+                break;
+            }
+            let len = budget.min(READ_CHUNK);
+            match conn.read_some(&mut self.scratch[..len]) {
+                ReadOutcome::Data(n) => {
+                    budget -= n;
+                    self.counters.bytes_in += n as u64;
+                }
+                ReadOutcome::WouldBlock => conn.readable = false,
+                ReadOutcome::Eof => {
+                    conn.readable = false;
+                    eof = true;
+                }
+                ReadOutcome::Error(e) => {
+                    log::debug!("read from {}: {e}", conn.peer);
+                    conn.closing = Some(CloseWhy::ReadError);
+                }
+            }
+        }
+        if eof && conn.closing.is_none() {
+            conn.closing = Some(CloseWhy::PeerClosed);
+        }
+        if conn.closing.is_some() {
+            self.closing.push(key);
+        } else if conn.readable && budget == 0 && !self.core.is_busy(id) {
+            self.carry.push(key);
+        }
+    }
+}
+
+/// Takes one frame token under `--msg-rate`; `Some(resume_ms)` when the bucket is empty.
+fn take_token(conn: &mut Conn, rate: Option<u32>, now_ms: u64) -> Option<u64> {
+    let (rate, (tokens, last)) = (f64::from(rate?), conn.bucket.as_mut()?);
+    *tokens = (*tokens + (now_ms.saturating_sub(*last)) as f64 * rate / 1000.0).min(rate * 2.0);
+    *last = now_ms;
+    if *tokens < 1.0 {
+        return Some(now_ms + ((1.0 - *tokens) * 1000.0 / rate).ceil() as u64);
+    }
+    *tokens -= 1.0;
+    None
+}
+
+/// Gives back the token taken for a frame that turned out not to be there yet.
+fn refund_token(conn: &mut Conn) {
+    if let Some((tokens, _)) = conn.bucket.as_mut() {
+        *tokens += 1.0;
+    }
+}
