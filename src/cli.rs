@@ -16,6 +16,11 @@ use std::path::PathBuf;
 // A flag given twice takes its last value, so wrappers can append overrides.
 #[command(args_override_self = true)]
 pub struct Cli {
+    /// A TOML file with the same keys as the flags (e.g. `listen = "0.0.0.0:5050"`);
+    /// flags, then NATTER_* variables, win over it.
+    #[arg(long, env = "NATTER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// SQLite database file (created when missing).
     #[arg(long, env = "NATTER_DB", default_value = "./natter.db", global = true)]
     pub db: PathBuf,

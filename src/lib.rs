@@ -14,7 +14,8 @@
 //!   argument, answers through an `Outbox`.
 //! - [`timer_wheel`]: every deadline.
 //! - [`store`]: SQLite: schema and migrations, the group commit, queries.
-//! - [`config`], [`cli`]: settings and the command line; [`admin`]: `natter user ...`.
+//! - [`config`], [`cli`], [`config_file`]: settings, the command line and `--config`;
+//!   [`admin`]: `natter user ...` and `natter backup`.
 //! - [`password`], [`secret`], [`mailer`]: argon2id, OTPs and tokens, lettre.
 //!
 //! # Invariants
@@ -29,6 +30,7 @@ pub mod admin;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod framing;
 pub mod mailer;
 pub mod net;

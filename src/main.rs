@@ -6,7 +6,14 @@ use natter::cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match natter::config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("natter: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let log_config = simplelog::ConfigBuilder::new().set_target_level(log::LevelFilter::Off).build();
     let _ = simplelog::WriteLogger::init(cli.server.log_level, log_config, std::io::stderr());
     let result = match cli.command {
