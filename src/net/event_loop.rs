@@ -224,39 +224,28 @@ impl EventLoop {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
-                    if readable {
-                        conn.readable = true;
-                        if !conn.queued {
-                            conn.queued = true;
-                            self.work.push(key);
-                        }
-                    }
                     if writable && !conn.dirty {
                         conn.dirty = true;
                         self.dirty.push(key);
                     }
+                    if readable {
+                        conn.readable = true;
+                        self.schedule(key);
+                    }
                 }
             }
         }
-        for key in self.carry.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.work.push(key);
-                }
-            }
+        let mut carry = std::mem::take(&mut self.carry);
+        for key in carry.drain(..) {
+            self.schedule(key);
         }
+        self.carry = carry;
         let due = now.ms;
         let mut i = 0;
         while i < self.throttled.len() {
             if self.throttled[i].0 <= due {
                 let (_, key) = self.throttled.swap_remove(i);
-                if let Some(conn) = self.conns.get_mut(key) {
-                    if !conn.queued {
-                        conn.queued = true;
-                        self.work.push(key);
-                    }
-                }
+                self.schedule(key);
             } else {
                 i += 1;
             }
@@ -272,11 +261,18 @@ impl EventLoop {
         while let Some(done) = self.workers.try_done() {
             let id = done.conn();
             self.core.on_job_done(done, now);
-            if let Some(conn) = self.conns.get_mut(id.slot as usize).filter(|c| c.id == id) {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.work.push(id.slot as usize);
-                }
+            if self.conns.get(id.slot as usize).is_some_and(|c| c.id == id) {
+                self.schedule(id.slot as usize);
+            }
+        }
+    }
+
+    /// Puts a connection on this iteration's work list, once.
+    fn schedule(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.queued {
+                conn.queued = true;
+                self.work.push(key);
             }
         }
     }

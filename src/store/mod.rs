@@ -240,39 +240,27 @@ impl Store {
         if !self.in_tx {
             return Ok(());
         }
-        if let Err(e) = self.flush_staged() {
+        let result = self.flush_staged().and_then(|()| {
+            if self.conn.is_autocommit() {
+                // SQLite already rolled the transaction back (it may, on a full disk or I/O
+                // error inside a statement): nothing of this iteration is stored.
+                return Err(StoreError::RolledBack);
+            }
+            Ok(self.conn.execute_batch("COMMIT")?)
+        });
+        if let Err(e) = result {
             self.rollback();
             return Err(e);
         }
         self.in_tx = false;
-        if self.conn.is_autocommit() {
-            self.pending_inserts = 0;
-            self.reserved_upto = self.committed_upto;
-            // SQLite already rolled the transaction back (it may, on a full disk or I/O
-            // error inside a statement): nothing of this iteration is stored.
-            return Err(StoreError::RolledBack);
-        }
-        match self.conn.execute_batch("COMMIT") {
-            Ok(()) => {
-                self.commits += 1;
-                self.messages_committed += std::mem::take(&mut self.pending_inserts);
-                self.committed_upto = self.reserved_upto;
-                Ok(())
-            }
-            Err(e) => {
-                self.pending_inserts = 0;
-                self.reserved_upto = self.committed_upto;
-                if !self.conn.is_autocommit() {
-                    if let Err(r) = self.conn.execute_batch("ROLLBACK") {
-                        log::error!("rollback after failed commit failed too: {r}");
-                    }
-                }
-                Err(e.into())
-            }
-        }
+        self.commits += 1;
+        self.messages_committed += std::mem::take(&mut self.pending_inserts);
+        self.committed_upto = self.reserved_upto;
+        Ok(())
     }
 
-    /// Abandons the iteration's writes (a statement in it failed half-way).
+    /// Abandons the iteration's writes (a statement or the commit failed): the one place
+    /// that forgets the transaction's staged rows and id reservations.
     pub fn rollback(&mut self) {
         self.pending_inserts = 0;
         self.reserved_upto = self.committed_upto;
@@ -280,8 +268,11 @@ impl Store {
         self.staged_client_ids.clear();
         if self.in_tx {
             self.in_tx = false;
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                log::error!("rollback failed: {e}");
+            // SQLite may have rolled back already; then there is nothing left to undo.
+            if !self.conn.is_autocommit() {
+                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                    log::error!("rollback failed: {e}");
+                }
             }
         }
     }
