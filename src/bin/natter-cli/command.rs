@@ -1,0 +1,206 @@
+//! The friendly commands: parsing what the user typed and the request each one sends.
+//!
+//! Pure. The request shapes are FORMAT.md's, so what natter-cli sends is exactly what a
+//! client author would send by hand (`--raw` shows it).
+
+use natter::password::md5_hex;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Register {
+        email: String,
+        username: String,
+    },
+    Login {
+        name: String,
+    },
+    Send {
+        to: String,
+        text: String,
+    },
+    Global {
+        text: String,
+    },
+    Users,
+    History {
+        with: String,
+        limit: Option<u32>,
+    },
+    Call {
+        email: String,
+    },
+    Accept {
+        email: Option<String>,
+    },
+    Reject {
+        email: Option<String>,
+    },
+    Hangup,
+    Logout,
+    Ping,
+    /// Print what arrives; with a count, stop after that many messages.
+    Listen {
+        count: Option<u64>,
+    },
+    /// A JSON line sent as typed.
+    Raw(String),
+    Help,
+    Quit,
+}
+
+pub const HELP: &str = "\
+commands:
+  register EMAIL USERNAME   create an account (asks for the password, then the mailed OTP)
+  login EMAIL|USERNAME      log in (asks for the password)
+  send EMAIL TEXT           personal message
+  global TEXT               message to everyone online
+  users                     every account
+  history EMAIL [LIMIT]     the conversation with EMAIL, oldest first
+  call EMAIL                ring EMAIL
+  accept [EMAIL]            answer the ringing call
+  reject [EMAIL]            refuse the ringing call
+  hangup                    end the call
+  logout                    log out (the connection stays)
+  ping                      round trip to the server
+  listen [COUNT]            wait for messages (one-shot use)
+  {...}                     any JSON line is sent as it is
+  help, quit";
+
+/// Parses one command line; the error is a message for the user.
+pub fn parse(line: &str) -> Result<Cmd, String> {
+    let line = line.trim();
+    if line.starts_with('{') {
+        return Ok(Cmd::Raw(line.to_owned()));
+    }
+    let (word, rest) = split_word(line);
+    let (arg, tail) = split_word(rest);
+    let need = |what: &str, v: &str| {
+        if v.is_empty() {
+            Err(format!("usage: {word} {what}"))
+        } else {
+            Ok(v.to_owned())
+        }
+    };
+    let none_after = |cmd: Cmd| if rest.is_empty() { Ok(cmd) } else { Err(format!("{word} takes no arguments")) };
+    let optional = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+    match word.to_ascii_lowercase().as_str() {
+        "register" => {
+            let email = need("EMAIL USERNAME", arg)?;
+            let username = need("EMAIL USERNAME", tail)?;
+            Ok(Cmd::Register { email, username })
+        }
+        "login" => Ok(Cmd::Login { name: need("EMAIL|USERNAME", rest)? }),
+        "send" | "msg" => {
+            let to = need("EMAIL TEXT", arg)?;
+            Ok(Cmd::Send { to, text: need("EMAIL TEXT", tail)? })
+        }
+        "global" => Ok(Cmd::Global { text: need("TEXT", rest)? }),
+        "users" => none_after(Cmd::Users),
+        "history" => {
+            let with = need("EMAIL [LIMIT]", arg)?;
+            let limit = match tail {
+                "" => None,
+                n => Some(n.parse().map_err(|_| format!("history: LIMIT must be a number, not {n:?}"))?),
+            };
+            Ok(Cmd::History { with, limit })
+        }
+        "call" => Ok(Cmd::Call { email: need("EMAIL", rest)? }),
+        "accept" => Ok(Cmd::Accept { email: optional(rest) }),
+        "reject" => Ok(Cmd::Reject { email: optional(rest) }),
+        "hangup" | "end" => none_after(Cmd::Hangup),
+        "logout" => none_after(Cmd::Logout),
+        "ping" => none_after(Cmd::Ping),
+        "listen" => {
+            let count = match rest {
+                "" => None,
+                n => Some(n.parse().map_err(|_| format!("listen: COUNT must be a number, not {n:?}"))?),
+            };
+            Ok(Cmd::Listen { count })
+        }
+        "help" | "?" => Ok(Cmd::Help),
+        "quit" | "exit" => Ok(Cmd::Quit),
+        "" => Err(String::new()),
+        other => Err(format!("unknown command {other:?}; type `help`")),
+    }
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+pub fn registration(email: &str, username: &str, plain: &str) -> Value {
+    json!({"type":"registration","details":{"email":email,"password":md5_hex(plain),"username":username}})
+}
+
+pub fn verify(otp: &str) -> Value {
+    json!({"type":"verify","otp":otp.trim()})
+}
+
+/// A name with `@` is an email, anything else a username.
+pub fn login(name: &str, plain: &str) -> Value {
+    let (email, username) = if name.contains('@') { (Some(name), None) } else { (None, Some(name)) };
+    json!({"type":"login","details":{"username":username,"email":email,"password":md5_hex(plain)}})
+}
+
+pub fn personal(to: &str, text: &str, now: i64) -> Value {
+    json!({"event":"personal","type":"message","details":{"to":to,"message":text,"time":now}})
+}
+
+pub fn global(text: &str, now: i64) -> Value {
+    json!({"event":"global","type":"message","details":{"message":text,"time":now}})
+}
+
+pub fn history(with: &str, limit: Option<u32>) -> Value {
+    match limit {
+        Some(l) => json!({"type":"history","details":{"with":with,"limit":l}}),
+        None => json!({"type":"history","details":{"with":with}}),
+    }
+}
+
+pub fn voice(event: &str, email: &str) -> Value {
+    json!({"type":"voice","event":event,"details":{"email":email}})
+}
+
+pub fn simple(ty: &str) -> Value {
+    json!({ "type": ty })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_keeping_message_text() {
+        assert_eq!(
+            parse("send  bob@x.org   hello,  world ").unwrap(),
+            Cmd::Send { to: "bob@x.org".into(), text: "hello,  world".into() }
+        );
+        assert_eq!(
+            parse("register a@x.org ann").unwrap(),
+            Cmd::Register { email: "a@x.org".into(), username: "ann".into() }
+        );
+        assert_eq!(parse("history b@x.org 5").unwrap(), Cmd::History { with: "b@x.org".into(), limit: Some(5) });
+        assert_eq!(parse("accept").unwrap(), Cmd::Accept { email: None });
+        assert_eq!(parse(r#" {"type":"ping"}"#).unwrap(), Cmd::Raw(r#"{"type":"ping"}"#.into()));
+        assert_eq!(parse("send bob@x.org").unwrap_err(), "usage: send EMAIL TEXT");
+        assert!(parse("history b@x.org lots").unwrap_err().contains("LIMIT"));
+        assert!(parse("users now").is_err());
+        assert!(parse("frobnicate").unwrap_err().contains("help"));
+    }
+
+    #[test]
+    fn requests_have_the_format_md_shapes() {
+        assert_eq!(md5_hex("secret"), "5ebe2294ecd0e0f08eab7690d2a6ee69");
+        assert_eq!(login("ann", "secret")["details"]["email"], Value::Null);
+        assert_eq!(login("a@x.org", "secret")["details"]["username"], Value::Null);
+        assert_eq!(
+            personal("b@x.org", "hi", 5),
+            json!({"event":"personal","type":"message","details":{"to":"b@x.org","message":"hi","time":5}})
+        );
+    }
+}

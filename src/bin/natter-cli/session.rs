@@ -1,0 +1,520 @@
+//! The conversation with the server: runs commands, asks for passwords and OTPs, shows what
+//! arrives, and knows when a one-shot run is finished.
+//!
+//! I/O-free: lines from the user and the server in, `Action`s out. The loop in main.rs does
+//! the reading and writing; the unit tests below play both sides.
+
+use crate::command::{self, Cmd, HELP};
+use crate::render::{self, Paint};
+use serde_json::Value;
+use std::collections::VecDeque;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A line for the server (without its newline).
+    Send(String),
+    /// Something for the user (stdout).
+    Print(String),
+    /// A local problem (stderr).
+    Warn(String),
+    /// The next line the user types answers this; hidden input is not echoed.
+    Ask {
+        prompt: String,
+        hidden: bool,
+    },
+    /// The prompt shown while idle changed (after a login or logout).
+    Idle(String),
+    Exit(i32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// One readable line per event.
+    Human,
+    /// The server's JSON, indented when `pretty`.
+    Json { pretty: bool },
+}
+
+pub struct Options {
+    pub paint: Paint,
+    pub output: Output,
+    /// Run the queued commands, then exit with their outcome.
+    pub one_shot: bool,
+    /// From NATTER_PASSWORD: used instead of asking.
+    pub password: Option<String>,
+    /// Unix seconds, for the `time` of messages sent.
+    pub clock: fn() -> i64,
+}
+
+/// What the next typed line answers.
+enum Ask {
+    LoginPassword(String),
+    RegisterPassword { email: String, username: String },
+    Otp,
+}
+
+/// The answer a queued command waits for before the next one runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// An answer of this `type`.
+    Answer(&'static str),
+    /// The pong of a ping sent behind a request natter does not answer when it succeeds;
+    /// a `failed` of this type before it is the request's failure.
+    Quiet(&'static str),
+    /// A call was answered: a one-shot `call` lasts until it ends.
+    CallEnd,
+    /// The pong after input ended: every earlier answer has been printed.
+    Drain,
+    Messages,
+}
+
+pub struct Session {
+    opts: Options,
+    queue: VecDeque<Cmd>,
+    waiting: Option<Wait>,
+    asking: Option<Ask>,
+    listen_left: Option<u64>,
+    me: Option<String>,
+    ringing_from: Option<String>,
+    calling: Option<String>,
+    in_call_with: Option<String>,
+    /// Pings sent and pongs received: the pong that drains is the last one owed.
+    pings: u64,
+    pongs: u64,
+    /// A one-shot `--login` before the command: its success is not worth a line.
+    quiet_login: bool,
+}
+
+impl Session {
+    pub fn new(opts: Options, queue: Vec<Cmd>) -> Session {
+        let quiet_login = opts.one_shot && queue.len() > 1 && matches!(queue.first(), Some(Cmd::Login { .. }));
+        Session {
+            pings: 0,
+            pongs: 0,
+            quiet_login,
+            opts,
+            queue: queue.into(),
+            waiting: None,
+            asking: None,
+            listen_left: None,
+            me: None,
+            ringing_from: None,
+            calling: None,
+            in_call_with: None,
+        }
+    }
+
+    pub fn start(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.next(&mut out);
+        out
+    }
+
+    fn idle_prompt(&self) -> String {
+        format!("{}> ", self.me.as_deref().unwrap_or("natter"))
+    }
+
+    /// Runs queued commands until one has to wait for an answer or for the user.
+    fn next(&mut self, out: &mut Vec<Action>) {
+        while self.waiting.is_none() && self.asking.is_none() {
+            match self.queue.pop_front() {
+                Some(cmd) => self.run(cmd, out),
+                None => {
+                    if self.opts.one_shot {
+                        out.push(Action::Exit(0));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, cmd: Cmd, out: &mut Vec<Action>) {
+        let now = (self.opts.clock)();
+        let (request, wait) = match cmd {
+            Cmd::Register { email, username } => match self.opts.password.clone() {
+                Some(p) => (command::registration(&email, &username, &p), Wait::Answer("registration")),
+                None => {
+                    return self.ask(Ask::RegisterPassword { email, username }, out);
+                }
+            },
+            Cmd::Login { name } => match self.opts.password.clone() {
+                Some(p) => (command::login(&name, &p), Wait::Answer("login")),
+                None => return self.ask(Ask::LoginPassword(name), out),
+            },
+            Cmd::Send { to, text } => (command::personal(&to, &text, now), Wait::Answer("message")),
+            Cmd::Global { text } => (command::global(&text, now), Wait::Quiet("message")),
+            Cmd::Users => (command::simple("users"), Wait::Answer("users")),
+            Cmd::History { with, limit } => (command::history(&with, limit), Wait::Answer("history")),
+            Cmd::Call { email } => {
+                self.calling = Some(email.clone());
+                (command::voice("call", &email), Wait::Answer("voice"))
+            }
+            Cmd::Accept { email } => {
+                let Some(email) = email.or_else(|| self.ringing_from.clone()) else {
+                    return self.local_error("no call is ringing; name the caller", out);
+                };
+                (command::voice("accept", &email), Wait::Answer("voice"))
+            }
+            Cmd::Reject { email } => {
+                let Some(email) = email.or_else(|| self.ringing_from.take()) else {
+                    return self.local_error("no call is ringing; name the caller", out);
+                };
+                (command::voice("reject", &email), Wait::Quiet("voice"))
+            }
+            Cmd::Hangup => {
+                let peer =
+                    self.in_call_with.clone().or_else(|| self.calling.clone()).or_else(|| self.ringing_from.clone());
+                let Some(peer) = peer else {
+                    return self.local_error("no call to hang up", out);
+                };
+                (command::voice("end", &peer), Wait::Quiet("voice"))
+            }
+            Cmd::Logout => (command::simple("logout"), Wait::Answer("logout")),
+            Cmd::Ping => (command::simple("ping"), Wait::Answer("pong")),
+            Cmd::Listen { count } => {
+                self.listen_left = count;
+                if count == Some(0) {
+                    return;
+                }
+                self.waiting = Some(Wait::Messages);
+                return;
+            }
+            Cmd::Raw(line) => {
+                self.send(out, line);
+                return;
+            }
+            Cmd::Help => {
+                out.push(Action::Print(HELP.to_owned()));
+                return;
+            }
+            Cmd::Quit => {
+                out.push(Action::Exit(0));
+                return;
+            }
+        };
+        self.send(out, request.to_string());
+        // Interactively nothing waits: answers are shown as they come.
+        if self.opts.one_shot {
+            if let Wait::Quiet(_) = wait {
+                // natter answers nothing when these succeed; the pong says they were read.
+                self.send(out, command::simple("ping").to_string());
+            }
+            self.waiting = Some(wait);
+        }
+    }
+
+    fn send(&mut self, out: &mut Vec<Action>, line: String) {
+        if serde_json::from_str::<Value>(&line).is_ok_and(|v| v["type"] == "ping") {
+            self.pings += 1;
+        }
+        out.push(Action::Send(line));
+    }
+
+    fn ask(&mut self, ask: Ask, out: &mut Vec<Action>) {
+        let (prompt, hidden) = match ask {
+            Ask::Otp => ("OTP: ", false),
+            _ => ("password: ", true),
+        };
+        self.asking = Some(ask);
+        out.push(Action::Ask { prompt: prompt.to_owned(), hidden });
+    }
+
+    fn local_error(&mut self, text: &str, out: &mut Vec<Action>) {
+        out.push(Action::Warn(self.opts.paint.error(text)));
+        if self.opts.one_shot {
+            out.push(Action::Exit(1));
+        }
+    }
+
+    /// A line the user typed (or the next line of piped input).
+    pub fn on_input(&mut self, line: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        match self.asking.take() {
+            Some(Ask::LoginPassword(name)) => {
+                self.send(&mut out, command::login(&name, line).to_string());
+                self.wait_if_scripted(Wait::Answer("login"));
+            }
+            Some(Ask::RegisterPassword { email, username }) => {
+                self.send(&mut out, command::registration(&email, &username, line).to_string());
+                self.wait_if_scripted(Wait::Answer("registration"));
+            }
+            Some(Ask::Otp) => {
+                self.send(&mut out, command::verify(line).to_string());
+                self.wait_if_scripted(Wait::Answer("verify"));
+            }
+            None => match command::parse(line) {
+                Ok(cmd) => self.run(cmd, &mut out),
+                Err(e) if e.is_empty() => {}
+                Err(e) => self.local_error(&e, &mut out),
+            },
+        }
+        if self.asking.is_none() {
+            out.push(Action::Idle(self.idle_prompt()));
+        }
+        self.next(&mut out);
+        out
+    }
+
+    fn wait_if_scripted(&mut self, wait: Wait) {
+        if self.opts.one_shot {
+            self.waiting = Some(wait);
+        }
+    }
+
+    /// Input ended: finish what was typed, then leave once the server has answered it.
+    pub fn on_input_end(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.asking.is_some() {
+            out.push(Action::Warn(self.opts.paint.error("input ended before the answer was typed")));
+            out.push(Action::Exit(1));
+        } else if !self.opts.one_shot && self.waiting.is_none() {
+            self.send(&mut out, command::simple("ping").to_string());
+            self.waiting = Some(Wait::Drain);
+        }
+        out
+    }
+
+    /// Input has ended and the last answers are awaited.
+    pub fn draining(&self) -> bool {
+        self.waiting == Some(Wait::Drain)
+    }
+
+    pub fn on_server_line(&mut self, line: &str) -> Vec<Action> {
+        let mut out = Vec::new();
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            out.push(Action::Warn(self.opts.paint.error(&format!("not JSON from the server: {line}"))));
+            return out;
+        };
+        let event = v["event"].as_str().unwrap_or("");
+        let ty = v["type"].as_str().unwrap_or("");
+        if ty == "pong" {
+            self.pongs += 1;
+            if self.waiting == Some(Wait::Drain) && self.pongs >= self.pings {
+                out.push(Action::Exit(0));
+                return out;
+            }
+        }
+        self.track(event, ty, &v, &mut out);
+        let our_pong = matches!(self.waiting, Some(Wait::Quiet(_))) && ty == "pong";
+        let preamble = std::mem::take(&mut self.quiet_login) && event == "success" && ty == "login";
+        if matches!(event, "failed" | "invalid") {
+            out.push(Action::Warn(self.show(line, &v)));
+        } else if !our_pong && !preamble {
+            out.push(Action::Print(self.show(line, &v)));
+        }
+        self.settle(event, ty, &mut out);
+        out
+    }
+
+    fn show(&self, line: &str, v: &Value) -> String {
+        match self.opts.output {
+            Output::Human => render::human(v, self.opts.paint),
+            Output::Json { pretty: true } => render::pretty_json(line, self.opts.paint),
+            Output::Json { pretty: false } => line.to_owned(),
+        }
+    }
+
+    /// Moves a one-shot run on when the line answers what it waits for.
+    fn settle(&mut self, event: &str, ty: &str, out: &mut Vec<Action>) {
+        if let Some(wait) = self.waiting {
+            match answer(wait, event, ty) {
+                Some(true) if wait == Wait::Answer("voice") && event == "accept" && self.opts.one_shot => {
+                    self.waiting = Some(Wait::CallEnd);
+                }
+                Some(true) => self.waiting = None,
+                Some(false) => {
+                    self.waiting = None;
+                    out.push(Action::Exit(1));
+                    return;
+                }
+                None => {}
+            }
+        }
+        if matches!(event, "personal" | "global") && ty == "message" {
+            if let Some(left) = self.listen_left.as_mut() {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    self.listen_left = None;
+                    self.waiting = None;
+                }
+            }
+        }
+        self.next(out);
+    }
+
+    /// Follows the state the server reports: who is logged in, which call is ringing.
+    fn track(&mut self, event: &str, ty: &str, v: &Value, out: &mut Vec<Action>) {
+        let d = &v["details"];
+        let email = d["email"].as_str().map(str::to_owned);
+        match (event, ty) {
+            ("success", "login") => {
+                self.me = d["username"].as_str().map(str::to_owned);
+                out.push(Action::Idle(self.idle_prompt()));
+            }
+            ("success", "logout") => {
+                self.me = None;
+                out.push(Action::Idle(self.idle_prompt()));
+            }
+            ("sent", "otp") if self.asking.is_none() => {
+                self.waiting = None;
+                self.ask(Ask::Otp, out);
+            }
+            ("request", "voice") => self.ringing_from = email,
+            ("accept", "voice") => {
+                self.in_call_with = self.calling.take().or_else(|| self.ringing_from.take());
+            }
+            ("end" | "reject" | "time" | "offline" | "busy", "voice") => {
+                self.in_call_with = None;
+                self.calling = None;
+                self.ringing_from = None;
+            }
+            _ => {}
+        }
+    }
+
+    pub fn on_closed(&mut self) -> Vec<Action> {
+        let clean = !self.opts.one_shot && self.waiting.is_none();
+        vec![
+            Action::Warn(self.opts.paint.error("the server closed the connection")),
+            Action::Exit(if clean { 0 } else { 1 }),
+        ]
+    }
+}
+
+/// Whether a server line answers what we wait for: `Some(ok)` if it does.
+fn answer(wait: Wait, event: &str, ty: &str) -> Option<bool> {
+    let failed = matches!(event, "failed" | "invalid");
+    match wait {
+        Wait::Messages | Wait::Drain => None,
+        // natter could not tell what the request was: it was ours, and it failed.
+        _ if failed && ty == "unknown" => Some(false),
+        Wait::CallEnd => (ty == "voice" && matches!(event, "end" | "time")).then_some(true),
+        Wait::Quiet(t) => {
+            if ty == "pong" {
+                Some(true)
+            } else {
+                (failed && ty == t).then_some(false)
+            }
+        }
+        // The callee's `request` is not an answer; `accept` is the only good one.
+        Wait::Answer("voice") => (ty == "voice" && event != "request").then_some(event == "accept"),
+        // Registration succeeds with `sent otp` (handled by `track`, which asks for the code).
+        Wait::Answer("registration") => (failed && matches!(ty, "otp" | "registration")).then_some(false),
+        Wait::Answer("message") => (ty == "message" && !matches!(event, "personal" | "global")).then_some(!failed),
+        Wait::Answer(t) => (ty == t).then_some(!failed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(one_shot: bool, password: Option<&str>, queue: Vec<Cmd>) -> Session {
+        let opts = Options {
+            paint: Paint::Plain,
+            output: Output::Human,
+            one_shot,
+            password: password.map(str::to_owned),
+            clock: || 1_700_000_000,
+        };
+        Session::new(opts, queue)
+    }
+
+    fn sent(actions: &[Action]) -> Vec<Value> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(l) => Some(serde_json::from_str(l).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn exit(actions: &[Action]) -> Option<i32> {
+        actions.iter().find_map(|a| match a {
+            Action::Exit(c) => Some(*c),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn one_shot_registration_asks_password_then_otp() {
+        let cmd = Cmd::Register { email: "a@x.org".into(), username: "ann".into() };
+        let mut s = session(true, None, vec![cmd]);
+        let a = s.start();
+        assert_eq!(a, vec![Action::Ask { prompt: "password: ".into(), hidden: true }]);
+        let a = s.on_input("secret");
+        let req = sent(&a);
+        assert_eq!(req[0]["details"]["password"], "5ebe2294ecd0e0f08eab7690d2a6ee69");
+        assert_eq!(exit(&a), None);
+        let a = s.on_server_line(r#"{"event":"sent","type":"otp","message":"OTP sent to a@x.org"}"#);
+        assert!(a.contains(&Action::Ask { prompt: "OTP: ".into(), hidden: false }), "{a:?}");
+        let a = s.on_input(" 123456 ");
+        assert_eq!(sent(&a), vec![serde_json::json!({"type":"verify","otp":"123456"})]);
+        let a = s.on_server_line(r#"{"event":"success","type":"verify"}"#);
+        assert_eq!(exit(&a), Some(0), "{a:?}");
+    }
+
+    #[test]
+    fn one_shot_stops_at_the_first_refusal() {
+        let queue = vec![Cmd::Login { name: "ann".into() }, Cmd::Users];
+        let mut s = session(true, Some("pw"), queue);
+        let a = s.start();
+        assert_eq!(sent(&a).len(), 1, "the second command waits for the login: {a:?}");
+        let a = s.on_server_line(r#"{"event":"failed","type":"login","message":"invalid credentials"}"#);
+        assert!(matches!(&a[0], Action::Warn(w) if w.contains("invalid credentials")), "{a:?}");
+        assert_eq!(exit(&a), Some(1));
+        assert!(sent(&a).is_empty());
+    }
+
+    #[test]
+    fn an_incoming_message_is_not_the_answer_to_a_send() {
+        let queue = vec![Cmd::Send { to: "b@x.org".into(), text: "hi".into() }];
+        let mut s = session(true, None, queue);
+        let a = s.start();
+        assert_eq!(sent(&a)[0]["details"]["time"], 1_700_000_000);
+        let a = s.on_server_line(
+            r#"{"event":"personal","type":"message","details":{"id":"1","message":"yo","from":"b@x.org","time":1}}"#,
+        );
+        assert_eq!(exit(&a), None);
+        let a = s.on_server_line(r#"{"event":"sent","type":"message","id":"2"}"#);
+        assert_eq!(exit(&a), Some(0));
+    }
+
+    #[test]
+    fn a_one_shot_call_lasts_until_it_ends() {
+        let mut s = session(true, None, vec![Cmd::Call { email: "b@x.org".into() }]);
+        s.start();
+        let a = s.on_server_line(
+            r#"{"type":"voice","event":"accept","details":{"ip":"127.0.0.1","port":"5050","token":"t"}}"#,
+        );
+        assert_eq!(exit(&a), None);
+        let a = s.on_input("hangup");
+        assert_eq!(sent(&a)[0], serde_json::json!({"type":"voice","event":"end","details":{"email":"b@x.org"}}));
+        assert_eq!(sent(&a)[1], serde_json::json!({"type":"ping"}));
+        let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
+        assert_eq!(exit(&a), Some(0));
+
+        // Or the other side hangs up.
+        let mut s = session(true, None, vec![Cmd::Call { email: "b@x.org".into() }]);
+        s.start();
+        s.on_server_line(r#"{"type":"voice","event":"accept","details":{"ip":"127.0.0.1","port":"5050","token":"t"}}"#);
+        let a = s.on_server_line(r#"{"type":"voice","event":"end","details":{"email":"b@x.org"}}"#);
+        assert_eq!(exit(&a), Some(0));
+    }
+
+    #[test]
+    fn piped_input_ends_after_the_last_pong() {
+        let mut s = session(false, None, vec![]);
+        s.on_input(r#"{"type":"ping"}"#);
+        let a = s.on_input_end();
+        assert_eq!(sent(&a), vec![serde_json::json!({"type":"ping"})]);
+        let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
+        assert_eq!(a, vec![Action::Print("pong".into())], "the user's pong is shown");
+        let a = s.on_server_line(r#"{"event":"invalid","type":"unknown","message":"x"}"#);
+        assert_eq!(exit(&a), None);
+        let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
+        assert_eq!(a, vec![Action::Exit(0)]);
+    }
+}
