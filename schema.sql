@@ -80,3 +80,11 @@ CREATE TABLE calls (
 );
 CREATE INDEX calls_by_caller ON calls(caller_id, id);
 CREATE INDEX calls_by_callee ON calls(callee_id, id);
+
+-- version: 4
+-- The friends list no longer follows every message: its order (most recent first) is read
+-- at login from the messages themselves (two index seeks per contact in messages_pair), so
+-- a personal message writes no contacts row unless the two never talked before. `last_id`
+-- becomes `first_id`: the message that made them contacts.
+DROP INDEX contacts_by_recency;
+ALTER TABLE contacts RENAME COLUMN last_id TO first_id;

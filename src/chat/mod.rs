@@ -29,7 +29,7 @@ use crate::config::Limits;
 use crate::store::Store;
 use crate::timer_wheel::TimerWheel;
 use sessions::Sessions;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 use throttle::Throttle;
@@ -61,9 +61,10 @@ enum Timer {
 }
 
 const SWEEP_EVERY_MS: u64 = 60_000;
-/// Raised delivery watermarks ride along with the next commit that writes anything; when
-/// nothing else is written they are stored after at most this long. A crash in between
-/// only means that those messages are delivered again (delivery is at least once).
+/// Raised delivery watermarks are stored at most this long after they rose, in one UPDATE
+/// per user. Not with every commit: at low load each message is a commit of its own, and
+/// the users page would double what it writes. A crash in between only means that those
+/// messages are delivered again (delivery is at least once).
 const WATERMARK_DELAY_MS: u64 = 200;
 
 /// Where callers are told to send their voice datagrams.
@@ -97,7 +98,10 @@ pub struct Core {
     /// Store the watermarks in this iteration's commit even if nothing else is written.
     persist_watermarks: bool,
     /// Friends-list updates since the last commit: (lower id, higher id) to last message.
-    contacts_dirty: HashMap<(i64, i64), i64>,
+    /// Pairs that became contacts in this iteration (with the first message's id), and
+    /// pairs known to be contacts already: a message between those writes no contacts row.
+    contacts_new: HashMap<(i64, i64), i64>,
+    contacts_known: HashSet<(i64, i64)>,
     /// Holds added this iteration, undone if its commit fails.
     holds_added: Vec<(i64, i64)>,
     /// Connections reading their backlog.
@@ -110,9 +114,11 @@ pub struct Core {
     relay: relay::Relay,
     /// Accounts by ASCII-lowercased email, for the recipient lookup of every message.
     /// Bounded by [`USER_CACHE_MAX`]; dropped whenever another process (`natter user del`)
-    /// commits to the database, as seen by `data_version` once per iteration.
+    /// commits to the database, as `notice_external_changes` sees.
     user_cache: HashMap<Box<str>, (i64, Rc<str>)>,
     data_version: i64,
+    /// When (`Now::ms`) `data_version` is read next.
+    external_check_due: u64,
     /// Counters for `/metrics`.
     pub counters: metrics::Counters,
     key_buf: String,
@@ -120,6 +126,11 @@ pub struct Core {
 
 /// Most accounts kept in the recipient cache; past it the cache starts over.
 const USER_CACHE_MAX: usize = 100_000;
+/// How often, at most, `PRAGMA data_version` looks for another process's commits.
+const EXTERNAL_CHECK_MS: u64 = 50;
+/// Contact pairs remembered as existing before the set is dropped (and refilled, one
+/// INSERT OR IGNORE per pair, as messages flow).
+const CONTACTS_KNOWN_MAX: usize = 100_000;
 
 impl Core {
     /// A core over an opened store. `dummy_hash` is any argon2id PHC string made with the
@@ -140,7 +151,8 @@ impl Core {
             watermarks_dirty: HashMap::new(),
             watermark_timer: false,
             persist_watermarks: false,
-            contacts_dirty: HashMap::new(),
+            contacts_new: HashMap::new(),
+            contacts_known: HashSet::new(),
             holds_added: Vec::new(),
             catching_up: Vec::new(),
             relay: relay::Relay::new(voice.relay_rate),
@@ -150,6 +162,7 @@ impl Core {
             next_call: 1,
             user_cache: HashMap::new(),
             data_version: 0,
+            external_check_due: 0,
             counters: metrics::Counters::default(),
             key_buf: String::new(),
         }
@@ -169,6 +182,7 @@ impl Core {
     /// A complete frame arrived on a connection that is not [`busy`](Self::is_busy);
     /// `depth` is its deepest nesting, as the frame scanner measured it.
     pub fn on_frame(&mut self, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
+        self.notice_external_changes(now);
         dispatch::frame(self, conn, frame, depth, now);
     }
 
@@ -259,28 +273,44 @@ impl Core {
                     o.holds.remove(&id);
                 }
             }
+            self.contacts_new.clear();
         }
         self.holds_added.clear();
+        if self.contacts_known.len() >= CONTACTS_KNOWN_MAX {
+            self.contacts_known.clear();
+        }
+        self.contacts_known.extend(self.contacts_new.drain().map(|(pair, _)| pair));
+        &mut self.out
+    }
+
+    /// Drops what is cached from the database when another process (an admin command)
+    /// changed it. Checked before a frame is handled, at most every
+    /// [`EXTERNAL_CHECK_MS`]: the pragma costs a read lock, as much as a small message.
+    fn notice_external_changes(&mut self, now: Now) {
+        if now.ms < self.external_check_due {
+            return;
+        }
+        self.external_check_due = now.ms + EXTERNAL_CHECK_MS;
         match self.store.data_version() {
             Ok(v) if v != self.data_version => {
                 self.data_version = v;
                 self.user_cache.clear();
+                self.contacts_known.clear();
             }
             Ok(_) => {}
             Err(e) => log::warn!("reading the database's data_version: {e}"),
         }
-        &mut self.out
     }
 
     /// Writes what is kept in memory during the iteration and stored once per commit.
     fn write_batched(&mut self) -> Result<(), crate::store::StoreError> {
-        if self.store.has_pending_writes() || std::mem::take(&mut self.persist_watermarks) {
+        if std::mem::take(&mut self.persist_watermarks) {
             for (user, upto) in self.watermarks_dirty.drain() {
                 self.store.set_watermark(user, upto)?;
             }
         }
-        for ((a, b), last) in self.contacts_dirty.drain() {
-            self.store.touch_contact(a, b, last)?;
+        for (&(a, b), &first) in &self.contacts_new {
+            self.store.add_contact(a, b, first)?;
         }
         Ok(())
     }
@@ -334,7 +364,10 @@ impl Core {
 
     /// Remembers that `a` and `b` exchanged message `id`, for the friends list.
     fn note_contact(&mut self, a: i64, b: i64, id: i64) {
-        self.contacts_dirty.insert((a.min(b), a.max(b)), id);
+        let pair = (a.min(b), a.max(b));
+        if !self.contacts_known.contains(&pair) {
+            self.contacts_new.entry(pair).or_insert(id);
+        }
     }
 
     /// Copies the connections that still read their backlog into `into`.

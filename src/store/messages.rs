@@ -221,14 +221,13 @@ impl Store {
         Ok(())
     }
 
-    /// Records that `a` and `b` exchanged message `last_id` (both directions of the friends
-    /// list).
-    pub fn touch_contact(&mut self, a: i64, b: i64, last_id: i64) -> Result<(), StoreError> {
+    /// Makes `a` and `b` contacts (both directions of the friends list) from message
+    /// `first_id` on; nothing changes when they already are.
+    pub fn add_contact(&mut self, a: i64, b: i64, first_id: i64) -> Result<(), StoreError> {
         let mut st = self.write()?.prepare_cached(
-            "INSERT INTO contacts (user_id, peer_id, last_id) VALUES (?1, ?2, ?3), (?2, ?1, ?3)
-             ON CONFLICT (user_id, peer_id) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+            "INSERT OR IGNORE INTO contacts (user_id, peer_id, first_id) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
         )?;
-        st.execute(params![a, b, last_id])?;
+        st.execute(params![a, b, first_id])?;
         Ok(())
     }
 }
@@ -322,15 +321,23 @@ mod tests {
     }
 
     #[test]
-    fn contacts_order_by_most_recent_in_both_directions() {
+    fn contacts_order_by_the_most_recent_message_in_either_direction() {
         let (_d, mut s, a, b) = store();
         let c = s.insert_user("c@x.org", "c", "h", 0).unwrap();
-        s.touch_contact(a, b, 1).unwrap();
-        s.touch_contact(c, a, 2).unwrap();
-        s.touch_contact(a, b, 1).unwrap();
+        let first = s.insert_message(&msg(a, b, "1")).unwrap();
+        s.add_contact(a, b, first).unwrap();
+        let second = s.insert_message(&msg(c, a, "2")).unwrap();
+        s.add_contact(c, a, second).unwrap();
         s.commit().unwrap();
         let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|(e, _)| e).collect();
         assert_eq!(f, ["c@x.org", "b@x.org"]);
+        // b answers a: b is the most recent again, though its contact row is older.
+        s.insert_message(&msg(b, a, "3")).unwrap();
+        s.add_contact(a, b, 99).unwrap();
+        s.commit().unwrap();
+        let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|(e, _)| e).collect();
+        assert_eq!(f, ["b@x.org", "c@x.org"]);
         assert_eq!(s.friends(b).unwrap().len(), 1);
+        assert_eq!(s.friends(c).unwrap().len(), 1);
     }
 }

@@ -81,7 +81,7 @@ impl From<rusqlite::Error> for StoreError {
 /// Copies the WAL into the database file without blocking writers (a PASSIVE checkpoint),
 /// on a connection of its own. Returns (frames in the WAL, frames now copied).
 pub fn checkpoint(conn: &Connection) -> Result<(i64, i64), StoreError> {
-    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))?)
+    Ok(conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")?.query_row([], |r| Ok((r.get(1)?, r.get(2)?)))?)
 }
 
 /// A connection for [`checkpoint`] on another thread.
@@ -214,7 +214,10 @@ impl Store {
     /// Makes sure a write transaction is open; every write of the loop iteration joins it.
     pub fn write(&mut self) -> Result<&Connection, StoreError> {
         if !self.in_tx {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            // Cached statements: at low load every message is an iteration of its own, and
+            // parsing BEGIN, COMMIT and the data_version pragma each time cost more than
+            // the message's INSERT.
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             self.in_tx = true;
         } else if self.conn.is_autocommit() {
             // SQLite rolled the iteration's transaction back after a failed statement; a
@@ -246,7 +249,8 @@ impl Store {
                 // error inside a statement): nothing of this iteration is stored.
                 return Err(StoreError::RolledBack);
             }
-            Ok(self.conn.execute_batch("COMMIT")?)
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
         });
         if let Err(e) = result {
             self.rollback();

@@ -7,7 +7,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 const APPLICATION_ID: i64 = 0x4e41_5454; // "NATT"
 
 /// The newest schema version this binary knows (the last section of `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Splits `schema.sql` at its `-- version: N` lines.
 fn sections() -> impl Iterator<Item = (i64, &'static str)> {
@@ -63,6 +63,32 @@ mod tests {
         migrate(&mut c).unwrap();
         c.execute_batch(&format!("PRAGMA user_version = {}", SCHEMA_VERSION + 1)).unwrap();
         assert!(matches!(migrate(&mut c), Err(StoreError::NewerSchema { .. })));
+    }
+
+    #[test]
+    fn version_3_contacts_keep_their_rows_and_order_by_messages_in_version_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for (n, body) in sections().filter(|(n, _)| *n <= 3) {
+                c.execute_batch(body).unwrap();
+                c.execute_batch(&format!("PRAGMA user_version = {n}")).unwrap();
+            }
+            c.execute_batch(
+                "INSERT INTO users (id, email, username, password_hash, created_at) VALUES
+                   (1, 'a@x.org', 'a', 'h', 0), (2, 'b@x.org', 'b', 'h', 0), (3, 'c@x.org', 'c', 'h', 0);
+                 INSERT INTO messages (id, recipient_id, sender_id, body, client_time, server_time) VALUES
+                   (1, 2, 1, 'to b', 0, 0), (2, 1, 3, 'from c', 0, 0), (3, 1, 2, 'from b', 0, 0);
+                 INSERT INTO contacts (user_id, peer_id, last_id) VALUES (1, 2, 3), (2, 1, 3), (1, 3, 2), (3, 1, 2);",
+            )
+            .unwrap();
+        }
+        let mut s = crate::store::Store::open(&path, crate::store::Durability::Normal, std::time::Duration::from_secs(1))
+            .unwrap();
+        let f: Vec<String> = s.friends(1).unwrap().into_iter().map(|(e, _)| e).collect();
+        assert_eq!(f, ["b@x.org", "c@x.org"]);
+        assert_eq!(s.friends(3).unwrap(), [("a@x.org".to_owned(), "a".to_owned())]);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Store {
     /// A number that changes whenever another connection (another process) commits to the
     /// database: the signal to drop what we cache from it.
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(self.read().query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(self.read().prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?)
     }
 
     /// Every account as (username, email), ordered by username case-insensitively.
@@ -92,10 +92,14 @@ impl Store {
     }
 
     /// The friends of a user as (email, username), most recent contact first.
-    pub fn friends(&self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+    pub fn friends(&mut self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.flush_staged()?;
         let mut st = self.read().prepare_cached(
             "SELECT u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
-             WHERE c.user_id = ?1 AND c.peer_id != ?1 ORDER BY c.last_id DESC",
+             WHERE c.user_id = ?1 AND c.peer_id != ?1
+             ORDER BY max(c.first_id,
+                 coalesce((SELECT max(id) FROM messages WHERE sender_id = ?1 AND recipient_id = c.peer_id), 0),
+                 coalesce((SELECT max(id) FROM messages WHERE sender_id = c.peer_id AND recipient_id = ?1), 0)) DESC",
         )?;
         let rows = st.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
