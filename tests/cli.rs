@@ -158,9 +158,14 @@ fn one_shot_failures_exit_non_zero_with_natters_reason() {
 #[test]
 fn raw_json_through_a_pipe_prints_every_answer_then_exits() {
     let server = Server::start();
+    let out = run(cli(&server, &["--raw"]), "{\"type\":\"ping\"}\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "{\"event\":\"success\",\"type\":\"pong\"}\n");
+
     let input = "{\"type\":\"ping\"}\n{\"type\":\"users\"}\n{bad}\n{\"type\":\"ping\"}\n";
     let out = run(cli(&server, &["--raw"]), input);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // natter refused two of the lines: the run says so in its status, as a one-shot would.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     let shapes: Vec<(String, String)> = lines
         .iter()
@@ -288,6 +293,35 @@ fn interactive_prompt_shows_messages_while_typing() {
     let m = bob.recv();
     assert_eq!(m["details"]["message"], json!("hel!lo"), "{m}");
     tty.wait_for("sent, id ", at);
+
+    // A line longer than the terminal (80 columns) scrolls sideways on one row: the screen
+    // never holds a wrapped copy of the prompt.
+    let long = "x".repeat(150);
+    tty.keys("send bob@example.org ");
+    let mut at = at;
+    for _ in 0..3 {
+        tty.keys(&"x".repeat(50));
+        at = tty.wait_for("x\r\x1b[", at);
+    }
+    tty.keys("\r");
+    let m = bob.recv();
+    assert_eq!(m["details"]["message"], json!(long), "{m}");
+    let at = tty.wait_for("sent, id ", at);
+    let drawn = tty.screen();
+    let mut redraws = 0;
+    for redraw in drawn.split("\r\x1b[2K").filter(|r| r.starts_with("ann> send")) {
+        // The line as entered is printed whole (and wraps) once Enter is pressed; every
+        // redraw of the line being typed ends with a cursor move instead.
+        // (The terminal turns "\n" into "\r\n".)
+        let end = redraw.find(['\r', '\n']).unwrap_or(redraw.len());
+        if redraw[end..].starts_with('\r') && !redraw[end..].starts_with("\r\n") {
+            redraws += 1;
+            let shown = &redraw[..end];
+            assert!(shown.chars().count() < 80, "a redraw wider than the terminal: {shown:?}");
+        }
+    }
+    assert!(redraws >= 3, "the long line was drawn {redraws} times");
+    let _ = at;
 
     // Ctrl-C on an empty line leaves, with status 0.
     tty.keys("\x03");

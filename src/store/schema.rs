@@ -84,8 +84,9 @@ mod tests {
             )
             .unwrap();
         }
-        let mut s = crate::store::Store::open(&path, crate::store::Durability::Normal, std::time::Duration::from_secs(1))
-            .unwrap();
+        let mut s =
+            crate::store::Store::open(&path, crate::store::Durability::Normal, std::time::Duration::from_secs(1))
+                .unwrap();
         let f: Vec<String> = s.friends(1).unwrap().into_iter().map(|(e, _)| e).collect();
         assert_eq!(f, ["b@x.org", "c@x.org"]);
         assert_eq!(s.friends(3).unwrap(), [("a@x.org".to_owned(), "a".to_owned())]);

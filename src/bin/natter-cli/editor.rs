@@ -10,6 +10,8 @@ pub enum Event {
     Line(String),
     /// Ctrl-C on an empty line, or Ctrl-D on an empty line: the user wants out.
     Quit,
+    /// Ctrl-L: clear the screen.
+    Clear,
 }
 
 pub struct Editor {
@@ -17,6 +19,9 @@ pub struct Editor {
     hidden: bool,
     line: Vec<char>,
     cursor: usize,
+    /// The first character shown: a line wider than the terminal scrolls sideways, so the
+    /// editor always occupies exactly one row (which `\r\x1b[2K` can erase).
+    scroll: usize,
     history: Vec<String>,
     /// Index into `history` while browsing with the arrows; `history.len()` when not.
     browsing: usize,
@@ -31,6 +36,7 @@ impl Editor {
             hidden: false,
             line: Vec::new(),
             cursor: 0,
+            scroll: 0,
             history: Vec::new(),
             browsing: 0,
             pending: Vec::new(),
@@ -104,6 +110,7 @@ impl Editor {
                 self.cursor = self.line.len();
                 used(1)
             }
+            0x0c => Step::Used(1, Some(Event::Clear)),
             0x0b => {
                 self.line.truncate(self.cursor);
                 used(1)
@@ -186,20 +193,66 @@ impl Editor {
         format!("\r\x1b[2K{}{shown}\n", self.prompt)
     }
 
-    /// Draws the prompt and the line, with the cursor where the user left it.
-    pub fn render(&self) -> String {
+    /// Draws the prompt and as much of the line as fits in `width` columns, scrolled so
+    /// the cursor is visible, with the cursor where the user left it.
+    pub fn render(&mut self, width: usize) -> String {
         let mut out = String::from("\r\x1b[2K");
         out.push_str(&self.prompt);
         if self.hidden {
             return out;
         }
-        out.extend(self.line.iter());
-        let back = self.line.len() - self.cursor;
-        if back > 0 {
-            out.push_str(&format!("\x1b[{back}D"));
+        let prompt = columns(self.prompt.chars());
+        // One column stays free: writing the last one would wrap on some terminals.
+        let room = width.saturating_sub(prompt + 1).max(8);
+        self.scroll = self.scroll.min(self.cursor);
+        if columns(self.line.iter().copied()) <= room {
+            self.scroll = 0;
+        }
+        while columns(self.line[self.scroll..self.cursor].iter().copied()) > room {
+            self.scroll += 1;
+        }
+        let mut used = 0;
+        for &c in &self.line[self.scroll..] {
+            used += width_of(c);
+            if used > room {
+                break;
+            }
+            out.push(c);
+        }
+        let col = prompt + columns(self.line[self.scroll..self.cursor].iter().copied());
+        out.push('\r');
+        if col > 0 {
+            out.push_str(&format!("\x1b[{col}C"));
         }
         out
     }
+}
+
+/// Terminal columns of a character: 2 for East Asian wide ones and most emoji, 0 for
+/// combining marks, 1 otherwise (the common cases of wcwidth, without its tables).
+fn width_of(c: char) -> usize {
+    match c as u32 {
+        0x0300..=0x036f | 0x200b..=0x200f | 0xfe00..=0xfe0f => 0,
+        0x1100..=0x115f
+        | 0x2e80..=0x303e
+        | 0x3041..=0x33ff
+        | 0x3400..=0x4dbf
+        | 0x4e00..=0x9fff
+        | 0xa000..=0xa4cf
+        | 0xac00..=0xd7a3
+        | 0xf900..=0xfaff
+        | 0xfe30..=0xfe4f
+        | 0xff00..=0xff60
+        | 0xffe0..=0xffe6
+        | 0x1f300..=0x1f64f
+        | 0x1f900..=0x1f9ff
+        | 0x20000..=0x3fffd => 2,
+        _ => 1,
+    }
+}
+
+fn columns(chars: impl Iterator<Item = char>) -> usize {
+    chars.map(width_of).sum()
 }
 
 enum Step {
@@ -264,10 +317,10 @@ mod tests {
         e.feed(b"users\r");
         e.set_prompt("password: ", true);
         assert_eq!(e.feed(b"s3cret\r"), vec![Event::Line("s3cret".into())]);
-        assert_eq!(e.render(), "\r\x1b[2Kpassword: ");
+        assert_eq!(e.render(80), "\r\x1b[2Kpassword: ");
         e.set_prompt("> ", false);
         e.feed(b"\x1b[A");
-        assert_eq!(e.render(), "\r\x1b[2K> users");
+        assert_eq!(e.render(80), "\r\x1b[2K> users\r\x1b[7C");
         assert_eq!(e.feed(b"\x1b[B\x1b[A\r"), vec![Event::Line("users".into())]);
     }
 
@@ -279,6 +332,22 @@ mod tests {
         assert_eq!(e.feed(b"abc\x15x\x01y\r"), vec![Event::Line("yx".into())]);
         assert_eq!(e.feed(b"\x04"), vec![Event::Quit]);
         e.feed(b"abc\x1b[D\x1b[D");
-        assert_eq!(e.render(), "\r\x1b[2K> abc\x1b[2D");
+        assert_eq!(e.render(80), "\r\x1b[2K> abc\r\x1b[3C");
+        assert_eq!(e.feed(b"\x0c"), vec![Event::Clear]);
+    }
+
+    #[test]
+    fn a_line_wider_than_the_terminal_scrolls_and_stays_on_one_row() {
+        let mut e = Editor::new("> ");
+        e.feed("0123456789abcdefghij".as_bytes());
+        // 20 columns: the prompt takes 2, one stays free, so 17 characters show.
+        assert_eq!(e.render(20), "\r\x1b[2K> 3456789abcdefghij\r\x1b[19C");
+        e.feed(b"\x01");
+        assert_eq!(e.render(20), "\r\x1b[2K> 0123456789abcdefg\r\x1b[2C");
+        // Wide characters count two columns, for the cursor as for the room.
+        let mut e = Editor::new("> ");
+        e.feed("日本語x".as_bytes());
+        e.feed(b"\x1b[D");
+        assert_eq!(e.render(80), "\r\x1b[2K> 日本語x\r\x1b[8C");
     }
 }

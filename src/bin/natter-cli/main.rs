@@ -312,9 +312,9 @@ impl Screen {
     }
 
     fn redraw(&mut self) {
-        if let (Some(ed), true) = (&self.editor, self.prompt_shown) {
+        if let (Some(ed), true) = (&mut self.editor, self.prompt_shown) {
             let mut out = io::stdout().lock();
-            let _ = out.write_all(ed.render().as_bytes()).and_then(|_| out.flush());
+            let _ = out.write_all(ed.render(term::width()).as_bytes()).and_then(|_| out.flush());
         } else {
             let _ = io::stdout().flush();
         }
@@ -358,6 +358,9 @@ impl Screen {
                     actions.extend(session.on_input(&line));
                 }
                 editor::Event::Quit => actions.push(Action::Exit(if one_shot { 130 } else { 0 })),
+                editor::Event::Clear => {
+                    let _ = io::stdout().write_all(b"\x1b[H\x1b[2J");
+                }
             }
         }
         self.redraw();

@@ -83,12 +83,21 @@ pub struct Session {
     pongs: u64,
     /// A one-shot `--login` before the command: its success is not worth a line.
     quiet_login: bool,
+    /// Interactively, the commands given on the command line (`--login`) run first, and
+    /// their failure ends the run as in one-shot use.
+    preamble: bool,
+    /// natter answered `failed` or `invalid` (or a command was wrong): piped input then
+    /// ends with status 1.
+    refused: bool,
 }
 
 impl Session {
     pub fn new(opts: Options, queue: Vec<Cmd>) -> Session {
         let quiet_login = opts.one_shot && queue.len() > 1 && matches!(queue.first(), Some(Cmd::Login { .. }));
+        let preamble = !opts.one_shot && !queue.is_empty();
         Session {
+            preamble,
+            refused: false,
             pings: 0,
             pongs: 0,
             quiet_login,
@@ -120,6 +129,7 @@ impl Session {
             match self.queue.pop_front() {
                 Some(cmd) => self.run(cmd, out),
                 None => {
+                    self.preamble = false;
                     if self.opts.one_shot {
                         out.push(Action::Exit(0));
                     }
@@ -143,10 +153,14 @@ impl Session {
                 None => return self.ask(Ask::LoginPassword(name), out),
             },
             Cmd::Send { to, text } => (command::personal(&to, &text, now), Wait::Answer("message")),
-            Cmd::Global { text } => (command::global(&text, now), Wait::Quiet("message")),
+            Cmd::Global { text } => {
+                self.note("sent to everyone online", out);
+                (command::global(&text, now), Wait::Quiet("message"))
+            }
             Cmd::Users => (command::simple("users"), Wait::Answer("users")),
             Cmd::History { with, limit } => (command::history(&with, limit), Wait::Answer("history")),
             Cmd::Call { email } => {
+                self.note(&format!("calling {email}..."), out);
                 self.calling = Some(email.clone());
                 (command::voice("call", &email), Wait::Answer("voice"))
             }
@@ -160,6 +174,7 @@ impl Session {
                 let Some(email) = email.or_else(|| self.ringing_from.take()) else {
                     return self.local_error("no call is ringing; name the caller", out);
                 };
+                self.note(&format!("rejected the call from {email}"), out);
                 (command::voice("reject", &email), Wait::Quiet("voice"))
             }
             Cmd::Hangup => {
@@ -168,6 +183,10 @@ impl Session {
                 let Some(peer) = peer else {
                     return self.local_error("no call to hang up", out);
                 };
+                self.note(&format!("hung up on {peer}"), out);
+                self.in_call_with = None;
+                self.calling = None;
+                self.ringing_from = None;
                 (command::voice("end", &peer), Wait::Quiet("voice"))
             }
             Cmd::Logout => (command::simple("logout"), Wait::Answer("logout")),
@@ -195,7 +214,7 @@ impl Session {
         };
         self.send(out, request.to_string());
         // Interactively nothing waits: answers are shown as they come.
-        if self.opts.one_shot {
+        if self.scripted() {
             if let Wait::Quiet(_) = wait {
                 // natter answers nothing when these succeed; the pong says they were read.
                 self.send(out, command::simple("ping").to_string());
@@ -221,6 +240,7 @@ impl Session {
     }
 
     fn local_error(&mut self, text: &str, out: &mut Vec<Action>) {
+        self.refused = true;
         out.push(Action::Warn(self.opts.paint.error(text)));
         if self.opts.one_shot {
             out.push(Action::Exit(1));
@@ -256,8 +276,19 @@ impl Session {
         out
     }
 
+    fn scripted(&self) -> bool {
+        self.opts.one_shot || self.preamble
+    }
+
+    /// A line about what natter-cli itself did (readable output only).
+    fn note(&self, text: &str, out: &mut Vec<Action>) {
+        if self.opts.output == Output::Human {
+            out.push(Action::Print(self.opts.paint.info(text)));
+        }
+    }
+
     fn wait_if_scripted(&mut self, wait: Wait) {
-        if self.opts.one_shot {
+        if self.scripted() {
             self.waiting = Some(wait);
         }
     }
@@ -291,7 +322,7 @@ impl Session {
         if ty == "pong" {
             self.pongs += 1;
             if self.waiting == Some(Wait::Drain) && self.pongs >= self.pings {
-                out.push(Action::Exit(0));
+                out.push(Action::Exit(i32::from(self.refused)));
                 return out;
             }
         }
@@ -299,6 +330,7 @@ impl Session {
         let our_pong = matches!(self.waiting, Some(Wait::Quiet(_))) && ty == "pong";
         let preamble = std::mem::take(&mut self.quiet_login) && event == "success" && ty == "login";
         if matches!(event, "failed" | "invalid") {
+            self.refused = true;
             out.push(Action::Warn(self.show(line, &v)));
         } else if !our_pong && !preamble {
             out.push(Action::Print(self.show(line, &v)));
@@ -505,6 +537,34 @@ mod tests {
     }
 
     #[test]
+    fn an_interactive_login_given_on_the_command_line_that_fails_ends_the_run() {
+        let mut s = session(false, Some("pw"), vec![Cmd::Login { name: "ann".into() }]);
+        s.start();
+        let a = s.on_server_line(r#"{"event":"failed","type":"login","message":"invalid credentials"}"#);
+        assert_eq!(exit(&a), Some(1), "{a:?}");
+        // A good one leaves the prompt open.
+        let mut s = session(false, Some("pw"), vec![Cmd::Login { name: "ann".into() }]);
+        s.start();
+        let a = s.on_server_line(
+            r#"{"event":"success","type":"login","details":{"username":"ann","email":"a@x.org","friends":[]}}"#,
+        );
+        assert_eq!(exit(&a), None, "{a:?}");
+        assert!(a.contains(&Action::Idle("ann> ".into())), "{a:?}");
+        let a = s.on_input("global hi");
+        assert_eq!(sent(&a).len(), 1, "no ping behind it interactively: {a:?}");
+    }
+
+    #[test]
+    fn piped_input_with_a_refusal_ends_with_status_1() {
+        let mut s = session(false, None, vec![]);
+        s.on_input(r#"{"type":"users"}"#);
+        s.on_input_end();
+        s.on_server_line(r#"{"event":"invalid","type":"users","message":"log in or register first"}"#);
+        let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
+        assert_eq!(a, vec![Action::Exit(1)]);
+    }
+
+    #[test]
     fn piped_input_ends_after_the_last_pong() {
         let mut s = session(false, None, vec![]);
         s.on_input(r#"{"type":"ping"}"#);
@@ -512,7 +572,7 @@ mod tests {
         assert_eq!(sent(&a), vec![serde_json::json!({"type":"ping"})]);
         let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
         assert_eq!(a, vec![Action::Print("pong".into())], "the user's pong is shown");
-        let a = s.on_server_line(r#"{"event":"invalid","type":"unknown","message":"x"}"#);
+        let a = s.on_server_line(r#"{"event":"success","type":"users","details":[]}"#);
         assert_eq!(exit(&a), None);
         let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
         assert_eq!(a, vec![Action::Exit(0)]);

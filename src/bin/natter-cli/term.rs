@@ -11,6 +11,17 @@ pub fn is_tty(fd: i32) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
+/// Columns of the terminal on stdout (80 when it cannot tell).
+pub fn width() -> usize {
+    // SAFETY: winsize is plain data; the ioctl fills it or fails.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
 /// Raw input on stdin for as long as it lives: bytes arrive one keypress at a time, without
 /// echo and without the terminal turning Ctrl-C into a signal (the editor handles it).
 /// Output processing stays on, so `\n` still moves to the start of the next line.
