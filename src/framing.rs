@@ -13,6 +13,8 @@
 //! This module owns no buffer and does no I/O: the caller owns the bytes and tells the
 //! scanner when it drops a consumed prefix ([`FrameScanner::consumed`]).
 
+use crate::bytescan;
+
 /// Why a stream cannot go on. Both end the connection after an `invalid` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
@@ -49,13 +51,10 @@ impl FrameScanner {
     /// `buf` must be the same stream as before: the bytes already scanned unchanged at the
     /// same offsets (less what [`consumed`](Self::consumed) removed), new bytes appended.
     pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, FrameError> {
-        while self.pos < buf.len() {
-            let byte = buf[self.pos];
-            self.pos += 1;
-            if self.depth > 0 && self.pos - self.start > self.max_frame {
-                return Err(FrameError::TooLarge);
-            }
+        loop {
             if self.depth == 0 {
+                let Some(&byte) = buf.get(self.pos) else { return Ok(None) };
+                self.pos += 1;
                 match byte {
                     b' ' | b'\t' | b'\n' | b'\r' => continue,
                     b'{' => {
@@ -65,32 +64,70 @@ impl FrameScanner {
                     }
                     _ => return Err(FrameError::NotAnObject),
                 }
-            } else if self.in_string {
-                if self.escape {
-                    self.escape = false;
-                } else if byte == b'\\' {
-                    self.escape = true;
-                } else if byte == b'"' {
-                    self.in_string = false;
+            }
+            // Inside a frame nothing past its size limit is looked at.
+            let limit = buf.len().min(self.start.saturating_add(self.max_frame));
+            return match self.scan_object(&buf[..limit]) {
+                Some(end) => Ok(Some(self.start..end)),
+                None if limit < buf.len() => Err(FrameError::TooLarge),
+                None => Ok(None),
+            };
+        }
+    }
+
+    /// Scans inside the frame in progress up to the end of `buf`; returns the offset just
+    /// past its closing brace if it is there. The state lives in locals while scanning
+    /// (this is the loop every received byte goes through), and the text of strings, most
+    /// of a chat frame, is skipped eight bytes at a time.
+    fn scan_object(&mut self, buf: &[u8]) -> Option<usize> {
+        let (mut pos, mut depth, mut deepest) = (self.pos, self.depth, self.deepest);
+        let (mut in_string, mut escape) = (self.in_string, self.escape);
+        let found = loop {
+            if in_string {
+                if escape {
+                    if pos >= buf.len() {
+                        break None;
+                    }
+                    pos += 1;
+                    escape = false;
+                    continue;
+                }
+                match bytescan::quote_or_backslash(&buf[pos..]) {
+                    Some(i) => {
+                        pos += i;
+                        if buf[pos] == b'\\' {
+                            escape = true;
+                        } else {
+                            in_string = false;
+                        }
+                        pos += 1;
+                    }
+                    None => {
+                        pos = buf.len();
+                        break None;
+                    }
                 }
             } else {
+                let Some(&byte) = buf.get(pos) else { break None };
+                pos += 1;
                 match byte {
-                    b'"' => self.in_string = true,
+                    b'"' => in_string = true,
                     b'{' | b'[' => {
-                        self.depth += 1;
-                        self.deepest = self.deepest.max(self.depth);
+                        depth += 1;
+                        deepest = deepest.max(depth);
                     }
                     b'}' | b']' => {
-                        self.depth -= 1;
-                        if self.depth == 0 {
-                            return Ok(Some(self.start..self.pos));
+                        depth -= 1;
+                        if depth == 0 {
+                            break Some(pos);
                         }
                     }
                     _ => {}
                 }
             }
-        }
-        Ok(None)
+        };
+        (self.pos, self.depth, self.deepest, self.in_string, self.escape) = (pos, depth, deepest, in_string, escape);
+        found
     }
 
     /// The deepest nesting of objects and arrays in the frame last returned (1 for `{}`).
@@ -236,7 +273,122 @@ mod tests {
             .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()).to_string())
     }
 
+    /// The byte-at-a-time scanner this one replaced, kept as the model the fast one must
+    /// agree with (frames, errors, depth) on any input cut anywhere.
+    struct Model {
+        max: usize,
+        pos: usize,
+        start: usize,
+        depth: u32,
+        deepest: u32,
+        in_string: bool,
+        escape: bool,
+    }
+
+    impl Model {
+        fn next(&mut self, buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, FrameError> {
+            while self.pos < buf.len() {
+                let byte = buf[self.pos];
+                self.pos += 1;
+                if self.depth > 0 && self.pos - self.start > self.max {
+                    return Err(FrameError::TooLarge);
+                }
+                if self.depth == 0 {
+                    match byte {
+                        b' ' | b'\t' | b'\n' | b'\r' => continue,
+                        b'{' => {
+                            self.start = self.pos - 1;
+                            self.depth = 1;
+                            self.deepest = 1;
+                        }
+                        _ => return Err(FrameError::NotAnObject),
+                    }
+                } else if self.in_string {
+                    if self.escape {
+                        self.escape = false;
+                    } else if byte == b'\\' {
+                        self.escape = true;
+                    } else if byte == b'"' {
+                        self.in_string = false;
+                    }
+                } else {
+                    match byte {
+                        b'"' => self.in_string = true,
+                        b'{' | b'[' => {
+                            self.depth += 1;
+                            self.deepest = self.deepest.max(self.depth);
+                        }
+                        b'}' | b']' => {
+                            self.depth -= 1;
+                            if self.depth == 0 {
+                                return Ok(Some(self.start..self.pos));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(None)
+        }
+    }
+
+    /// Frames (with their depth) or the first error, feeding `stream` in `cuts`-sized
+    /// chunks into one growing buffer, through either scanner.
+    fn run_both(
+        stream: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> [Result<Vec<(std::ops::Range<usize>, u32)>, FrameError>; 2] {
+        let mut fast = FrameScanner::new(max);
+        let mut model = Model { max, pos: 0, start: 0, depth: 0, deepest: 0, in_string: false, escape: false };
+        let (mut a, mut b) = (Ok(Vec::new()), Ok(Vec::new()));
+        let mut end = 0;
+        let mut cuts = cuts.iter().cycle();
+        while end < stream.len() {
+            end = (end + (*cuts.next().unwrap_or(&1)).max(1)).min(stream.len());
+            let buf = &stream[..end];
+            if let Ok(v) = a.as_mut() {
+                loop {
+                    match fast.next_frame(buf) {
+                        Ok(Some(r)) => v.push((r, fast.deepest())),
+                        Ok(None) => break,
+                        Err(e) => {
+                            a = Err(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Ok(v) = b.as_mut() {
+                loop {
+                    match model.next(buf) {
+                        Ok(Some(r)) => v.push((r, model.deepest)),
+                        Ok(None) => break,
+                        Err(e) => {
+                            b = Err(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        [a, b]
+    }
+
     proptest! {
+        #[test]
+        fn the_fast_scanner_agrees_with_the_byte_at_a_time_model(
+            bytes in prop::collection::vec(
+                prop_oneof![Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b'"'), Just(b'\\'), Just(b' '), Just(b'a'), any::<u8>()],
+                0..400,
+            ),
+            cuts in prop::collection::vec(1usize..40, 1..6),
+            max in 1usize..200,
+        ) {
+            let [fast, model] = run_both(&bytes, &cuts, max);
+            prop_assert_eq!(fast, model);
+        }
+
         #[test]
         fn any_split_of_a_valid_stream_yields_the_same_frames(
             objs in prop::collection::vec(object(), 1..8),

@@ -9,6 +9,8 @@
 //!   event loop (`net/event_loop.rs`), one TCP client (`net/conn.rs`), the UDP relay socket,
 //!   the worker threads for password hashing and mail, the signal pipe.
 //! - [`framing`]: the resumable JSON-object boundary scanner.
+//! - [`bytescan`]: finding quotes, backslashes and control bytes eight at a time, for the
+//!   scanner and the encoder.
 //! - [`protocol`]: decode a frame into a `Request`, encode every answer. The only serde user.
 //! - [`chat`]: the pure core: sessions, accounts, messages, calls. Takes `Now` as an
 //!   argument, answers through an `Outbox`.
@@ -27,6 +29,7 @@
 //!   `failed`.
 
 pub mod admin;
+pub mod bytescan;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -36,7 +36,7 @@ fn src(rel: &str) -> PathBuf {
 #[test]
 fn the_pure_modules_never_touch_io_threads_or_the_clock() {
     let mut pure = rust_files(&src("chat"));
-    pure.extend(["framing.rs", "timer_wheel.rs"].map(src));
+    pure.extend(["framing.rs", "bytescan.rs", "timer_wheel.rs"].map(src));
     pure.extend(rust_files(&src("protocol")));
     // natter-cli's conversation, commands, editor and rendering: the loop in its main.rs
     // and term.rs do all its I/O.
