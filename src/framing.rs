@@ -332,13 +332,11 @@ mod tests {
         }
     }
 
+    type Scanned = Result<Vec<(std::ops::Range<usize>, u32)>, FrameError>;
+
     /// Frames (with their depth) or the first error, feeding `stream` in `cuts`-sized
     /// chunks into one growing buffer, through either scanner.
-    fn run_both(
-        stream: &[u8],
-        cuts: &[usize],
-        max: usize,
-    ) -> [Result<Vec<(std::ops::Range<usize>, u32)>, FrameError>; 2] {
+    fn run_both(stream: &[u8], cuts: &[usize], max: usize) -> [Scanned; 2] {
         let mut fast = FrameScanner::new(max);
         let mut model = Model { max, pos: 0, start: 0, depth: 0, deepest: 0, in_string: false, escape: false };
         let (mut a, mut b) = (Ok(Vec::new()), Ok(Vec::new()));
