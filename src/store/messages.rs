@@ -109,20 +109,20 @@ impl Store {
             let (chunk, tail) = rest.split_at(n);
             rest = tail;
             let mut st = self.write()?.prepare_cached(insert_sql(n))?;
-            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(n * 8);
-            for r in chunk {
-                params.extend_from_slice(&[
-                    &r.id as &dyn rusqlite::ToSql,
-                    &r.recipient,
-                    &r.sender,
-                    &r.body,
-                    &r.media,
-                    &r.client_time,
-                    &r.server_time,
-                    &r.client_id,
-                ]);
+            // Bound one by one with their concrete types (no `dyn ToSql` list to build):
+            // this runs for every message.
+            for (row, r) in chunk.iter().enumerate() {
+                let at = row * 8;
+                st.raw_bind_parameter(at + 1, r.id)?;
+                st.raw_bind_parameter(at + 2, r.recipient)?;
+                st.raw_bind_parameter(at + 3, r.sender)?;
+                st.raw_bind_parameter(at + 4, r.body.as_str())?;
+                st.raw_bind_parameter(at + 5, r.media.as_deref())?;
+                st.raw_bind_parameter(at + 6, r.client_time)?;
+                st.raw_bind_parameter(at + 7, r.server_time)?;
+                st.raw_bind_parameter(at + 8, r.client_id.as_deref())?;
             }
-            st.execute(rusqlite::params_from_iter(params))?;
+            st.raw_execute()?;
         }
         Ok(())
     }
