@@ -359,11 +359,18 @@ fn accepted_sockets_have_tcp_keepalive() {
         .expect("ss (iproute2) is installed");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("keepalive"), "no keepalive timer on the server's socket:\n{text}");
+    // ss prints the time left as e.g. `59sec`, `1min` (exactly 60 s) or `800ms`.
     let secs: Vec<u32> = text
         .split("keepalive,")
         .skip(1)
-        .filter_map(|t| t.split(|ch: char| !ch.is_ascii_digit()).next()?.parse().ok())
+        .filter_map(|t| {
+            let digits = t.find(|ch: char| !ch.is_ascii_digit())?;
+            let n: u32 = t[..digits].parse().ok()?;
+            let unit = &t[digits..];
+            Some(if unit.starts_with("min") { n * 60 } else if unit.starts_with("ms") { n / 1000 } else { n })
+        })
         .collect();
+    assert!(!secs.is_empty(), "no keepalive time in:\n{text}");
     assert!(secs.iter().all(|&t| (50..=60).contains(&t)), "keepalive idle should be 60 s: {text}");
 }
 
