@@ -367,7 +367,13 @@ fn accepted_sockets_have_tcp_keepalive() {
             let digits = t.find(|ch: char| !ch.is_ascii_digit())?;
             let n: u32 = t[..digits].parse().ok()?;
             let unit = &t[digits..];
-            Some(if unit.starts_with("min") { n * 60 } else if unit.starts_with("ms") { n / 1000 } else { n })
+            Some(if unit.starts_with("min") {
+                n * 60
+            } else if unit.starts_with("ms") {
+                n / 1000
+            } else {
+                n
+            })
         })
         .collect();
     assert!(!secs.is_empty(), "no keepalive time in:\n{text}");

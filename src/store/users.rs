@@ -24,6 +24,14 @@ fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
     Ok(UserRow { id: r.get(0)?, email: r.get(1)?, username: r.get(2)?, password_hash: r.get(3)? })
 }
 
+/// A user's contacts, the most recent conversation first: the order is the newest message
+/// either way, two index seeks in `messages_pair` per contact.
+pub(super) const FRIENDS_SQL: &str = "SELECT u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
+     WHERE c.user_id = ?1 AND c.peer_id != ?1
+     ORDER BY max(c.first_id,
+         coalesce((SELECT max(id) FROM messages WHERE sender_id = ?1 AND recipient_id = c.peer_id), 0),
+         coalesce((SELECT max(id) FROM messages WHERE sender_id = c.peer_id AND recipient_id = ?1), 0)) DESC";
+
 impl Store {
     /// The account with this email (case-insensitive).
     pub fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
@@ -94,13 +102,7 @@ impl Store {
     /// The friends of a user as (email, username), most recent contact first.
     pub fn friends(&mut self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.flush_staged()?;
-        let mut st = self.read().prepare_cached(
-            "SELECT u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
-             WHERE c.user_id = ?1 AND c.peer_id != ?1
-             ORDER BY max(c.first_id,
-                 coalesce((SELECT max(id) FROM messages WHERE sender_id = ?1 AND recipient_id = c.peer_id), 0),
-                 coalesce((SELECT max(id) FROM messages WHERE sender_id = c.peer_id AND recipient_id = ?1), 0)) DESC",
-        )?;
+        let mut st = self.read().prepare_cached(FRIENDS_SQL)?;
         let rows = st.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
