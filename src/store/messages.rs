@@ -2,6 +2,7 @@
 
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension};
+use std::ops::Range;
 
 /// A personal message to store.
 #[derive(Debug, Clone, Copy)]
@@ -15,17 +16,47 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
 }
 
-/// A message waiting in memory for the iteration's multi-row INSERT.
-#[derive(Debug)]
+/// A message waiting in memory for the iteration's multi-row INSERT. Its strings are
+/// ranges of one text buffer shared by the iteration's rows (no allocation per message).
+#[derive(Debug, Clone)]
 pub(super) struct Staged {
     id: i64,
     recipient: i64,
     sender: i64,
-    body: String,
-    media: Option<String>,
+    body: Range<usize>,
+    media: Option<Range<usize>>,
     client_time: i64,
     server_time: i64,
-    client_id: Option<String>,
+    client_id: Option<Range<usize>>,
+}
+
+/// The staged rows of an iteration and the text their ranges point into; both keep their
+/// capacity from one iteration to the next.
+#[derive(Debug, Default)]
+pub(super) struct StagedRows {
+    rows: Vec<Staged>,
+    text: String,
+}
+
+impl StagedRows {
+    fn put(&mut self, s: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(s);
+        start..self.text.len()
+    }
+
+    fn text(&self, r: &Range<usize>) -> &str {
+        self.text.get(r.clone()).unwrap_or("")
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.rows.clear();
+        self.text.clear();
+    }
 }
 
 /// `INSERT ... VALUES (...)` with `rows` rows of the eight message columns.
@@ -101,16 +132,18 @@ impl Store {
         if let Some(cid) = m.client_id {
             self.staged_client_ids.insert((m.sender, cid.to_owned()), id);
         }
-        self.staged.push(Staged {
+        let staged = &mut self.staged;
+        let row = Staged {
             id,
             recipient: m.recipient,
             sender: m.sender,
-            body: m.body.to_owned(),
-            media: m.media.map(str::to_owned),
+            body: staged.put(m.body),
+            media: m.media.map(|s| staged.put(s)),
             client_time: m.client_time,
             server_time: m.server_time,
-            client_id: m.client_id.map(str::to_owned),
-        });
+            client_id: m.client_id.map(|s| staged.put(s)),
+        };
+        staged.rows.push(row);
         self.pending_inserts += 1;
         Ok(id)
     }
@@ -120,9 +153,16 @@ impl Store {
         if self.staged.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::take(&mut self.staged);
+        let mut staged = std::mem::take(&mut self.staged);
         self.staged_client_ids.clear();
-        let mut rest = rows.as_slice();
+        let result = self.insert_rows(&staged);
+        staged.clear();
+        self.staged = staged;
+        result
+    }
+
+    fn insert_rows(&mut self, staged: &StagedRows) -> Result<(), StoreError> {
+        let mut rest = staged.rows.as_slice();
         while !rest.is_empty() {
             // A few fixed chunk sizes keep the number of cached statements small.
             let n = [64, 16, 4, 1].into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
@@ -136,11 +176,11 @@ impl Store {
                 st.raw_bind_parameter(at + 1, r.id)?;
                 st.raw_bind_parameter(at + 2, r.recipient)?;
                 st.raw_bind_parameter(at + 3, r.sender)?;
-                st.raw_bind_parameter(at + 4, r.body.as_str())?;
-                st.raw_bind_parameter(at + 5, r.media.as_deref())?;
+                st.raw_bind_parameter(at + 4, staged.text(&r.body))?;
+                st.raw_bind_parameter(at + 5, r.media.as_ref().map(|m| staged.text(m)))?;
                 st.raw_bind_parameter(at + 6, r.client_time)?;
                 st.raw_bind_parameter(at + 7, r.server_time)?;
-                st.raw_bind_parameter(at + 8, r.client_id.as_deref())?;
+                st.raw_bind_parameter(at + 8, r.client_id.as_ref().map(|c| staged.text(c)))?;
             }
             st.raw_execute()?;
         }

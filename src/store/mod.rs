@@ -103,7 +103,7 @@ pub struct Store {
     committed_upto: i64,
     /// Messages of the open transaction not yet written (see `insert_message`), and their
     /// client ids by sender.
-    staged: Vec<messages::Staged>,
+    staged: messages::StagedRows,
     staged_client_ids: std::collections::HashMap<(i64, String), i64>,
     /// Transactions committed, and messages committed, since the store was opened.
     pub commits: u64,
@@ -139,7 +139,7 @@ impl Store {
             last_message_id,
             reserved_upto: last_message_id,
             committed_upto: last_message_id,
-            staged: Vec::new(),
+            staged: messages::StagedRows::default(),
             staged_client_ids: std::collections::HashMap::new(),
             commits: 0,
             messages_committed: 0,
