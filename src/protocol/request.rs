@@ -191,6 +191,10 @@ pub fn decode_frame(frame: &[u8], depth: u32) -> Result<Request<'_>, DecodeError
 pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     // Checked up front because serde_json does not validate strings it skips.
     let text = std::str::from_utf8(frame).map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
+    // Most frames are plain messages: read by hand in one pass (protocol/fast.rs).
+    if let Some(req) = super::fast::message(text) {
+        return Ok(req);
+    }
     // serde_json does not decode the escapes of strings it skips, so a lone surrogate in an
     // ignored field would pass. Frames with `\u` escapes get one full decoding pass.
     if text.contains("\\u") {
