@@ -349,7 +349,8 @@ impl Core {
     /// The account with this email (case-insensitive) as (id, email as registered).
     fn user_by_email(&mut self, email: &str) -> Result<Option<(i64, Rc<str>)>, crate::store::StoreError> {
         self.key_buf.clear();
-        self.key_buf.extend(email.chars().map(|c| c.to_ascii_lowercase()));
+        self.key_buf.push_str(email);
+        self.key_buf.make_ascii_lowercase();
         if let Some((id, e)) = self.user_cache.get(self.key_buf.as_str()) {
             return Ok(Some((*id, Rc::clone(e))));
         }
