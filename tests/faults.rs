@@ -18,8 +18,8 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -473,73 +473,6 @@ fn unreachable_smtp_answers_failed_otp_and_keeps_serving() {
 // Signals under load
 // ---------------------------------------------------------------------------------------------
 
-enum Got {
-    Msg(Value),
-    Closed(String),
-    Timeout,
-}
-
-/// A raw logged-in connection whose writing side can live in another thread.
-struct Pipe {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Pipe {
-    fn login(addr: SocketAddr, name: &str) -> Pipe {
-        let s = TcpStream::connect_timeout(&addr, READ_TIMEOUT).expect("connect");
-        let writer = s.try_clone().unwrap();
-        writer.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut p = Pipe { reader: BufReader::with_capacity(1 << 16, s), writer, buf: Vec::new() };
-        let mut req = serde_json::to_vec(&login_req_for(name)).unwrap();
-        req.push(b'\n');
-        p.writer.write_all(&req).unwrap();
-        match p.next(READ_TIMEOUT) {
-            Got::Msg(v) if v["event"] == json!("success") && v["type"] == json!("login") => {}
-            Got::Msg(v) => panic!("login of {name}: {v}"),
-            Got::Closed(w) => panic!("login of {name}: closed ({w})"),
-            Got::Timeout => panic!("login of {name}: no answer"),
-        }
-        p
-    }
-
-    fn next(&mut self, limit: Duration) -> Got {
-        let deadline = Instant::now() + limit;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Got::Timeout;
-            }
-            self.reader.get_ref().set_read_timeout(Some((deadline - now).max(Duration::from_millis(1)))).unwrap();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
-                    let why = if self.buf.is_empty() {
-                        "EOF".to_string()
-                    } else {
-                        format!("EOF after a partial line {:?}", String::from_utf8_lossy(&self.buf))
-                    };
-                    return Got::Closed(why);
-                }
-                Ok(_) => {
-                    if self.buf.last() == Some(&b'\n') {
-                        let v: Value = serde_json::from_slice(&self.buf).unwrap_or_else(|e| {
-                            panic!("invalid JSON from server {:?}: {e}", String::from_utf8_lossy(&self.buf))
-                        });
-                        self.buf.clear();
-                        return Got::Msg(v);
-                    }
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(e) => {
-                    let partial = if self.buf.is_empty() { String::new() } else { " after a partial line".to_string() };
-                    return Got::Closed(format!("{e}{partial}"));
-                }
-            }
-        }
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Interrupt {
     Term,
@@ -557,7 +490,7 @@ fn stream_and_interrupt(
 ) -> (Vec<String>, Vec<(usize, String)>, Vec<usize>) {
     let bob = email("bob");
     let texts: Vec<String> = (0..n).map(|i| padded(&format!("{how:?}-{i}"), 600)).collect();
-    let mut pipe = Pipe::login(p.addr, "alice");
+    let mut pipe = Pipe::login(p.addr, &login_req_for("alice"));
     let mut w = pipe.writer.try_clone().unwrap();
     let texts2 = texts.clone();
     let writer = thread::spawn(move || {

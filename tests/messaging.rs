@@ -9,8 +9,8 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -373,66 +373,6 @@ fn spawn_natter(dir: &Path, log: &Log) -> (Child, SocketAddr) {
 
 // ----- a raw connection whose reading and writing sides can live in different threads ---------
 
-enum Got {
-    Msg(Value),
-    Closed(String),
-    Timeout,
-}
-
-struct Pipe {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Pipe {
-    fn login(addr: SocketAddr, name: &str, acks: bool) -> Pipe {
-        let s = TcpStream::connect_timeout(&addr, READ_TIMEOUT).expect("connect");
-        let writer = s.try_clone().unwrap();
-        writer.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut p = Pipe { reader: BufReader::with_capacity(1 << 16, s), writer, buf: Vec::new() };
-        let mut req = serde_json::to_vec(&json!({"type":"login","details":login_details(name, acks)})).unwrap();
-        req.push(b'\n');
-        p.writer.write_all(&req).unwrap();
-        match p.next(READ_TIMEOUT) {
-            Got::Msg(v) if v["event"] == json!("success") && v["type"] == json!("login") => {}
-            Got::Msg(v) => panic!("login of {name}: {v}"),
-            Got::Closed(w) => panic!("login of {name}: closed ({w})"),
-            Got::Timeout => panic!("login of {name}: no answer"),
-        }
-        p
-    }
-
-    fn next(&mut self, limit: Duration) -> Got {
-        let deadline = Instant::now() + limit;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Got::Timeout;
-            }
-            let wait = (deadline - now).max(Duration::from_millis(1));
-            self.reader.get_ref().set_read_timeout(Some(wait)).unwrap();
-            match self.reader.read_until(b'\n', &mut self.buf) {
-                Ok(0) => {
-                    let why = if self.buf.is_empty() { "EOF" } else { "EOF after a partial line" };
-                    return Got::Closed(why.into());
-                }
-                Ok(_) => {
-                    if self.buf.last() == Some(&b'\n') {
-                        let v: Value = serde_json::from_slice(&self.buf).unwrap_or_else(|e| {
-                            panic!("invalid JSON from server {:?}: {e}", String::from_utf8_lossy(&self.buf))
-                        });
-                        self.buf.clear();
-                        return Got::Msg(v);
-                    }
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                Err(e) => return Got::Closed(e.to_string()),
-            }
-        }
-    }
-}
-
 fn personal_line(to: &str, text: &str) -> Vec<u8> {
     let mut b = serde_json::to_vec(&pm(to, text)).unwrap();
     b.push(b'\n');
@@ -448,7 +388,7 @@ fn start_flood(
     to: &str,
     texts: Vec<String>,
 ) -> thread::JoinHandle<Result<Vec<String>, String>> {
-    let mut p = Pipe::login(addr, from, false);
+    let mut p = Pipe::login(addr, &json!({"type":"login","details":login_details(from, false)}));
     let mut w = p.writer.try_clone().unwrap();
     let n = texts.len();
     let to = to.to_string();
@@ -1298,7 +1238,7 @@ fn acknowledged_messages_survive_sigkill() {
     let bob = email("bob");
     let texts: Vec<String> = (0..N).map(|i| padded(&format!("crash-{i}"), 1500)).collect();
 
-    let mut p = Pipe::login(srv.addr, "alice", false);
+    let mut p = Pipe::login(srv.addr, &json!({"type":"login","details":login_details("alice", false)}));
     let mut w = p.writer.try_clone().unwrap();
     let texts2 = texts.clone();
     let writer = thread::spawn(move || {

@@ -796,3 +796,80 @@ pub fn logged_in(server: &Server, email: &str, plain: &str) -> Client {
     login(&mut c, email, plain);
     c
 }
+
+// ---------------------------------------------------------------------------------------------
+// A raw connection whose reading and writing sides can live in different threads
+// ---------------------------------------------------------------------------------------------
+
+/// What [`Pipe::next`] read.
+#[derive(Debug)]
+pub enum Got {
+    Msg(Value),
+    Closed(String),
+    Timeout,
+}
+
+/// A raw logged-in connection for floods: `writer` can be cloned into another thread while
+/// this one reads the answers.
+pub struct Pipe {
+    pub reader: std::io::BufReader<TcpStream>,
+    pub writer: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Pipe {
+    /// Connects and sends `login` (a whole login request); panics unless it succeeds.
+    pub fn login(addr: SocketAddr, login: &Value) -> Pipe {
+        let s = TcpStream::connect_timeout(&addr, READ_TIMEOUT).expect("connect");
+        let writer = s.try_clone().unwrap();
+        writer.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut p = Pipe { reader: std::io::BufReader::with_capacity(1 << 16, s), writer, buf: Vec::new() };
+        let mut req = serde_json::to_vec(login).unwrap();
+        req.push(b'\n');
+        p.writer.write_all(&req).unwrap();
+        match p.next(READ_TIMEOUT) {
+            Got::Msg(v) if v["event"] == json!("success") && v["type"] == json!("login") => {}
+            Got::Msg(v) => panic!("login {login}: {v}"),
+            Got::Closed(w) => panic!("login {login}: closed ({w})"),
+            Got::Timeout => panic!("login {login}: no answer"),
+        }
+        p
+    }
+
+    /// The next line as JSON, or why there is none within `limit`.
+    pub fn next(&mut self, limit: Duration) -> Got {
+        use std::io::BufRead;
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Got::Timeout;
+            }
+            self.reader.get_ref().set_read_timeout(Some((deadline - now).max(Duration::from_millis(1)))).unwrap();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => {
+                    let why = if self.buf.is_empty() {
+                        "EOF".to_string()
+                    } else {
+                        format!("EOF after a partial line {:?}", String::from_utf8_lossy(&self.buf))
+                    };
+                    return Got::Closed(why);
+                }
+                Ok(_) => {
+                    if self.buf.last() == Some(&b'\n') {
+                        let v: Value = serde_json::from_slice(&self.buf).unwrap_or_else(|e| {
+                            panic!("invalid JSON from server {:?}: {e}", String::from_utf8_lossy(&self.buf))
+                        });
+                        self.buf.clear();
+                        return Got::Msg(v);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => {
+                    let partial = if self.buf.is_empty() { "" } else { " after a partial line" };
+                    return Got::Closed(format!("{e}{partial}"));
+                }
+            }
+        }
+    }
+}
