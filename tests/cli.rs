@@ -195,6 +195,8 @@ fn raw_json_through_a_pipe_prints_every_answer_then_exits() {
 struct Tty {
     child: Child,
     master: std::fs::File,
+    /// Our own handle on the terminal's slave side, to read its settings.
+    slave: OwnedFd,
     screen: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -212,7 +214,7 @@ impl Tty {
         cmd.env("TERM", "xterm")
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
-            .stderr(Stdio::from(slave));
+            .stderr(Stdio::from(slave.try_clone().unwrap()));
         let child = cmd.spawn().expect("spawn natter-cli on a pty");
         let screen = Arc::new(Mutex::new(Vec::new()));
         let (mut reader, sink) = (master.try_clone().unwrap(), screen.clone());
@@ -226,7 +228,27 @@ impl Tty {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Tty { child, master, screen }
+        Tty { child, master, slave, screen }
+    }
+
+    /// Whether the terminal echoes what is typed (off in natter-cli's raw mode).
+    fn echoes(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: termios is plain data; tcgetattr fills it from a descriptor we own.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) }, 0);
+        t.c_lflag & libc::ECHO != 0
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "natter-cli did not exit: {:?}", self.screen());
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn screen(&self) -> String {
@@ -334,4 +356,18 @@ fn interactive_prompt_shows_messages_while_typing() {
         thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(status.code(), Some(0), "{:?}", tty.screen());
+}
+
+#[test]
+fn a_prompt_killed_with_sigterm_gives_the_terminal_back() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = Server::start();
+    let mut tty = Tty::spawn(&server, &[]);
+    tty.wait_for("natter> ", 0);
+    assert!(!tty.echoes(), "the prompt runs the terminal without echo");
+    let pid = tty.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tty.wait_exit();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "it still dies of the signal: {status:?}");
+    assert!(tty.echoes(), "echo is back on after SIGTERM");
 }

@@ -5,6 +5,25 @@
 //! drop restores the saved settings, so the user's shell is never left without echo.
 
 use std::io;
+use std::sync::OnceLock;
+
+/// The settings raw mode replaced, for the signal handler (a `kill` must not leave the
+/// user's shell without echo).
+static SAVED: OnceLock<libc::termios> = OnceLock::new();
+
+/// SIGTERM, SIGHUP, SIGQUIT in raw mode: put the terminal back, then die of the signal as
+/// if no handler were installed. Only async-signal-safe calls.
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    if let Some(t) = SAVED.get() {
+        // SAFETY: tcsetattr, signal and raise are async-signal-safe; `t` is a saved termios.
+        unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, t) };
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
 
 pub fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.
@@ -41,6 +60,11 @@ impl RawMode {
         raw.c_iflag &= !(libc::IXON | libc::ICRNL);
         raw.c_cc[libc::VMIN] = 1;
         raw.c_cc[libc::VTIME] = 0;
+        let _ = SAVED.set(saved);
+        for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            // SAFETY: installs a handler that only makes async-signal-safe calls.
+            unsafe { libc::signal(sig, restore_and_die as *const () as libc::sighandler_t) };
+        }
         // SAFETY: raw is a valid termios copied from the current settings.
         if unsafe { libc::tcsetattr(0, libc::TCSAFLUSH, &raw) } != 0 {
             return Err(io::Error::last_os_error());
