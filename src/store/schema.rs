@@ -31,6 +31,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Err(StoreError::NewerSchema { found: version, known: SCHEMA_VERSION });
     }
     for (n, body) in sections().filter(|(n, _)| *n > version) {
+        // Said first: a migration that rebuilds an index takes a while on a large database.
+        if version > 0 {
+            log::info!("migrating the database schema from version {} to {n}", n - 1);
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(body)?;
         tx.execute_batch(&format!("PRAGMA user_version = {n}"))?;
