@@ -15,6 +15,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
 
+/// Capacity of an output buffer when it is first written after being released: one page,
+/// which is what the first write touches anyway.
+const OUTPUT_START: usize = 4 * 1024;
+
 /// Why a connection was closed, logged once when it is reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseWhy {
@@ -163,6 +167,12 @@ impl Conn {
     pub fn queue(&mut self, bytes: &[u8], cap: usize, delivers: Option<i64>) -> bool {
         if self.output.len() - self.written + bytes.len() > cap {
             return false;
+        }
+        if self.output.capacity() == 0 {
+            // The buffer was released when it emptied; start it at a size that holds a
+            // burst (a fan-out queues hundreds of messages at once) instead of doubling up
+            // from the first message's size, copying at every step.
+            self.output.reserve(bytes.len().max(OUTPUT_START));
         }
         self.output.extend_from_slice(bytes);
         self.queued_total += bytes.len() as u64;
