@@ -29,16 +29,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-const ARGON: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
-
-fn email(name: &str) -> String {
-    format!("{name}@example.com")
-}
-
-fn plain(name: &str) -> String {
-    format!("pw-{name}")
-}
-
 /// `natter user add` on the db at `db`, asserting success.
 fn user_add(db: &Path, name: &str) {
     let mut cmd = Command::new(BIN);
@@ -248,48 +238,6 @@ fn pm(to: &str, message: &str) -> Value {
     json!({"event":"personal","type":"message","details":{"to":to,"message":message,"time":1}})
 }
 
-fn check_sent(v: &Value) -> Result<String, String> {
-    let obj = v.as_object().ok_or_else(|| format!("not an object: {v}"))?;
-    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
-    keys.sort();
-    if keys != ["event", "id", "type"] || v["event"] != json!("sent") || v["type"] != json!("message") {
-        return Err(format!("expected exactly {{\"event\":\"sent\",\"type\":\"message\",\"id\":ID}}, got {v}"));
-    }
-    let id = v["id"].as_str().ok_or_else(|| format!("the id is not a JSON string: {v}"))?;
-    id.parse::<u64>().map_err(|_| format!("the id is not a decimal string: {v}"))?;
-    Ok(id.to_string())
-}
-
-fn num(id: &str) -> u64 {
-    id.parse().unwrap_or_else(|_| panic!("id {id:?} is not decimal"))
-}
-
-fn recv_within(c: &mut Client, limit: Duration, what: &str) -> Value {
-    match c.read_line(limit) {
-        ReadOutcome::Line(l) => serde_json::from_str(l.trim_end())
-            .unwrap_or_else(|e| panic!("{what}: invalid JSON {l:?}: {e}\n{}", c.tail())),
-        ReadOutcome::Closed(why) => panic!("{what}: the connection closed ({why})\n{}", c.tail()),
-        ReadOutcome::Timeout => panic!("{what}: nothing within {limit:?}\n{}", c.tail()),
-    }
-}
-
-/// Reads messages until nothing arrives for `quiet`; at most `max` of them.
-fn drain(c: &mut Client, quiet: Duration, max: usize) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        match c.read_line(quiet) {
-            ReadOutcome::Line(l) => {
-                out.push(serde_json::from_str(l.trim_end()).unwrap_or_else(|e| panic!("invalid JSON {l:?}: {e}")));
-                assert!(out.len() <= max, "more than {max} messages arrived\n{}", c.tail());
-            }
-            ReadOutcome::Timeout => return out,
-            ReadOutcome::Closed(why) => {
-                panic!("the connection closed ({why}) after {} messages\n{}", out.len(), c.tail())
-            }
-        }
-    }
-}
-
 /// `{"type":"history"}` with `with`, limit 200: (id, message) pairs, newest first.
 fn history(c: &mut Client, with: &str) -> Vec<(String, String)> {
     let v = c.request(&json!({"type":"history","details":{"with":with,"limit":200}}));
@@ -310,15 +258,6 @@ fn assert_users(c: &mut Client, names: &[&str]) {
     let got: Vec<&str> =
         v["details"].as_array().map(|a| a.iter().filter_map(|u| u["username"].as_str()).collect()).unwrap_or_default();
     assert_eq!(got, names, "users answer {v}");
-}
-
-/// A message text of exactly `len` bytes that starts with `tag`.
-fn padded(tag: &str, len: usize) -> String {
-    let mut s = format!("{tag}:");
-    while s.len() < len {
-        s.push('x');
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,16 +22,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-const ARGON: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
-
-fn email(name: &str) -> String {
-    format!("{name}@example.com")
-}
-
-fn plain(name: &str) -> String {
-    format!("pw-{name}")
-}
-
 /// `natter user add` with cheap argon2 parameters, asserting success.
 fn add_user(s: &Server, name: &str) {
     let (e, p) = (email(name), plain(name));

@@ -24,16 +24,6 @@ use serde_json::{json, Value};
 // Local helpers
 // ---------------------------------------------------------------------------------------------
 
-const ARGON: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
-
-fn email(name: &str) -> String {
-    format!("{name}@example.com")
-}
-
-fn plain(name: &str) -> String {
-    format!("pw-{name}")
-}
-
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -159,66 +149,10 @@ fn sent_id(v: &Value) -> String {
     check_sent(v).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn check_sent(v: &Value) -> Result<String, String> {
-    let obj = v.as_object().ok_or_else(|| format!("not an object: {v}"))?;
-    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
-    keys.sort();
-    if keys != ["event", "id", "type"] || v["event"] != json!("sent") || v["type"] != json!("message") {
-        return Err(format!("expected exactly {{\"event\":\"sent\",\"type\":\"message\",\"id\":ID}}, got {v}"));
-    }
-    let id = v["id"].as_str().ok_or_else(|| format!("the id is not a JSON string: {v}"))?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.parse::<u64>().is_err() {
-        return Err(format!("the id is not a decimal string: {v}"));
-    }
-    Ok(id.to_string())
-}
-
-fn num(id: &str) -> u64 {
-    id.parse().unwrap_or_else(|_| panic!("id {id:?} is not decimal"))
-}
-
 /// Sends `req` and returns the id of the `sent` answer.
 fn send_ok(c: &mut Client, req: &Value) -> String {
     let v = c.request(req);
     check_sent(&v).unwrap_or_else(|e| panic!("answer to {req}: {e}\n{}", c.tail()))
-}
-
-fn parse_line(line: &str, c: &Client) -> Value {
-    let v: Value = serde_json::from_str(line.trim_end())
-        .unwrap_or_else(|e| panic!("server sent invalid JSON {line:?}: {e}\n{}", c.tail()));
-    assert!(v.is_object(), "server message is not an object: {line:?}");
-    v
-}
-
-/// Reads one message within `limit`, panicking with `what` otherwise.
-fn recv_within(c: &mut Client, limit: Duration, what: &str) -> Value {
-    match c.read_line(limit) {
-        ReadOutcome::Line(l) => parse_line(&l, c),
-        ReadOutcome::Closed(why) => panic!("{what}: the connection closed ({why})\n{}", c.tail()),
-        ReadOutcome::Timeout => panic!("{what}: nothing within {limit:?}\n{}", c.tail()),
-    }
-}
-
-/// Reads messages until nothing arrives for `quiet`; at most `max` of them.
-fn drain(c: &mut Client, quiet: Duration, max: usize) -> Vec<Value> {
-    drain_ctx(c, quiet, max, "draining")
-}
-
-fn drain_ctx(c: &mut Client, quiet: Duration, max: usize, what: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    loop {
-        match c.read_line(quiet) {
-            ReadOutcome::Line(l) => {
-                out.push(parse_line(&l, c));
-                assert!(out.len() <= max, "more than {max} messages arrived\n{}", c.tail());
-            }
-            ReadOutcome::Timeout => return out,
-            ReadOutcome::Closed(why) => {
-                let why: String = why.chars().take(160).collect();
-                panic!("{what}: the connection closed ({why}) after {} messages\n{}", out.len(), c.tail())
-            }
-        }
-    }
 }
 
 /// Asserts that `v` is a personal message equal to `expected` except for `time`, which must be
@@ -417,15 +351,6 @@ fn start_flood(
         writer.join().map_err(|_| "writer thread panicked".to_string())??;
         Ok(ids)
     })
-}
-
-/// A message text of exactly `len` characters that starts with `tag`.
-fn padded(tag: &str, len: usize) -> String {
-    let mut s = format!("{tag}:");
-    while s.len() < len {
-        s.push('x');
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1349,7 +1274,7 @@ fn slow_consumer_is_cut_off_while_others_keep_flowing() {
     let closed_how = loop {
         match sc.read_line(READ_TIMEOUT) {
             ReadOutcome::Line(l) => {
-                let v = parse_line(&l, &sc);
+                let v = sc.parse(&l);
                 let id = v["details"]["id"].as_str().unwrap_or_else(|| panic!("unexpected {v}")).to_string();
                 let k = *index.get(id.as_str()).unwrap_or_else(|| panic!("unknown id {id}"));
                 assert_eq!(

@@ -623,6 +623,11 @@ impl Client {
         }
     }
 
+    /// A line this connection read, checked as every server line is (compact JSON object).
+    pub fn parse(&self, line: &str) -> Value {
+        parse_server_line(line, &self.log)
+    }
+
     /// Asserts that the server closes the connection within 5 s without sending anything more.
     pub fn expect_closed(&mut self) {
         self.expect_closed_within(READ_TIMEOUT);
@@ -869,6 +874,84 @@ impl Pipe {
                     let partial = if self.buf.is_empty() { "" } else { " after a partial line" };
                     return Got::Closed(format!("{e}{partial}"));
                 }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts named after people, and message helpers shared by the message and fault tests
+// ---------------------------------------------------------------------------------------------
+
+/// Cheap argon2 parameters for servers and `natter user add` in tests.
+pub const ARGON: [&str; 4] = ["--argon2-memory-kib", "64", "--argon2-iterations", "1"];
+
+/// The test account `name`'s email.
+pub fn email(name: &str) -> String {
+    format!("{name}@example.com")
+}
+
+/// The test account `name`'s plain password.
+pub fn plain(name: &str) -> String {
+    format!("pw-{name}")
+}
+
+/// A message text of exactly `len` bytes that starts with `tag`.
+pub fn padded(tag: &str, len: usize) -> String {
+    let mut s = format!("{tag}:");
+    while s.len() < len {
+        s.push('x');
+    }
+    s
+}
+
+/// The number in a message id.
+pub fn num(id: &str) -> u64 {
+    id.parse().unwrap_or_else(|_| panic!("id {id:?} is not decimal"))
+}
+
+/// The id of a `sent` answer that has exactly FORMAT.md's shape, or what is wrong with it.
+pub fn check_sent(v: &Value) -> Result<String, String> {
+    let obj = v.as_object().ok_or_else(|| format!("not an object: {v}"))?;
+    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+    keys.sort();
+    if keys != ["event", "id", "type"] || v["event"] != json!("sent") || v["type"] != json!("message") {
+        return Err(format!("expected exactly {{\"event\":\"sent\",\"type\":\"message\",\"id\":ID}}, got {v}"));
+    }
+    let id = v["id"].as_str().ok_or_else(|| format!("the id is not a JSON string: {v}"))?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.parse::<u64>().is_err() {
+        return Err(format!("the id is not a decimal string: {v}"));
+    }
+    Ok(id.to_string())
+}
+
+/// Reads one message within `limit`, panicking with `what` otherwise.
+pub fn recv_within(c: &mut Client, limit: Duration, what: &str) -> Value {
+    match c.read_line(limit) {
+        ReadOutcome::Line(l) => c.parse(&l),
+        ReadOutcome::Closed(why) => panic!("{what}: the connection closed ({why})\n{}", c.tail()),
+        ReadOutcome::Timeout => panic!("{what}: nothing within {limit:?}\n{}", c.tail()),
+    }
+}
+
+/// Reads messages until nothing arrives for `quiet`; at most `max` of them.
+pub fn drain(c: &mut Client, quiet: Duration, max: usize) -> Vec<Value> {
+    drain_ctx(c, quiet, max, "draining")
+}
+
+/// [`drain`], naming what is drained when the connection closes.
+pub fn drain_ctx(c: &mut Client, quiet: Duration, max: usize, what: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        match c.read_line(quiet) {
+            ReadOutcome::Line(l) => {
+                out.push(c.parse(&l));
+                assert!(out.len() <= max, "more than {max} messages arrived\n{}", c.tail());
+            }
+            ReadOutcome::Timeout => return out,
+            ReadOutcome::Closed(why) => {
+                let why: String = why.chars().take(160).collect();
+                panic!("{what}: the connection closed ({why}) after {} messages\n{}", out.len(), c.tail())
             }
         }
     }
