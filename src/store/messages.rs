@@ -18,7 +18,7 @@ pub struct NewMessage<'a> {
 
 /// A message waiting in memory for the iteration's multi-row INSERT. Its strings are
 /// ranges of one text buffer shared by the iteration's rows (no allocation per message).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Staged {
     id: i64,
     recipient: i64,

@@ -65,7 +65,8 @@ enum Wait {
     CallEnd,
     /// The pong after input ended: every earlier answer has been printed.
     Drain,
-    Messages,
+    /// `listen`: this many more messages (`None`: until the user quits).
+    Messages(Option<u64>),
 }
 
 pub struct Session {
@@ -73,7 +74,6 @@ pub struct Session {
     queue: VecDeque<Cmd>,
     waiting: Option<Wait>,
     asking: Option<Ask>,
-    listen_left: Option<u64>,
     me: Option<String>,
     ringing_from: Option<String>,
     calling: Option<String>,
@@ -105,7 +105,6 @@ impl Session {
             queue: queue.into(),
             waiting: None,
             asking: None,
-            listen_left: None,
             me: None,
             ringing_from: None,
             calling: None,
@@ -192,11 +191,9 @@ impl Session {
             Cmd::Logout => (command::simple("logout"), Wait::Answer("logout")),
             Cmd::Ping => (command::simple("ping"), Wait::Answer("pong")),
             Cmd::Listen { count } => {
-                self.listen_left = count;
-                if count == Some(0) {
-                    return;
+                if count != Some(0) {
+                    self.waiting = Some(Wait::Messages(count));
                 }
-                self.waiting = Some(Wait::Messages);
                 return;
             }
             Cmd::Raw(line) => {
@@ -363,14 +360,8 @@ impl Session {
                 None => {}
             }
         }
-        if matches!(event, "personal" | "global") && ty == "message" {
-            if let Some(left) = self.listen_left.as_mut() {
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    self.listen_left = None;
-                    self.waiting = None;
-                }
-            }
+        if let (Some(Wait::Messages(Some(left))), "personal" | "global", "message") = (self.waiting, event, ty) {
+            self.waiting = (left > 1).then_some(Wait::Messages(Some(left - 1)));
         }
         self.next(out);
     }
@@ -418,7 +409,7 @@ impl Session {
 fn answer(wait: Wait, event: &str, ty: &str) -> Option<bool> {
     let failed = matches!(event, "failed" | "invalid");
     match wait {
-        Wait::Messages | Wait::Drain => None,
+        Wait::Messages(_) | Wait::Drain => None,
         // natter could not tell what the request was: it was ours, and it failed.
         _ if failed && ty == "unknown" => Some(false),
         Wait::CallEnd => (ty == "voice" && matches!(event, "end" | "time")).then_some(true),
@@ -562,6 +553,16 @@ mod tests {
         s.on_server_line(r#"{"event":"invalid","type":"users","message":"log in or register first"}"#);
         let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
         assert_eq!(a, vec![Action::Exit(1)]);
+    }
+
+    #[test]
+    fn listen_ends_after_its_count_of_messages_and_answers_do_not_count() {
+        let mut s = session(true, None, vec![Cmd::Listen { count: Some(2) }]);
+        assert_eq!(exit(&s.start()), None);
+        let m = r#"{"event":"personal","type":"message","details":{"id":"1","message":"a","from":"b@x.org","time":1}}"#;
+        assert_eq!(exit(&s.on_server_line(r#"{"event":"success","type":"pong"}"#)), None);
+        assert_eq!(exit(&s.on_server_line(m)), None);
+        assert_eq!(exit(&s.on_server_line(m)), Some(0));
     }
 
     #[test]
