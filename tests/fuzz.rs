@@ -68,9 +68,10 @@ fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
                     let frame = &buf[r];
                     assert_eq!(frame[0], b'{');
                     assert!(frame.len() <= 4096);
-                    // Decoding must give a value or an error, never a panic.
+                    // Decoding must give a value or an error, never a panic. The type may be
+                    // empty (a request whose `type` was "" has it echoed); the reason may not.
                     if let Err(e) = decode(frame) {
-                        assert!(!e.ty.is_empty() && !e.message.is_empty());
+                        assert!(!e.message.is_empty());
                     }
                     frames += 1;
                 }

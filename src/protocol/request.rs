@@ -271,6 +271,9 @@ pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
             let d: AckDetails = details(ty, env.details)?;
             Ok(Request::Ack { id: required(ty, "id", d.id)?.0 })
         }
+        // An empty type is still "a string one", so it is echoed as sent (PROTOCOL.md §3);
+        // the message must not read "unknown request type ``".
+        "" => Err(DecodeError::new("", "`type` must not be empty")),
         other => Err(DecodeError::new(other, format!("unknown request type `{}`", clip(other)))),
     }
 }
@@ -414,6 +417,8 @@ mod tests {
             "registration"
         );
         assert_eq!(err(r#"{"type":"frobnicate"}"#).0, "frobnicate");
+        // Found by the CI fuzz run: an empty type is a string one, echoed, with a reason.
+        assert_eq!(err(r#"{"type":""}"#), ("".to_owned(), "`type` must not be empty".to_owned()));
         assert_eq!(err(r#"{"type":5}"#).0, "unknown");
         assert_eq!(err(r#"{"type":null}"#).0, "unknown");
         assert_eq!(err(r#"{"nothing":1}"#).0, "unknown");
