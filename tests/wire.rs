@@ -76,6 +76,24 @@ fn many_objects_in_one_write_are_answered_in_order() {
     c.expect_silence(200);
 }
 
+/// A client that writes its requests and half-closes at once (`printf ... | nc -N`) gets
+/// every answer and then the close. The bytes and the end of stream usually arrive under one
+/// readiness event, so a server that stopped reading at a short read would never see the
+/// end and keep the connection until its idle timeout.
+#[test]
+fn requests_followed_by_a_half_close_are_answered_then_closed() {
+    let s = Server::start();
+    for round in 0..20 {
+        let mut c = s.connect();
+        c.send_raw(b"{\"type\":\"ping\"}\n{\"type\":\"users\"}");
+        c.shutdown_write();
+        assert_eq!(c.recv(), pong(), "round {round}");
+        let v = c.recv();
+        assert_eq!(v["type"], "users", "round {round}: {v}");
+        c.expect_closed_within(Duration::from_secs(2));
+    }
+}
+
 #[test]
 fn braces_quotes_and_escapes_inside_strings() {
     let s = Server::start();

@@ -89,8 +89,11 @@ pub struct Conn {
     written_total: u64,
     /// (stream offset where a personal message ends, its id), oldest first.
     marks: VecDeque<(u64, i64)>,
-    /// Readable edge seen and not yet drained to `WouldBlock`.
+    /// Readable edge seen and not yet drained (to `WouldBlock` or a short read).
     pub readable: bool,
+    /// An event said the peer closed its side (or the socket failed): a short read no longer
+    /// means drained, because no further edge will come for the end of the stream.
+    pub hung_up: bool,
     /// Queued in the iteration's flush list.
     pub dirty: bool,
     /// Queued in the iteration's work list.
@@ -115,6 +118,7 @@ impl Conn {
             written_total: 0,
             marks: VecDeque::new(),
             readable: false,
+            hung_up: false,
             dirty: false,
             queued: false,
             closing: None,

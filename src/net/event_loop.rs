@@ -7,10 +7,10 @@
 //! Answers are only written in the flush phase, after the commit, so no answer that
 //! depends on a write ever leaves before the write is durable.
 //!
-//! Readiness is edge-triggered: a readable connection is read until `WouldBlock`, or until
-//! its per-iteration budget is spent, in which case it keeps its `readable` flag and is
-//! carried to the next iteration (with a zero poll timeout), because no new event will come
-//! for bytes already waiting. Closing is a mark: the reap phase is the one door out.
+//! Readiness is edge-triggered: a readable connection is read until `WouldBlock`, a short
+//! read, or its per-iteration budget is spent, in which case it keeps its `readable` flag
+//! and is carried to the next iteration (with a zero poll timeout), because no new event
+//! will come for bytes already waiting. Closing is a mark: the reap phase is the one door out.
 
 use super::conn::Conn;
 use super::metrics::{self, MetricsServer, NetCounters};
@@ -46,10 +46,21 @@ pub(super) const CATCH_UP_BUDGET: usize = 4 << 20;
 /// How long shutdown waits for sockets to take the last answers.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
+/// One poll event, copied out of mio's buffer so the handlers can borrow the loop.
+#[derive(Clone, Copy)]
+pub(super) struct Readiness {
+    token: Token,
+    readable: bool,
+    /// The peer closed its side or the socket has an error: read to the end, whatever a
+    /// short read suggests, since that was the last edge this socket will give.
+    hung_up: bool,
+    writable: bool,
+}
+
 pub struct EventLoop {
     pub(super) poll: Poll,
     pub(super) events: Events,
-    pub(super) ready: Vec<(Token, bool, bool)>,
+    pub(super) ready: Vec<Readiness>,
     pub(super) listener: Option<TcpListener>,
     pub(super) relay: RelaySocket,
     pub(super) conns: Slab<Conn>,
@@ -175,8 +186,13 @@ impl EventLoop {
         }
         self.ready.clear();
         for e in self.events.iter() {
-            let readable = e.is_readable() || e.is_read_closed() || e.is_error();
-            self.ready.push((e.token(), readable, e.is_writable() || e.is_write_closed()));
+            let hung_up = e.is_read_closed() || e.is_error();
+            self.ready.push(Readiness {
+                token: e.token(),
+                readable: e.is_readable() || hung_up,
+                hung_up,
+                writable: e.is_writable() || e.is_write_closed(),
+            });
         }
         Ok(())
     }
@@ -197,7 +213,7 @@ impl EventLoop {
 
     fn handle_events(&mut self, now: Now) {
         for i in 0..self.ready.len() {
-            let (token, readable, writable) = self.ready[i];
+            let Readiness { token, readable, hung_up, writable } = self.ready[i];
             match token {
                 LISTENER => self.accept(now),
                 UDP => self.relay.readable = true,
@@ -228,6 +244,7 @@ impl EventLoop {
                         conn.dirty = true;
                         self.dirty.push(key);
                     }
+                    conn.hung_up |= hung_up;
                     if readable {
                         conn.readable = true;
                         self.schedule(key);
