@@ -31,6 +31,7 @@ pub struct Checkpointer {
 pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
     let (stop, stopped) = channel::<()>();
     std::thread::Builder::new().name("natter-checkpoint".into()).spawn(move || {
+        super::priority::lower_this_thread();
         let conn = match store::open_for_checkpoints(&db) {
             Ok(c) => c,
             Err(e) => {

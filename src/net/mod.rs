@@ -8,6 +8,7 @@ mod event_loop;
 mod ingress;
 mod lockfile;
 mod metrics;
+mod priority;
 mod relay_socket;
 mod signals;
 mod sockopt;
