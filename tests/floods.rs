@@ -1244,3 +1244,26 @@ fn churn_of_2000_sessions_leaks_no_descriptors_or_memory() {
     let mut c = n.connect();
     c.ping();
 }
+
+/// The checkpoint thread copies pages while the loop answers clients; on two shared cores the
+/// scheduler must prefer the loop (src/net/priority.rs). Read from /proc: each thread's name
+/// and its nice value (field 19 of its stat line).
+#[test]
+fn the_checkpoint_thread_yields_to_the_loop() {
+    let s = Server::start();
+    let mut c = s.connect();
+    c.ping();
+    let mut nice = std::collections::HashMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).expect("read /proc/PID/task");
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).expect("read a task's stat");
+        // "tid (comm) state ppid ...": the name may hold spaces, so split after its ')'.
+        let (head, rest) = stat.rsplit_once(')').expect("stat has a (comm)");
+        let name = head.split_once('(').expect("stat has a (comm)").1.to_owned();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Field 19 overall is the 17th after the name (fields 3.. start at index 0).
+        nice.insert(name, fields[16].parse::<i32>().expect("nice is a number"));
+    }
+    assert_eq!(nice.get("natter"), Some(&0), "the loop thread keeps nice 0: {nice:?}");
+    assert_eq!(nice.get("natter-checkpoi"), Some(&10), "the checkpoint thread runs at nice 10: {nice:?}");
+}

@@ -126,6 +126,10 @@ impl Server {
         Client::connect(self.addr, self.log.clone())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     /// Sends SIGTERM and waits (at most 10 s) for the process to exit; returns its status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server is running");
