@@ -1245,11 +1245,12 @@ fn churn_of_2000_sessions_leaks_no_descriptors_or_memory() {
     c.ping();
 }
 
-/// The checkpoint thread copies pages while the loop answers clients; on two shared cores the
-/// scheduler must prefer the loop (src/net/priority.rs). Read from /proc: each thread's name
-/// and its nice value (field 19 of its stat line).
+/// The checkpoint thread copies pages and the hashing threads run argon2 while the loop
+/// answers clients; on two shared cores the scheduler must prefer the loop
+/// (src/net/priority.rs). Read from /proc: each thread's name and its nice value (field 19
+/// of its stat line).
 #[test]
-fn the_checkpoint_thread_yields_to_the_loop() {
+fn background_threads_yield_to_the_loop() {
     let s = Server::start();
     let mut c = s.connect();
     c.ping();
@@ -1266,4 +1267,5 @@ fn the_checkpoint_thread_yields_to_the_loop() {
     }
     assert_eq!(nice.get("natter"), Some(&0), "the loop thread keeps nice 0: {nice:?}");
     assert_eq!(nice.get("natter-checkpoi"), Some(&10), "the checkpoint thread runs at nice 10: {nice:?}");
+    assert_eq!(nice.get("natter-hash-0"), Some(&10), "hashing runs at nice 10: {nice:?}");
 }

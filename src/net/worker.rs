@@ -38,17 +38,20 @@ impl Workers {
             let rx = Arc::clone(&hash_rx);
             let tx = done_tx.clone();
             let waker = Arc::clone(&waker);
-            thread::Builder::new().name(format!("natter-hash-{i}")).spawn(move || loop {
-                // The lock is held only while waiting for the next job, never while hashing.
-                let job = match rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(job) = job else { return };
-                if tx.send(run_hash_job(params, job)).is_err() {
-                    return;
+            thread::Builder::new().name(format!("natter-hash-{i}")).spawn(move || {
+                super::priority::lower_this_thread();
+                loop {
+                    // The lock is held only while waiting for the next job, never while hashing.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    if tx.send(run_hash_job(params, job)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
                 }
-                let _ = waker.wake();
             })?;
         }
         let (mail_jobs, mail_rx) = channel::<Job>();
