@@ -12,6 +12,7 @@ mod priority;
 mod relay_socket;
 mod signals;
 mod sockopt;
+mod udp_batch;
 mod worker;
 
 use crate::chat::{Core, Now, VoiceConfig};
