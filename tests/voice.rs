@@ -799,66 +799,73 @@ fn end_from_callee_hangs_up_and_relay_stops() {
 // Logout and disconnect
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn caller_disconnect_ends_the_call_and_relay_forgets_both() {
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Party {
+    Caller,
+    Callee,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Leaves {
+    Disconnecting,
+    LoggingOut,
+}
+
+/// An answered call with both parties latched; then `who` leaves `how`. The other party is
+/// told `end`, the relay forgets both addresses, and calling the one who left is `offline`.
+fn leaving_ends_the_call_and_relay_forgets_both(who: Party, how: Leaves) {
     let s = server();
     let mut a = user(&s, ALICE);
     let mut b = user(&s, BOB);
     let call = answered_call(&mut a, ALICE, &mut b, BOB);
     let (ua, ub) = latched_pair(&call);
-    drop(a);
-    expect_voice(&mut b, "end", ALICE, "callee after the caller disconnected");
-    expect_relay_forgot(&ua, &ub, call.relay(), "after the caller disconnected");
-    b.send(&voice("call", ALICE));
-    expect_voice(&mut b, "offline", ALICE, "calling the disconnected caller");
+    let (leaver, leaver_email, mut stayer) = match who {
+        Party::Caller => (a, ALICE, b),
+        Party::Callee => (b, BOB, a),
+    };
+    let what = format!("{who:?} {how:?}");
+    let mut leaver = match how {
+        Leaves::Disconnecting => {
+            drop(leaver);
+            None
+        }
+        Leaves::LoggingOut => {
+            let mut c = leaver;
+            let v = c.request(&json!({"type":"logout"}));
+            assert_eq!(v, json!({"event":"success","type":"logout"}), "logout answer during a call");
+            Some(c)
+        }
+    };
+    expect_voice(&mut stayer, "end", leaver_email, &format!("the other party, {what}"));
+    if let Some(c) = leaver.as_mut() {
+        quiet(c);
+    }
+    expect_relay_forgot(&ua, &ub, call.relay(), &format!("after {what}"));
+    stayer.send(&voice("call", leaver_email));
+    expect_voice(&mut stayer, "offline", leaver_email, &format!("calling the party that left, {what}"));
+    if let Some(c) = leaver.as_mut() {
+        quiet(c);
+    }
+}
+
+#[test]
+fn caller_disconnect_ends_the_call_and_relay_forgets_both() {
+    leaving_ends_the_call_and_relay_forgets_both(Party::Caller, Leaves::Disconnecting);
 }
 
 #[test]
 fn callee_disconnect_ends_the_call_and_relay_forgets_both() {
-    let s = server();
-    let mut a = user(&s, ALICE);
-    let mut b = user(&s, BOB);
-    let call = answered_call(&mut a, ALICE, &mut b, BOB);
-    let (ua, ub) = latched_pair(&call);
-    drop(b);
-    expect_voice(&mut a, "end", BOB, "caller after the callee disconnected");
-    expect_relay_forgot(&ua, &ub, call.relay(), "after the callee disconnected");
-    a.send(&voice("call", BOB));
-    expect_voice(&mut a, "offline", BOB, "calling the disconnected callee");
+    leaving_ends_the_call_and_relay_forgets_both(Party::Callee, Leaves::Disconnecting);
 }
 
 #[test]
 fn caller_logout_ends_the_call_and_relay_forgets_both() {
-    let s = server();
-    let mut a = user(&s, ALICE);
-    let mut b = user(&s, BOB);
-    let call = answered_call(&mut a, ALICE, &mut b, BOB);
-    let (ua, ub) = latched_pair(&call);
-    let v = a.request(&json!({"type":"logout"}));
-    assert_eq!(v, json!({"event":"success","type":"logout"}), "logout answer during a call");
-    expect_voice(&mut b, "end", ALICE, "callee after the caller logged out");
-    quiet(&mut a);
-    expect_relay_forgot(&ua, &ub, call.relay(), "after the caller logged out");
-    b.send(&voice("call", ALICE));
-    expect_voice(&mut b, "offline", ALICE, "calling the logged-out caller");
-    quiet(&mut a);
+    leaving_ends_the_call_and_relay_forgets_both(Party::Caller, Leaves::LoggingOut);
 }
 
 #[test]
 fn callee_logout_ends_the_call_and_relay_forgets_both() {
-    let s = server();
-    let mut a = user(&s, ALICE);
-    let mut b = user(&s, BOB);
-    let call = answered_call(&mut a, ALICE, &mut b, BOB);
-    let (ua, ub) = latched_pair(&call);
-    let v = b.request(&json!({"type":"logout"}));
-    assert_eq!(v, json!({"event":"success","type":"logout"}), "logout answer during a call");
-    expect_voice(&mut a, "end", BOB, "caller after the callee logged out");
-    quiet(&mut b);
-    expect_relay_forgot(&ua, &ub, call.relay(), "after the callee logged out");
-    a.send(&voice("call", BOB));
-    expect_voice(&mut a, "offline", BOB, "calling the logged-out callee");
-    quiet(&mut b);
+    leaving_ends_the_call_and_relay_forgets_both(Party::Callee, Leaves::LoggingOut);
 }
 
 #[test]
