@@ -1248,16 +1248,38 @@ fn churn_of_2000_sessions_leaks_no_descriptors_or_memory() {
 /// The checkpoint thread copies pages and the hashing threads run argon2 while the loop
 /// answers clients; on two shared cores the scheduler must prefer the loop
 /// (src/net/priority.rs). Read from /proc: each thread's name and its nice value (field 19
-/// of its stat line).
+/// of its stat line). Relative to the loop's, so that a test run under `nice` passes too;
+/// polled, because a thread lowers itself when it first runs.
 #[test]
 fn background_threads_yield_to_the_loop() {
     let s = Server::start();
     let mut c = s.connect();
     c.ping();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ok = |nice: &std::collections::HashMap<String, i32>, name: &str| match (nice.get("natter"), nice.get(name)) {
+        (Some(&lp), Some(&n)) => n == (lp + 10).min(19),
+        _ => false,
+    };
+    loop {
+        let nice = thread_nice_values(s.pid());
+        if ok(&nice, "natter-checkpoi") && ok(&nice, "natter-hash-0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoint and hashing threads should run 10 nice levels below the loop: {nice:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Thread name -> nice value, from /proc/PID/task/*/stat.
+fn thread_nice_values(pid: u32) -> std::collections::HashMap<String, i32> {
     let mut nice = std::collections::HashMap::new();
-    let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid())).expect("read /proc/PID/task");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/PID/task");
     for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).expect("read a task's stat");
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
         // "tid (comm) state ppid ...": the name may hold spaces, so split after its ')'.
         let (head, rest) = stat.rsplit_once(')').expect("stat has a (comm)");
         let name = head.split_once('(').expect("stat has a (comm)").1.to_owned();
@@ -1265,7 +1287,5 @@ fn background_threads_yield_to_the_loop() {
         // Field 19 overall is the 17th after the name (fields 3.. start at index 0).
         nice.insert(name, fields[16].parse::<i32>().expect("nice is a number"));
     }
-    assert_eq!(nice.get("natter"), Some(&0), "the loop thread keeps nice 0: {nice:?}");
-    assert_eq!(nice.get("natter-checkpoi"), Some(&10), "the checkpoint thread runs at nice 10: {nice:?}");
-    assert_eq!(nice.get("natter-hash-0"), Some(&10), "hashing runs at nice 10: {nice:?}");
+    nice
 }

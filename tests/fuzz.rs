@@ -72,6 +72,7 @@ fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
                     // empty (a request whose `type` was "" has it echoed); the reason may not.
                     if let Err(e) = decode(frame) {
                         assert!(!e.message.is_empty());
+                        assert!(!e.ty.is_empty() || e.message == "`type` must not be empty", "{e:?}");
                     }
                     frames += 1;
                 }

@@ -9,7 +9,10 @@
 //! when the read ended; bytes that arrive later raise a new edge. So the read that would
 //! only say `WouldBlock` is skipped: one system call less per connection per iteration
 //! (at low load, every other read). Not once the peer has hung up, because its end of
-//! stream raises no further edge (tokio does the same).
+//! stream raises no further edge (tokio does the same). One known gap, shared with tokio:
+//! a read stops short at TCP urgent data (`MSG_OOB`), so requests a client sends behind an
+//! urgent byte wait for its next bytes or its close; only that client is slowed, and no
+//! chat client has a reason to send urgent data.
 
 use super::conn::{CloseWhy, Conn, ReadOutcome};
 use super::event_loop::{EventLoop, READ_BUDGET, READ_CHUNK};

@@ -58,8 +58,9 @@ impl RelaySocket {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Not fatal (an ICMP error reported on the socket, say); counted against
-                    // the budget so that a stream of them cannot hold the loop.
+                    // Not fatal, and not expected: without IP_RECVERR an unconnected UDP
+                    // socket is not told of ICMP errors. Counted against the budget so that
+                    // a stream of them could not hold the loop.
                     log::debug!("relay receive: {e}");
                     handled += 1;
                     continue;
