@@ -48,11 +48,9 @@ impl Batch {
         for (i, chunk) in self.bufs.chunks_exact_mut(self.slot).enumerate() {
             iovs[i] = libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: self.slot };
         }
-        for ((hdr, iov), name) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(names.iter_mut()) {
-            hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        link(&mut hdrs, &mut iovs, &mut names);
+        for hdr in &mut hdrs {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every header points into `names`, `iovs` and `self.bufs`, which outlive the
         // call and are not touched during it; the lengths are those of the buffers.
@@ -86,11 +84,7 @@ impl Batch {
             iovs[i] = libc::iovec { iov_base: self.bufs[start..].as_ptr().cast_mut().cast(), iov_len: self.lens[slot] };
             hdrs[i].msg_hdr.msg_namelen = from_std(&to, &mut names[i]);
         }
-        for ((hdr, iov), name) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(names.iter_mut()) {
-            hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            hdr.msg_hdr.msg_iov = iov;
-            hdr.msg_hdr.msg_iovlen = 1;
-        }
+        link(&mut hdrs, &mut iovs, &mut names);
         let mut dropped = 0;
         let mut next = 0;
         while next < out.len() {
@@ -116,6 +110,20 @@ impl Batch {
             }
         }
         dropped
+    }
+}
+
+/// Points each header at its own buffer and address slot (one buffer per datagram). The
+/// pointers are valid while the three arrays stay where they are: for the one call.
+fn link(
+    hdrs: &mut [libc::mmsghdr; BATCH],
+    iovs: &mut [libc::iovec; BATCH],
+    names: &mut [libc::sockaddr_storage; BATCH],
+) {
+    for ((hdr, iov), name) in hdrs.iter_mut().zip(iovs.iter_mut()).zip(names.iter_mut()) {
+        hdr.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
     }
 }
 
