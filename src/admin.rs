@@ -48,15 +48,89 @@ pub fn user(db: &Path, cmd: UserCommand, params: HashParams) -> Result<(), Strin
 /// Copies the database at `db` to `to` with SQLite's online backup API. The copy is taken
 /// in one step, inside one read transaction, so it is a consistent snapshot even while a
 /// server keeps writing (a step-by-step copy would restart on every write it sees).
-pub fn backup(db: &Path, to: &Path) -> Result<(), String> {
+///
+/// The target is refused when it is the database or one of its companion files (a copy
+/// over the live `-wal` once reported success and corrupted the database), and when it
+/// exists unless `force`. The copy is written to a uniquely named temporary file beside
+/// the target and renamed over it only once complete, so nothing that exists is touched
+/// before then and a failed backup leaves no partial file.
+pub fn backup(db: &Path, to: &Path, force: bool) -> Result<(), String> {
     if !db.exists() {
         return Err(format!("no database at {}", db.display()));
     }
+    check_backup_target(db, to, force)?;
     let src = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let tmp = to.with_extension("partial");
-    let _ = std::fs::remove_file(&tmp);
-    let pages = src.backup_to(&tmp).map_err(|e| format!("backup failed: {e}"))?;
-    std::fs::rename(&tmp, to).map_err(|e| format!("cannot move the copy to {}: {e}", to.display()))?;
-    println!("backed up {} ({pages} pages) to {}", db.display(), to.display());
+    let (tmp, _file) = temporary_beside(to)?;
+    let result = src.backup_to(&tmp).map_err(|e| format!("backup failed: {e}")).and_then(|pages| {
+        std::fs::rename(&tmp, to).map_err(|e| format!("cannot move the copy to {}: {e}", to.display()))?;
+        Ok(pages)
+    });
+    match result {
+        Ok(pages) => {
+            println!("backed up {} ({pages} pages) to {}", db.display(), to.display());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The files SQLite and natter keep beside a database: writing any of them corrupts it.
+const COMPANIONS: [&str; 5] = ["", "-wal", "-shm", "-journal", ".lock"];
+
+/// Refuses a backup target that is the database or a companion of it (also through
+/// symlinks and `..`), and an existing file unless `force`.
+fn check_backup_target(db: &Path, to: &Path, force: bool) -> Result<(), String> {
+    let db = std::fs::canonicalize(db).map_err(|e| format!("cannot resolve {}: {e}", db.display()))?;
+    let target = resolve(to)?;
+    for suffix in COMPANIONS {
+        let mut companion = db.clone().into_os_string();
+        companion.push(suffix);
+        if target == Path::new(&companion) {
+            return Err(format!(
+                "refusing to back up onto {}: it is the database{} itself",
+                to.display(),
+                if suffix.is_empty() { String::new() } else { format!("'s {suffix} file") }
+            ));
+        }
+    }
+    if to.symlink_metadata().is_ok() && !force {
+        return Err(format!("{} exists; pass --force to replace it", to.display()));
+    }
+    if to.is_dir() {
+        return Err(format!("{} is a directory", to.display()));
+    }
     Ok(())
+}
+
+/// `to` with its folder and every symlink resolved; `to` itself need not exist.
+fn resolve(to: &Path) -> Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::fs::canonicalize(to) {
+        return Ok(p);
+    }
+    let name = to.file_name().ok_or_else(|| format!("{} names no file", to.display()))?;
+    let parent = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(parent).map_err(|e| format!("cannot use folder {}: {e}", parent.display()))?;
+    Ok(dir.join(name))
+}
+
+/// Creates a new, uniquely named file in `to`'s folder (never one that exists) for the
+/// copy to be written to before it is renamed to `to`.
+fn temporary_beside(to: &Path) -> Result<(std::path::PathBuf, std::fs::File), String> {
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for _ in 0..16 {
+        let tag = crate::secret::token(6).map_err(|e| format!("OS random source: {e}"))?;
+        let tmp = to.with_file_name(format!(".{name}.{tag}.partial"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create a file beside {}: {e}", to.display())),
+        }
+    }
+    Err(format!("cannot find a free temporary name beside {}", to.display()))
 }

@@ -39,9 +39,13 @@ pub enum Command {
     User(UserCommand),
     /// Write a consistent copy of the database to FILE (safe while a server runs on it).
     Backup {
-        /// Where to write the copy; an existing file is replaced.
+        /// Where to write the copy: never the database or one of its -wal, -shm, -journal
+        /// or .lock files; an existing file only with --force.
         #[arg(long)]
         to: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -112,6 +116,31 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_MAX_OUTPUT", default_value_t = 8 << 20)]
     pub max_output: usize,
 
+    /// Connections from one client address (IPv6: one /64); more are accepted and closed.
+    #[arg(long, env = "NATTER_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: u32,
+
+    /// Anonymous connections from one client address; more are accepted and closed.
+    #[arg(long, env = "NATTER_MAX_ANONYMOUS_PER_IP", default_value_t = 32)]
+    pub max_anonymous_per_ip: u32,
+
+    /// OTP mails per email address per hour.
+    #[arg(long, env = "NATTER_OTP_MAILS_PER_ADDRESS", default_value_t = 5)]
+    pub otp_mails_per_address: u32,
+
+    /// OTP mails per client address per hour.
+    #[arg(long, env = "NATTER_OTP_MAILS_PER_IP", default_value_t = 20)]
+    pub otp_mails_per_ip: u32,
+
+    /// Calls one user may place per minute.
+    #[arg(long, env = "NATTER_CALL_ATTEMPTS", default_value_t = 10)]
+    pub call_attempts: u32,
+
+    /// Unsent bytes all connections together may hold; past it the connections holding the
+    /// most are closed as slow consumers.
+    #[arg(long, env = "NATTER_MAX_OUTPUT_TOTAL", default_value_t = 128 << 20)]
+    pub max_output_total: usize,
+
     /// Seconds an anonymous connection may stay idle.
     #[arg(long, env = "NATTER_AUTH_TIMEOUT", default_value_t = 60)]
     pub auth_timeout: u64,
@@ -174,6 +203,11 @@ impl ServerArgs {
                 auth_timeout_ms: self.auth_timeout.saturating_mul(1000),
                 otp_lifetime_ms: self.otp_lifetime.saturating_mul(1000),
                 call_timeout_ms: self.call_timeout.saturating_mul(1000),
+                otp_mails_per_hour: self.otp_mails_per_address,
+                otp_mails_per_ip: self.otp_mails_per_ip,
+                call_attempts_per_minute: self.call_attempts,
+                max_connections_per_ip: self.max_connections_per_ip,
+                max_anonymous_per_ip: self.max_anonymous_per_ip,
                 ..Limits::default()
             },
             net: NetLimits {
@@ -181,6 +215,7 @@ impl ServerArgs {
                 // Below this one message of the largest size could not be queued at all.
                 max_output: self.max_output.max(64 * 1024),
                 max_connections: self.max_connections,
+                max_output_total: self.max_output_total.max(self.max_output.max(64 * 1024)),
                 msg_rate: self.msg_rate.filter(|&r| r > 0),
             },
             hash,

@@ -11,21 +11,34 @@ use std::path::PathBuf;
 /// Limits the chat core enforces.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// An anonymous connection idle this long (no request answered other than `invalid`)
-    /// is closed; not before its pending OTP expires.
+    /// An anonymous connection is closed this long after it opened (or logged out) unless
+    /// it logs in; requests do not extend it; not before its pending OTP expires.
     pub auth_timeout_ms: u64,
     /// A mailed OTP is valid this long; `verify` after it is `failed`.
     pub otp_lifetime_ms: u64,
     /// Wrong OTPs allowed before the pending registration is dropped.
     pub otp_tries: u32,
-    /// OTP mails per address per hour; more are `failed` type `otp`.
+    /// OTP mails per email address per hour, counted when a request is accepted; more are
+    /// `failed` type `otp`.
     pub otp_mails_per_hour: u32,
-    /// Failed logins per name per minute; more are `failed` "too many attempts".
+    /// OTP mails per client address per hour, counted the same way; more are `failed`.
+    pub otp_mails_per_ip: u32,
+    /// Failed logins per name and client address per minute; more are `failed` "too many
+    /// attempts" (only from that address: nobody can lock a user out from another).
     pub login_fails_per_name: u32,
-    /// Failed logins per IP address per minute; more are `failed` "too many attempts".
+    /// Failed logins per client address per minute; more are `failed` "too many attempts".
     pub login_fails_per_ip: u32,
+    /// Failed logins per name per hour from all addresses together (distributed guessing);
+    /// more are `failed` "too many attempts".
+    pub login_fails_per_name_hourly: u32,
     /// A call rings this long before both parties get `time`.
     pub call_timeout_ms: u64,
+    /// Calls one user may place per minute; more are `failed` type `voice`.
+    pub call_attempts_per_minute: u32,
+    /// Connections from one client address; more are accepted and closed at once.
+    pub max_connections_per_ip: u32,
+    /// Anonymous connections from one client address; more are accepted and closed at once.
+    pub max_anonymous_per_ip: u32,
 }
 
 impl Default for Limits {
@@ -35,9 +48,14 @@ impl Default for Limits {
             otp_lifetime_ms: 600_000,
             otp_tries: 5,
             otp_mails_per_hour: 5,
+            otp_mails_per_ip: 20,
             login_fails_per_name: 5,
             login_fails_per_ip: 20,
+            login_fails_per_name_hourly: 100,
             call_timeout_ms: 30_000,
+            call_attempts_per_minute: 10,
+            max_connections_per_ip: 256,
+            max_anonymous_per_ip: 32,
         }
     }
 }
@@ -52,6 +70,10 @@ pub struct NetLimits {
     pub max_output: usize,
     /// Open connections; further ones are accepted and closed at once.
     pub max_connections: usize,
+    /// Unsent output of all connections together; past it, after a flush, the connections
+    /// holding the most are closed as slow consumers until the total is back under it
+    /// (their undelivered personal messages stay stored).
+    pub max_output_total: usize,
     /// Frames per second per connection (token bucket, burst twice that); when the bucket
     /// is empty the loop stops reading that connection until tokens return. `None`: no limit.
     pub msg_rate: Option<u32>,
@@ -59,7 +81,13 @@ pub struct NetLimits {
 
 impl Default for NetLimits {
     fn default() -> Self {
-        NetLimits { max_frame: 64 * 1024, max_output: 8 << 20, max_connections: 10_000, msg_rate: None }
+        NetLimits {
+            max_frame: 64 * 1024,
+            max_output: 8 << 20,
+            max_connections: 10_000,
+            max_output_total: 128 << 20,
+            msg_rate: None,
+        }
     }
 }
 

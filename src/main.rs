@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let _ = simplelog::WriteLogger::init(cli.server.log_level, log_config, std::io::stderr());
     let result = match cli.command {
         Some(Command::User(cmd)) => natter::admin::user(&cli.db, cmd, cli.server.hash_params()),
-        Some(Command::Backup { to }) => natter::admin::backup(&cli.db, &to),
+        Some(Command::Backup { to, force }) => natter::admin::backup(&cli.db, &to, force),
         None => natter::net::serve(cli.server.into_config(cli.db)).map_err(|e| e.to_string()),
     };
     match result {

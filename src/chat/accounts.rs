@@ -10,7 +10,7 @@
 //! hash, or against a dummy hash for an unknown name so both cost the same (worker), answer.
 
 use super::sessions::{Busy, ConnId, Member, Pending};
-use super::{validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
+use super::{address, validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
 use crate::protocol::{response, Login};
 use crate::secret;
 use crate::store::users::Taken;
@@ -31,8 +31,14 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
             return core.out.failed(conn, T, "could not register now; try again");
         }
     }
-    if let Some(wait) = core.otp_mails.blocked(&email.to_lowercase(), now.ms) {
+    let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) else { return };
+    let email_key = email.to_ascii_lowercase();
+    if let Some(wait) = core.otp_mails.blocked(&email_key, now.ms) {
         let msg = format!("too many codes sent to this address; retry in {} s", wait.div_ceil(1000));
+        return core.out.failed(conn, "otp", &msg);
+    }
+    if let Some(wait) = core.otp_mails_by_ip.blocked(&peer, now.ms) {
+        let msg = format!("too many codes requested from your network address; retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, "otp", &msg);
     }
     let otp = match secret::otp() {
@@ -58,6 +64,10 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
         expires_ms: 0,
         timer: None,
     })));
+    // Counted now, not when the mail goes out: requests that arrive while earlier ones are
+    // still hashing must see them (300 at once once gave 300 mails).
+    core.otp_mails.record(email_key, now.ms);
+    core.otp_mails_by_ip.record(peer, now.ms);
     core.out.jobs.push(Job::HashPassword { conn, md5: password.to_ascii_lowercase() });
 }
 
@@ -119,8 +129,15 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
     let Some(session) = core.sessions.get(conn) else {
         return;
     };
-    let peer = session.peer;
-    let wait = core.login_fails_by_name.blocked(&name_key, now.ms).max(core.login_fails_by_ip.blocked(&peer, now.ms));
+    let peer = address::key(session.peer);
+    let wait = [
+        core.login_fails_by_name.blocked(&(name_key.clone(), peer), now.ms),
+        core.login_fails_by_ip.blocked(&peer, now.ms),
+        core.login_fails_by_name_hourly.blocked(&name_key, now.ms),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
     if let Some(wait) = wait {
         let msg = format!("too many attempts, retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, T, &msg);
@@ -162,10 +179,11 @@ fn lookup(core: &Core, req: &Login) -> Result<Option<crate::store::UserRow>, cra
 
 fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
     core.counters.logins_failed += 1;
-    if let Some(s) = core.sessions.get(conn) {
-        core.login_fails_by_ip.record(s.peer, now.ms);
+    if let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) {
+        core.login_fails_by_ip.record(peer, now.ms);
+        core.login_fails_by_name.record((name_key.clone(), peer), now.ms);
     }
-    core.login_fails_by_name.record(name_key, now.ms);
+    core.login_fails_by_name_hourly.record(name_key, now.ms);
     core.out.failed(conn, "login", BAD_CREDENTIALS);
 }
 
@@ -177,11 +195,26 @@ pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
     core.out.send(conn, OnCommitFail::Keep, response::logout_ok);
 }
 
+/// Logs every connection of `user` out from the server's side (PROTOCOL.md section 17):
+/// each gets the `logout` event with `reason`, its calls end as on a logout, and it is
+/// anonymous again, with the anonymous deadline from now.
+pub(super) fn log_out_everywhere(core: &mut Core, user: i64, reason: &str, now: Now) {
+    let conns = core.sessions.conns_of(user).to_vec();
+    for conn in conns {
+        if let Some(member) = core.sessions.logout(conn) {
+            super::calls::connection_gone(core, conn, member.user_id, now);
+            rearm_auth(core, conn, now);
+        }
+        core.catching_up.retain(|c| *c != conn);
+        core.out.send(conn, OnCommitFail::Keep, |b| response::logged_out(b, reason));
+    }
+}
+
 pub(super) fn users(core: &mut Core, conn: ConnId) {
     match core.store.list_users() {
         Ok(list) => {
-            core.out.send(conn, OnCommitFail::Keep, |b| {
-                response::users(b, list.iter().map(|(u, e)| (u.as_str(), e.as_str())))
+            core.out.send_sized(conn, "users", |b, max| {
+                response::users(b, max, list.iter().map(|(u, e)| (u.as_str(), e.as_str())))
             });
         }
         Err(e) => {
@@ -191,7 +224,8 @@ pub(super) fn users(core: &mut Core, conn: ConnId) {
     }
 }
 
-/// Restarts the anonymous idle deadline: after any request not answered `invalid`.
+/// Restarts the anonymous deadline: when a connection becomes anonymous again (logout).
+/// Requests never extend it (PROTOCOL.md section 2).
 pub(super) fn rearm_auth(core: &mut Core, conn: ConnId, now: Now) {
     let deadline = now.ms + core.limits.auth_timeout_ms;
     let Some(s) = core.sessions.get_mut(conn) else {
@@ -252,13 +286,13 @@ fn drop_pending(core: &mut Core, conn: ConnId) -> Option<Box<Pending>> {
 
 pub(super) fn job_done(core: &mut Core, done: JobDone, now: Now) {
     match done {
-        JobDone::Hashed { conn, hash } => hashed(core, conn, hash, now),
+        JobDone::Hashed { conn, hash } => hashed(core, conn, hash),
         JobDone::OtpSent { conn, result } => otp_sent(core, conn, result, now),
         JobDone::Verified { conn, ok } => verified(core, conn, ok, now),
     }
 }
 
-fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
+fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>) {
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
@@ -268,7 +302,6 @@ fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
     match hash {
         Some(h) => {
             p.hash = Some(h);
-            core.otp_mails.record(p.email.to_lowercase(), now.ms);
             let job = Job::SendOtp { conn, to: p.email.clone(), otp: p.otp.clone() };
             core.out.jobs.push(job);
         }
@@ -328,7 +361,10 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
             }
         },
     };
-    core.login_fails_by_name.clear(&name_key);
+    if let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) {
+        // Only this address's count for the name: another address's failures stand.
+        core.login_fails_by_name.clear(&(name_key, peer));
+    }
     if let Some(t) = core.sessions.get_mut(conn).and_then(|s| s.auth_timer.take()) {
         core.timers.cancel(t);
     }

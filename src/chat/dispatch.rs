@@ -30,8 +30,12 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         }
         (_, true) => {}
     }
-    if !logged_in {
-        accounts::rearm_auth(core, conn, now);
+    if matches!(req, Request::Personal(_) | Request::Verify { .. } | Request::Voice { .. }) {
+        core.begin_write(now);
+        if logged_in && core.sessions.get(conn).is_some_and(|s| s.member.is_none()) {
+            // Its account was deleted by another process just now; it got `logout`.
+            return core.out.invalid(conn, ty, "log in or register first");
+        }
     }
     match req {
         Request::Ping => {

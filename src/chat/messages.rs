@@ -123,9 +123,10 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
         }
     };
     let email = |id: i64| if id == me.user_id { &*me.email } else { peer.email.as_str() };
-    core.out.send(conn, OnCommitFail::Keep, |b| {
+    core.out.send_sized(conn, H, |b, max| {
         response::history(
             b,
+            max,
             rows.iter().map(|r| HistoryItem {
                 id: r.id,
                 from: email(r.sender),

@@ -81,13 +81,75 @@ pub struct Outbox {
     pub sends: Vec<Send>,
     pub closes: Vec<(ConnId, CloseReason)>,
     pub jobs: Vec<Job>,
+    /// The connection whose frames are being handled, if the loop said so
+    /// ([`watch`](Self::watch)): bytes sent to it are counted, and sized answers to it are
+    /// held to the room it has left.
+    watch: Option<(ConnId, usize)>,
+    /// Bytes sent to the watched connection since [`watch`](Self::watch).
+    watched: usize,
 }
 
+/// Arena capacity kept from one iteration to the next; more was for a rare burst.
+const ARENA_KEEP: usize = 4 << 20;
+
+/// Where a sized answer (`history`, `users`) would have to stop: the room its connection
+/// has left under `--max-output`. Passing it is answered `failed` instead.
+pub const TOO_BIG: &str = "the answer would pass this connection's output limit; ask for less";
+
 impl Outbox {
+    /// Starts counting the bytes sent to `conn`, which has `room` bytes left under its
+    /// output cap (the loop calls this before handing over the connection's frames).
+    pub fn watch(&mut self, conn: ConnId, room: usize) {
+        self.watch = Some((conn, room));
+        self.watched = 0;
+    }
+
+    /// Stops counting (the connection's frames are handled).
+    pub fn unwatch(&mut self) {
+        self.watch = None;
+        self.watched = 0;
+    }
+
+    /// Bytes sent to the watched connection since [`watch`](Self::watch): what its frames
+    /// have added to its unsent output so far in this iteration.
+    pub fn watched(&self) -> usize {
+        self.watched
+    }
+
+    /// The bytes an answer to `conn` may take: unlimited unless `conn` is watched.
+    pub fn room(&self, conn: ConnId) -> usize {
+        match self.watch {
+            Some((c, room)) if c == conn => room.saturating_sub(self.watched),
+            _ => usize::MAX,
+        }
+    }
+
+    fn push(&mut self, s: Send) {
+        if self.watch.is_some_and(|(c, _)| c == s.to) {
+            self.watched += s.range.len();
+        }
+        self.sends.push(s);
+    }
+
     /// Encodes with `f` into the arena and sends the result to `to`.
     pub fn send(&mut self, to: ConnId, on_fail: OnCommitFail, f: impl FnOnce(&mut Vec<u8>)) {
         let range = self.encode(f);
-        self.sends.push(Send { to, range, on_fail, delivers: None });
+        self.push(Send { to, range, on_fail, delivers: None });
+    }
+
+    /// Encodes an answer whose size depends on stored data (`history`, `users`) with `f`,
+    /// which is given the most bytes it may write and returns false when it had to stop
+    /// there; then `to` gets `failed` of type `ty` instead, and the arena is cut back, so
+    /// no answer is ever built or queued past the connection's output cap.
+    pub fn send_sized(&mut self, to: ConnId, ty: &str, f: impl FnOnce(&mut Vec<u8>, usize) -> bool) {
+        let (start, room) = (self.bytes.len(), self.room(to));
+        if f(&mut self.bytes, room) && self.bytes.len() - start <= room {
+            let range = start..self.bytes.len();
+            self.push(Send { to, range, on_fail: OnCommitFail::Keep, delivers: None });
+        } else {
+            self.bytes.truncate(start);
+            self.failed(to, ty, TOO_BIG);
+        }
     }
 
     /// Encodes with `f` into the arena without sending, for [`send_again`](Self::send_again).
@@ -99,12 +161,12 @@ impl Outbox {
 
     /// Sends bytes already in the arena (encoded once for many receivers) to `to`.
     pub fn send_again(&mut self, to: ConnId, range: Range<usize>, on_fail: OnCommitFail) {
-        self.sends.push(Send { to, range, on_fail, delivers: None });
+        self.push(Send { to, range, on_fail, delivers: None });
     }
 
     /// Sends a personal message whose delivery is counted when `to` has written it.
     pub fn deliver(&mut self, to: ConnId, range: Range<usize>, on_fail: OnCommitFail, id: Option<i64>) {
-        self.sends.push(Send { to, range, on_fail, delivers: id });
+        self.push(Send { to, range, on_fail, delivers: id });
     }
 
     pub fn error(&mut self, to: ConnId, kind: ErrorKind, ty: &str, message: &str) {
@@ -131,8 +193,14 @@ impl Outbox {
         }
     }
 
-    /// Empties everything for the next iteration, keeping the allocations.
+    /// Empties everything for the next iteration, keeping the allocations (but not an
+    /// arena that one big answer blew up: it would hold that memory for good).
     pub fn clear(&mut self) {
+        if self.bytes.capacity() > ARENA_KEEP {
+            self.bytes = Vec::new();
+        }
+        self.watch = None;
+        self.watched = 0;
         self.bytes.clear();
         self.sends.clear();
         self.closes.clear();

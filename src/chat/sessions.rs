@@ -4,6 +4,7 @@
 //! The generation in [`ConnId`] tells a connection from an earlier one in the same slot, so a
 //! late worker result or timer for a closed connection is never applied to its successor.
 
+use super::address;
 use crate::store::UserRow;
 use crate::timer_wheel::TimerId;
 use std::collections::{BTreeMap, HashMap};
@@ -97,11 +98,19 @@ pub struct Online {
     pub holds: BTreeMap<i64, ConnId>,
 }
 
-/// Sessions by connection, and connections by logged-in user.
+/// Open connections from one client address ([`address::key`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AddressCount {
+    pub total: u32,
+    pub anonymous: u32,
+}
+
+/// Sessions by connection, connections by logged-in user, and counts by client address.
 #[derive(Default)]
 pub struct Sessions {
     slots: Vec<Option<(u32, Session)>>,
     online: HashMap<i64, Online>,
+    by_address: HashMap<IpAddr, AddressCount>,
 }
 
 impl Sessions {
@@ -122,6 +131,27 @@ impl Sessions {
             skip: Vec::new(),
         };
         self.slots[slot] = Some((id.generation, s));
+        let count = self.by_address.entry(address::key(peer)).or_default();
+        count.total += 1;
+        count.anonymous += 1;
+    }
+
+    /// The connections open from `peer`'s client address.
+    pub fn from_address(&self, peer: IpAddr) -> AddressCount {
+        self.by_address.get(&address::key(peer)).copied().unwrap_or_default()
+    }
+
+    /// Adds `delta` to the anonymous count of `peer`'s address, and `total` to its total;
+    /// forgets the address when nothing is left.
+    fn count(&mut self, peer: IpAddr, anonymous: i32, total: i32) {
+        let key = address::key(peer);
+        if let Some(c) = self.by_address.get_mut(&key) {
+            c.anonymous = c.anonymous.saturating_add_signed(anonymous);
+            c.total = c.total.saturating_add_signed(total);
+            if c.total == 0 {
+                self.by_address.remove(&key);
+            }
+        }
     }
 
     pub fn get(&self, id: ConnId) -> Option<&Session> {
@@ -142,10 +172,12 @@ impl Sessions {
     pub fn close(&mut self, id: ConnId) -> Option<Session> {
         self.logout(id);
         let slot = self.slots.get_mut(id.slot as usize)?;
-        match slot {
+        let s = match slot {
             Some((g, _)) if *g == id.generation => slot.take().map(|(_, s)| s),
             _ => None,
-        }
+        }?;
+        self.count(s.peer, -1, -1);
+        Some(s)
     }
 
     /// Marks the connection as logged in as `member`. `watermark` is used when the user
@@ -153,8 +185,13 @@ impl Sessions {
     pub fn login(&mut self, id: ConnId, member: Member, watermark: i64) {
         let user = member.user_id;
         let Some(s) = self.get_mut(id) else { return };
+        let was_anonymous = s.member.is_none();
         s.member = Some(member);
         s.last_sent = 0;
+        let peer = s.peer;
+        if was_anonymous {
+            self.count(peer, -1, 0);
+        }
         let online = self.online.entry(user).or_insert_with(|| Online { watermark, ..Online::default() });
         online.conns.push(id);
         let cursor = online.watermark;
@@ -169,6 +206,8 @@ impl Sessions {
         let member = s.member.take()?;
         s.feed = Feed::Live;
         s.skip = Vec::new();
+        let peer = s.peer;
+        self.count(peer, 1, 0);
         if let Some(online) = self.online.get_mut(&member.user_id) {
             online.conns.retain(|c| *c != id);
             if online.conns.is_empty() {
@@ -197,6 +236,11 @@ impl Sessions {
         let open = self.slots.iter().filter(|s| s.is_some()).count();
         let logged_in: usize = self.online.values().map(|o| o.conns.len()).sum();
         (open - logged_in, logged_in, self.online.len())
+    }
+
+    /// Every user with a logged-in connection.
+    pub fn online_users(&self) -> impl Iterator<Item = i64> + '_ {
+        self.online.keys().copied()
     }
 
     /// Every logged-in connection.

@@ -2,10 +2,17 @@
 //! with the sentence returned here.
 
 /// An address with exactly one `@`, a non-empty local part, a domain with a dot inside it,
-/// no whitespace or control characters, at most 254 bytes.
+/// at most 254 bytes, of printable ASCII without spaces or double quotes.
+///
+/// ASCII only, so that no two accounts can look alike (PROTOCOL.md section 4): Cyrillic or
+/// fullwidth letters that copy Latin ones, zero-width and bidi characters, soft hyphens,
+/// composed and decomposed accents were all once accepted beside the plain address. No
+/// quotes: `"ann"@example.org` is a second account whose mail reaches `ann@example.org`.
 pub fn email(e: &str) -> Result<(), &'static str> {
+    if !e.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        return Err("email must be printable ASCII without spaces or quotes (name@example.org)");
+    }
     let ok = e.len() <= 254
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && match e.split_once('@') {
             Some((local, domain)) => {
                 !local.is_empty()
@@ -71,7 +78,7 @@ mod tests {
 
     #[test]
     fn emails() {
-        for good in ["a@b.org", "first.last+tag@sub.example.co", "ü@b.de"] {
+        for good in ["a@b.org", "first.last+tag@sub.example.co", "o'brien@b.de", "A-Z_09@x-y.example"] {
             assert!(email(good).is_ok(), "{good}");
         }
         let long = format!("{}@b.org", "a".repeat(250));
@@ -92,6 +99,27 @@ mod tests {
         ] {
             assert!(email(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Every lookalike of `ann@example.org` that an attacker registered beside it.
+    #[test]
+    fn lookalike_emails_are_refused() {
+        for bad in [
+            "\u{430}nn@example.org",   // Cyrillic a
+            "ann\u{200b}@example.org", // zero-width space
+            "an\u{ad}n@example.org",   // soft hyphen
+            "\u{202e}ann@example.org", // right-to-left override
+            "\u{ff41}nn@example.org",  // fullwidth a
+            "ann@exa\u{301}mple.org",  // combining acute accent
+            "ann@ex\u{e1}mple.org",    // precomposed a with acute
+            "\"ann\"@example.org",     // quoted local part
+            "ann@example.org\u{0}",    // NUL
+            "ann@example.org\u{7f}",   // DEL
+            "ann\t@example.org",
+        ] {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
+        assert!(email("ann@example.org").is_ok());
     }
 
     #[test]

@@ -28,8 +28,10 @@ pub enum CloseWhy {
     FrameTooLarge,
     NotAnObject,
     SlowConsumer,
+    OutputTotal,
     AuthTimeout,
     ServerFull,
+    AddressFull,
 }
 
 impl CloseWhy {
@@ -41,8 +43,12 @@ impl CloseWhy {
             CloseWhy::FrameTooLarge => "frame too large",
             CloseWhy::NotAnObject => "stream not resynchronisable",
             CloseWhy::SlowConsumer => "slow consumer: output cap reached",
+            CloseWhy::OutputTotal => {
+                "slow consumer: the most unsent output when all connections together passed --max-output-total"
+            }
             CloseWhy::AuthTimeout => "anonymous idle timeout",
             CloseWhy::ServerFull => "too many connections",
+            CloseWhy::AddressFull => "too many connections from this address",
         }
     }
 }
@@ -102,6 +108,9 @@ pub struct Conn {
     pub closing: Option<CloseWhy>,
     /// Token bucket for `--msg-rate`: (tokens, last refill in ms).
     pub bucket: Option<(f64, u64)>,
+    /// Its unsent output passed the pause mark: its frames are neither read nor handled
+    /// until the flush takes it back below (PROTOCOL.md section 10).
+    pub paused: bool,
 }
 
 impl Conn {
@@ -123,6 +132,7 @@ impl Conn {
             queued: false,
             closing: None,
             bucket: None,
+            paused: false,
         }
     }
 

@@ -30,14 +30,18 @@ impl EventLoop {
             if conn.closing == Some(CloseWhy::SlowConsumer) {
                 continue;
             }
+            let len = send.range.len();
             if !conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
                 log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
                 self.counters.slow_consumers += 1;
                 conn.closing = Some(CloseWhy::SlowConsumer);
                 self.closing.push(key);
-            } else if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push(key);
+            } else {
+                self.unsent_total += len;
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
+                }
             }
         }
         for (id, why) in out.closes.drain(..) {
@@ -113,7 +117,16 @@ impl EventLoop {
         conn.dirty = false;
         let before = conn.bytes_written();
         let result = conn.flush();
-        self.counters.bytes_out += conn.bytes_written() - before;
+        let written = conn.bytes_written() - before;
+        self.counters.bytes_out += written;
+        self.unsent_total -= written as usize;
+        if conn.paused && conn.pending_output() < self.pause_mark {
+            conn.paused = false;
+            if conn.closing.is_none() {
+                // Its frames wait in the input buffer or the socket: handle them next.
+                self.carry.push(key);
+            }
+        }
         if let Some((upto, count)) = conn.take_delivered() {
             self.core.on_written(conn.id, upto, count, now);
         }
@@ -126,6 +139,36 @@ impl EventLoop {
         }
     }
 
+    /// Keeps the unsent output of all connections under `--max-output-total`: when the
+    /// flush left more, the connections holding the most are marked for closing as slow
+    /// consumers until what the others hold is under it. Readers that keep up hold almost
+    /// nothing after a flush, so this picks the ones that stopped reading.
+    pub(super) fn bound_output_total(&mut self) {
+        if self.unsent_total <= self.net.max_output_total {
+            return;
+        }
+        let mut holders: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_none() && c.pending_output() > 0)
+            .map(|(k, c)| (c.pending_output(), k))
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let mut left = self.unsent_total;
+        for (pending, key) in holders {
+            if left <= self.net.max_output_total {
+                break;
+            }
+            left -= pending;
+            if let Some(conn) = self.conns.get_mut(key) {
+                log::warn!("{}: {}", conn.peer, CloseWhy::OutputTotal.as_str());
+                self.counters.slow_consumers += 1;
+                conn.closing = Some(CloseWhy::OutputTotal);
+                self.closing.push(key);
+            }
+        }
+    }
+
     /// The one door out: deregisters, tells the core and frees each closing connection.
     pub(super) fn reap(&mut self, now: Now) {
         for key in self.closing.drain(..) {
@@ -133,11 +176,12 @@ impl EventLoop {
                 continue;
             };
             let Some(why) = conn.closing else { continue };
-            if why != CloseWhy::SlowConsumer {
+            if !matches!(why, CloseWhy::SlowConsumer | CloseWhy::OutputTotal) {
                 // Best effort: the last answer (an `invalid` before a close) gets out.
                 let _ = conn.flush();
             }
             let mut conn = self.conns.remove(key);
+            self.unsent_total -= conn.pending_output();
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.core.on_close(conn.id, now);
             log::debug!("closed {} ({:?}): {}", conn.peer, conn.id, why.as_str());

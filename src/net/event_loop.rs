@@ -41,6 +41,11 @@ pub(super) const CATCH_UP_BATCH: usize = 2048;
 /// water mark: a quarter of `--max-output`, at most this. Each batch adds at most as much
 /// again, so a large backlog is paced by the socket and never reaches the output cap.
 const CATCH_UP_LOW_WATER_MAX: usize = 1 << 20;
+/// A connection's requests are not read or handled while its unsent output is at or above
+/// its pause mark: half of `--max-output`, at most this (PROTOCOL.md section 10). So pipelined
+/// requests for big answers (`history`, `users`) cannot pile answers up: one connection
+/// holds at most the mark plus one answer, and that answer is held to `--max-output`.
+const PAUSE_MARK_MAX: usize = 1 << 20;
 /// Backlog bytes one connection gets per iteration before others get their turn.
 pub(super) const CATCH_UP_BUDGET: usize = 4 << 20;
 /// How long shutdown waits for sockets to take the last answers.
@@ -85,6 +90,10 @@ pub struct EventLoop {
     pub(super) catching_up: Vec<ConnId>,
     /// See [`CATCH_UP_LOW_WATER_MAX`].
     pub(super) low_water: usize,
+    /// See [`PAUSE_MARK_MAX`].
+    pub(super) pause_mark: usize,
+    /// Unsent output of every connection together (bytes queued and not yet written).
+    pub(super) unsent_total: usize,
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
     /// sleeping (no writable event will come for a socket that never filled).
     pub(super) refill_again: bool,
@@ -111,6 +120,7 @@ impl EventLoop {
         start: Instant,
     ) -> EventLoop {
         let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
+        let pause_mark = (net.max_output / 2).clamp(1, PAUSE_MARK_MAX);
         EventLoop {
             poll,
             events: Events::with_capacity(1024),
@@ -132,6 +142,8 @@ impl EventLoop {
             throttled: Vec::new(),
             catching_up: Vec::new(),
             low_water,
+            pause_mark,
+            unsent_total: 0,
             refill_again: false,
             accept_retry_ms: None,
             last_accept_warning_ms: None,
@@ -167,6 +179,7 @@ impl EventLoop {
         self.commit_and_queue();
         self.flush();
         self.refill();
+        self.bound_output_total();
         self.reap(now);
         self.counters.iteration.observe(started.elapsed());
         Ok(())
@@ -203,10 +216,15 @@ impl EventLoop {
         if !self.carry.is_empty() || self.relay.readable || self.refill_again || self.core.has_output() {
             return Some(Duration::ZERO);
         }
-        let next = [self.core.next_deadline(), self.throttled.iter().map(|t| t.0).min(), self.accept_retry_ms]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let next = [
+            self.core.next_deadline(),
+            self.throttled.iter().map(|t| t.0).min(),
+            self.accept_retry_ms,
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         let now = self.start.elapsed().as_millis() as u64;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
@@ -220,7 +238,7 @@ impl EventLoop {
                 WAKER => {}
                 METRICS => {
                     if let Some(m) = self.metrics.as_mut() {
-                        m.accept(self.poll.registry());
+                        m.accept(self.poll.registry(), now.ms);
                     }
                 }
                 SIGNAL => {
@@ -232,6 +250,7 @@ impl EventLoop {
                 // Scrape connections: below the fixed tokens above, above every chat connection.
                 Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
                     self.counters.relay_send_dropped = self.relay.send_dropped;
+                    self.counters.unsent_bytes = self.unsent_total as u64;
                     if let Some(m) = self.metrics.as_mut() {
                         m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
                     }
@@ -270,6 +289,9 @@ impl EventLoop {
         if self.accept_retry_ms.is_some_and(|t| t <= now.ms) {
             self.accept_retry_ms = None;
             self.accept(now);
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            m.expire(now.ms, self.poll.registry());
         }
     }
 

@@ -22,8 +22,8 @@ use mio::{Interest, Token};
 use std::io;
 
 impl EventLoop {
-    /// Accepts until `WouldBlock`. Past `--max-connections` a connection is accepted and
-    /// dropped at once. When the process is out of descriptors, accepting pauses for 100 ms
+    /// Accepts until `WouldBlock`. Past `--max-connections`, or past its address's caps
+    /// (`Core::admit`), a connection is accepted and dropped at once. When the process is out of descriptors, accepting pauses for 100 ms
     /// instead of spinning on the error.
     pub(super) fn accept(&mut self, now: Now) {
         if self.accept_retry_ms.is_some() {
@@ -50,6 +50,11 @@ impl EventLoop {
             if self.conns.len() >= self.net.max_connections {
                 self.counters.refused_full += 1;
                 log::debug!("refusing {peer}: {}", CloseWhy::ServerFull.as_str());
+                continue;
+            }
+            if self.core.admit(peer.ip()).is_err() {
+                self.counters.refused_address += 1;
+                log::debug!("refusing {peer}: {}", CloseWhy::AddressFull.as_str());
                 continue;
             }
             if let Err(e) = sockopt::keepalive(&stream).and_then(|_| stream.set_nodelay(true)) {
@@ -98,11 +103,21 @@ impl EventLoop {
         let id = conn.id;
         let mut budget = READ_BUDGET;
         let mut eof = false;
+        self.core.outbox().watch(id, self.net.max_output.saturating_sub(conn.pending_output()));
         loop {
             while conn.closing.is_none() && !self.core.is_busy(id) {
+                if conn.pending_output() + self.core.outbox().watched() >= self.pause_mark {
+                    // Resumed by the flush that takes it back under the mark (egress.rs).
+                    if !conn.paused {
+                        conn.paused = true;
+                        self.counters.reads_paused += 1;
+                    }
+                    break;
+                }
                 if let Some(resume) = take_token(conn, self.net.msg_rate, now.ms) {
                     self.throttled.push((resume, key));
                     conn.compact();
+                    self.core.outbox().unwatch();
                     return;
                 }
                 match conn.next_frame() {
@@ -122,7 +137,7 @@ impl EventLoop {
                 }
             }
             conn.compact();
-            if conn.closing.is_some() || self.core.is_busy(id) || eof || !conn.readable || budget == 0 {
+            if conn.closing.is_some() || conn.paused || self.core.is_busy(id) || eof || !conn.readable || budget == 0 {
                 break;
             }
             let len = budget.min(READ_CHUNK);
@@ -145,12 +160,13 @@ impl EventLoop {
                 }
             }
         }
+        self.core.outbox().unwatch();
         if eof && conn.closing.is_none() {
             conn.closing = Some(CloseWhy::PeerClosed);
         }
         if conn.closing.is_some() {
             self.closing.push(key);
-        } else if conn.readable && budget == 0 && !self.core.is_busy(id) {
+        } else if conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id) {
             self.carry.push(key);
         }
     }

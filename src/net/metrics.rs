@@ -19,8 +19,12 @@ use std::time::Duration;
 /// Tokens of scrape connections start here (chat connections use small slab keys).
 pub const BASE: usize = usize::MAX / 2;
 const MAX_REQUEST: usize = 8 * 1024;
-/// Open scrape connections at most; more are accepted and closed.
+/// Open scrape connections at most, apart from the chat connections' caps. When a new one
+/// arrives at the cap, the oldest is closed to make room: idle connections can then delay
+/// a scrape by nothing, where refusing the newcomer let 16 of them block every scrape.
 const MAX_SCRAPERS: usize = 16;
+/// A scrape connection is closed this long after it opened, answered or not.
+const SCRAPE_DEADLINE_MS: u64 = 5_000;
 
 /// Latency buckets in seconds (Prometheus `le` bounds).
 const BUCKETS: [f64; 12] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0];
@@ -67,13 +71,21 @@ pub struct NetCounters {
     pub frames_too_large: u64,
     pub frames_not_object: u64,
     pub refused_full: u64,
+    /// Connections refused by the per-address caps.
+    pub refused_address: u64,
     pub relay_send_dropped: u64,
+    /// Times a connection's reading paused because its unsent output passed the mark.
+    pub reads_paused: u64,
+    /// Unsent output of all connections, as of the scrape.
+    pub unsent_bytes: u64,
     pub commit: Histogram,
     pub iteration: Histogram,
 }
 
 struct Scrape {
     stream: TcpStream,
+    /// When it must be gone (ms on the loop's clock).
+    deadline_ms: u64,
     request: Vec<u8>,
     response: Vec<u8>,
     written: usize,
@@ -90,8 +102,8 @@ impl MetricsServer {
         MetricsServer { listener, scrapes: Slab::new() }
     }
 
-    /// Accepts until `WouldBlock`.
-    pub fn accept(&mut self, registry: &Registry) {
+    /// Accepts until `WouldBlock`; at the cap the oldest scrape connection makes room.
+    pub fn accept(&mut self, registry: &Registry, now_ms: u64) {
         loop {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
@@ -103,16 +115,39 @@ impl MetricsServer {
                 }
             };
             if self.scrapes.len() >= MAX_SCRAPERS {
-                continue;
+                if let Some(oldest) = self.scrapes.iter().min_by_key(|(_, s)| s.deadline_ms).map(|(k, _)| k) {
+                    self.close(oldest, registry);
+                }
             }
             let entry = self.scrapes.vacant_entry();
             if registry
                 .register(&mut stream, Token(BASE + entry.key()), Interest::READABLE | Interest::WRITABLE)
                 .is_ok()
             {
-                entry.insert(Scrape { stream, request: Vec::new(), response: Vec::new(), written: 0 });
+                let deadline_ms = now_ms + SCRAPE_DEADLINE_MS;
+                entry.insert(Scrape { stream, deadline_ms, request: Vec::new(), response: Vec::new(), written: 0 });
             }
         }
+    }
+
+    fn close(&mut self, key: usize, registry: &Registry) {
+        if self.scrapes.contains(key) {
+            let mut s = self.scrapes.remove(key);
+            let _ = registry.deregister(&mut s.stream);
+        }
+    }
+
+    /// Closes the scrape connections whose deadline has passed.
+    pub fn expire(&mut self, now_ms: u64, registry: &Registry) {
+        let due: Vec<usize> = self.scrapes.iter().filter(|(_, s)| s.deadline_ms <= now_ms).map(|(k, _)| k).collect();
+        for key in due {
+            self.close(key, registry);
+        }
+    }
+
+    /// The earliest deadline of an open scrape connection, for the poll timeout.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.scrapes.iter().map(|(_, s)| s.deadline_ms).min()
     }
 
     /// Reads, answers and writes one scrape connection; closes it when done or broken.
@@ -161,8 +196,7 @@ impl MetricsServer {
             done |= s.written == s.response.len();
         }
         if done {
-            let mut s = self.scrapes.remove(key);
-            let _ = registry.deregister(&mut s.stream);
+            self.close(key, registry);
         }
     }
 }
@@ -235,11 +269,22 @@ fn render(core: &mut Core, net: &NetCounters) -> String {
     );
     metric(
         &mut o,
-        "natter_connections_refused_total",
-        "counter",
-        "Connections closed at once because the server was full.",
-        net.refused_full,
+        "natter_output_unsent_bytes",
+        "gauge",
+        "Bytes queued for all connections and not yet written (bounded by --max-output-total).",
+        net.unsent_bytes,
     );
+    metric(
+        &mut o,
+        "natter_reads_paused_total",
+        "counter",
+        "Times a connection's requests paused until its unsent output drained.",
+        net.reads_paused,
+    );
+    let _ = writeln!(o, "# HELP natter_connections_refused_total Connections closed at once, by reason.\n# TYPE natter_connections_refused_total counter");
+    for (reason, n) in [("server_full", net.refused_full), ("address_full", net.refused_address)] {
+        let _ = writeln!(o, "natter_connections_refused_total{{reason=\"{reason}\"}} {n}");
+    }
     let _ = writeln!(o, "# HELP natter_logins_total Login attempts by result.\n# TYPE natter_logins_total counter");
     let _ = writeln!(
         o,

@@ -79,10 +79,22 @@ pub fn logout_ok(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"logout\"}\n");
 }
 
-/// `users` as (username, email) pairs in the order given.
-pub fn users<'a>(buf: &mut Vec<u8>, users: impl Iterator<Item = (&'a str, &'a str)>) {
+/// The server logged this connection out (PROTOCOL.md section 17).
+pub fn logged_out(buf: &mut Vec<u8>, reason: &str) {
+    buf.extend_from_slice(b"{\"event\":\"logout\",\"type\":\"logout\",\"details\":{\"reason\":");
+    string(buf, reason);
+    buf.extend_from_slice(b"}}\n");
+}
+
+/// `users` as (username, email) pairs in the order given. Stops and returns false once
+/// the answer passes `max` bytes (what is written then is garbage for the caller to cut).
+pub fn users<'a>(buf: &mut Vec<u8>, max: usize, users: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    let start = buf.len();
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"users\",\"details\":[");
     for (i, (username, email)) in users.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
         if i > 0 {
             buf.push(b',');
         }
@@ -93,6 +105,7 @@ pub fn users<'a>(buf: &mut Vec<u8>, users: impl Iterator<Item = (&'a str, &'a st
         buf.push(b'}');
     }
     buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
 }
 
 pub fn pong(buf: &mut Vec<u8>) {
@@ -139,9 +152,15 @@ pub fn global(buf: &mut Vec<u8>, message: &str, media: Option<&str>, from: &str,
     buf.extend_from_slice(b"}}\n");
 }
 
-pub fn history<'a>(buf: &mut Vec<u8>, items: impl Iterator<Item = HistoryItem<'a>>) {
+/// `history` items in the order given. Stops and returns false once the answer passes
+/// `max` bytes, as [`users`] does.
+pub fn history<'a>(buf: &mut Vec<u8>, max: usize, items: impl Iterator<Item = HistoryItem<'a>>) -> bool {
+    let start = buf.len();
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"history\",\"details\":[");
     for (i, m) in items.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
         if i > 0 {
             buf.push(b',');
         }
@@ -162,6 +181,7 @@ pub fn history<'a>(buf: &mut Vec<u8>, items: impl Iterator<Item = HistoryItem<'a
         buf.push(b'}');
     }
     buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
 }
 
 /// `{"type":"voice","event":EVENT,"details":{"email":EMAIL}}`: request, reject, time,

@@ -65,6 +65,14 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// A row broke a constraint (a foreign key, a unique index): a fault of that row, not of
+    /// the database, so the rest of the transaction can still be stored.
+    pub fn is_constraint(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation))
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
@@ -110,6 +118,10 @@ pub struct Store {
     pub messages_committed: u64,
     /// Messages inserted into the open transaction.
     pending_inserts: u64,
+    /// `PRAGMA data_version` as last read: it changes when another process commits.
+    data_version_seen: i64,
+    /// Another process had committed when this iteration's transaction began.
+    changed_at_begin: bool,
 }
 
 impl Store {
@@ -144,6 +156,8 @@ impl Store {
             commits: 0,
             messages_committed: 0,
             pending_inserts: 0,
+            data_version_seen: 0,
+            changed_at_begin: false,
         })
     }
 
@@ -219,12 +233,33 @@ impl Store {
             // the message's INSERT.
             self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
             self.in_tx = true;
+            // From here until the commit no other process can write, so what the core
+            // checks now against the database (does this user still exist?) stays true
+            // for every row it stages in this transaction.
+            if self.changed_elsewhere()? {
+                self.changed_at_begin = true;
+            }
         } else if self.conn.is_autocommit() {
             // SQLite rolled the iteration's transaction back after a failed statement; a
             // write now would commit on its own, outside the group. Refuse until commit().
             return Err(StoreError::RolledBack);
         }
         Ok(&self.conn)
+    }
+
+    /// Whether another process (`natter user del`, say) committed since the last call or
+    /// since the current write transaction began, whichever came later.
+    pub fn changed_elsewhere(&mut self) -> Result<bool, StoreError> {
+        let v = self.data_version()?;
+        let changed = v != self.data_version_seen || std::mem::take(&mut self.changed_at_begin);
+        self.data_version_seen = v;
+        Ok(changed)
+    }
+
+    /// Whether another process had committed when the open transaction began (the check
+    /// [`write`](Self::write) makes under the write lock); asking clears it.
+    pub fn take_changed_at_begin(&mut self) -> bool {
+        std::mem::take(&mut self.changed_at_begin)
     }
 
     /// The connection for reads. Reads inside an open transaction see its writes.
