@@ -68,6 +68,7 @@ impl Natter {
             .arg("--mail-outbox")
             .arg(dir.path().join("outbox"))
             .args(["--log-level", "info", "--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+            .args(PER_ADDRESS_OFF)
             .args(extra)
             .current_dir(dir.path());
         if let Some(n) = nofile {

@@ -46,6 +46,11 @@ const CATCH_UP_LOW_WATER_MAX: usize = 1 << 20;
 /// requests for big answers (`history`, `users`) cannot pile answers up: one connection
 /// holds at most the mark plus one answer, and that answer is held to `--max-output`.
 const PAUSE_MARK_MAX: usize = 1 << 20;
+/// Answers built in one iteration before the remaining connections wait for the next one:
+/// a quarter of `--max-output-total`, at most this. Answers are built before they are
+/// queued, so without it forty big answers requested at once would all be in memory
+/// together, whatever the caps on what is queued.
+const ARENA_LIMIT_MAX: usize = 16 << 20;
 /// Backlog bytes one connection gets per iteration before others get their turn.
 pub(super) const CATCH_UP_BUDGET: usize = 4 << 20;
 /// How long shutdown waits for sockets to take the last answers.
@@ -92,6 +97,8 @@ pub struct EventLoop {
     pub(super) low_water: usize,
     /// See [`PAUSE_MARK_MAX`].
     pub(super) pause_mark: usize,
+    /// See [`ARENA_LIMIT_MAX`].
+    pub(super) arena_limit: usize,
     /// Unsent output of every connection together (bytes queued and not yet written).
     pub(super) unsent_total: usize,
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
@@ -121,6 +128,7 @@ impl EventLoop {
     ) -> EventLoop {
         let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
         let pause_mark = (net.max_output / 2).clamp(1, PAUSE_MARK_MAX);
+        let arena_limit = (net.max_output_total / 4).clamp(1, ARENA_LIMIT_MAX);
         EventLoop {
             poll,
             events: Events::with_capacity(1024),
@@ -143,6 +151,7 @@ impl EventLoop {
             catching_up: Vec::new(),
             low_water,
             pause_mark,
+            arena_limit,
             unsent_total: 0,
             refill_again: false,
             accept_retry_ms: None,

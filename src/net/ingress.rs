@@ -103,9 +103,14 @@ impl EventLoop {
         let id = conn.id;
         let mut budget = READ_BUDGET;
         let mut eof = false;
+        let mut deferred = false;
         self.core.outbox().watch(id, self.net.max_output.saturating_sub(conn.pending_output()));
         loop {
             while conn.closing.is_none() && !self.core.is_busy(id) {
+                if self.core.outbox().bytes.len() >= self.arena_limit {
+                    deferred = true;
+                    break;
+                }
                 if conn.pending_output() + self.core.outbox().watched() >= self.pause_mark {
                     // Resumed by the flush that takes it back under the mark (egress.rs).
                     if !conn.paused {
@@ -137,7 +142,8 @@ impl EventLoop {
                 }
             }
             conn.compact();
-            if conn.closing.is_some() || conn.paused || self.core.is_busy(id) || eof || !conn.readable || budget == 0 {
+            let stop = conn.closing.is_some() || conn.paused || deferred || self.core.is_busy(id);
+            if stop || eof || !conn.readable || budget == 0 {
                 break;
             }
             let len = budget.min(READ_CHUNK);
@@ -166,7 +172,7 @@ impl EventLoop {
         }
         if conn.closing.is_some() {
             self.closing.push(key);
-        } else if conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id) {
+        } else if deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id)) {
             self.carry.push(key);
         }
     }

@@ -262,11 +262,16 @@ mod tests {
             json!({"event":"success","type":"login","details":{"username":"xyz","email":"x@y.org","friends":[{"email":"a@b.org","username":"abc"}]}})
         );
         let mut b = Vec::new();
-        users(&mut b, [("xyz", "x@y.org"), ("z", "z@y.org")].into_iter());
+        let two = [("xyz", "x@y.org"), ("z", "z@y.org")];
+        assert!(users(&mut b, usize::MAX, two.into_iter()));
         assert_eq!(
             parse(&b),
             json!({"event":"success","type":"users","details":[{"username":"xyz","email":"x@y.org"},{"username":"z","email":"z@y.org"}]})
         );
+        // Exactly its own length fits; one byte less stops it.
+        let len = b.len();
+        assert!(users(&mut Vec::new(), len, two.into_iter()));
+        assert!(!users(&mut Vec::new(), len - 1, two.into_iter()));
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Server {
         Client::connect(self.addr, self.log.clone())
     }
 
+    /// Opens a new client connection from the loopback address 127.0.0.`last`.
+    pub fn connect_from(&self, last: u8) -> Client {
+        Client::connect_from(self.addr, std::net::Ipv4Addr::new(127, 0, 0, last), self.log.clone())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server is running").id()
     }
@@ -272,6 +277,20 @@ pub fn clear_natter_env(cmd: &mut Command) {
     }
 }
 
+/// Every test client connects from 127.0.0.1, where a real deployment's clients come from
+/// many addresses: the per-address caps are lifted for the test servers. `tests/attacks.rs`
+/// tests them at their defaults, which a test's own flags restore (the last value wins).
+pub const PER_ADDRESS_OFF: [&str; 8] = [
+    "--max-connections-per-ip",
+    "1000000",
+    "--max-anonymous-per-ip",
+    "1000000",
+    "--otp-mails-per-ip",
+    "1000000",
+    "--call-attempts",
+    "1000000",
+];
+
 /// Spawns the server in `dir` and waits for its listening line.
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut cmd = Command::new(BIN);
@@ -280,6 +299,7 @@ fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<
         cmd.arg("--mail-outbox").arg(dir.join("outbox"));
     }
     cmd.args(["--log-level", "info", "--argon2-memory-kib", "64", "--argon2-iterations", "1"])
+        .args(PER_ADDRESS_OFF)
         .args(extra)
         .current_dir(dir);
     spawn_command(cmd, log, &format!("{extra:?}"))
@@ -550,6 +570,15 @@ impl Client {
         Client { stream, pending: Vec::new(), log, peer: addr }
     }
 
+    /// Connects from the loopback address `src` (any of 127.0.0.0/8), so that a test can
+    /// play clients at several addresses.
+    pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr, log: Log) -> Client {
+        let stream = tcp_from(addr, src).unwrap_or_else(|e| panic!("connect to {addr} from {src}: {e}\n{}", log_tail(&log)));
+        stream.set_nodelay(true).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        Client { stream, pending: Vec::new(), log, peer: addr }
+    }
+
     pub fn tail(&self) -> String {
         log_tail(&self.log)
     }
@@ -670,6 +699,38 @@ impl Client {
 
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// A TCP connection to `addr` (IPv4) from the local address `src`, port chosen by the
+/// kernel: std cannot bind before connecting, so this goes through libc.
+pub fn tcp_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = addr else { return Err(std::io::Error::other("IPv4 only")) };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns; the addresses are
+    // valid sockaddr_in values that outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let from = sockaddr(src, 0);
+        if libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sa = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }
 

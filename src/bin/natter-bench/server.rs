@@ -43,6 +43,9 @@ impl Target {
             .arg(&db)
             .arg("--mail-outbox")
             .arg(dir.join("outbox"))
+            // Every simulated client comes from 127.0.0.1; the per-address caps are for
+            // real deployments (a server attached with --addr keeps its own settings).
+            .args(["--max-connections-per-ip", "1000000", "--max-anonymous-per-ip", "1000000"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
