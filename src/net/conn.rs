@@ -19,6 +19,9 @@ use std::ops::Range;
 /// which is what the first write touches anyway.
 const OUTPUT_START: usize = 4 * 1024;
 
+/// An output buffer at least this big is shrunk when its unsent tail takes less than half.
+const SHRINK_FROM: usize = 256 * 1024;
+
 /// Why a connection was closed, logged once when it is reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseWhy {
@@ -217,6 +220,11 @@ impl Conn {
         self.written_total
     }
 
+    /// Bytes the output buffer holds allocated.
+    pub fn output_capacity(&self) -> usize {
+        self.output.capacity()
+    }
+
     /// Unsent bytes.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.written
@@ -246,6 +254,12 @@ impl Conn {
         if self.written > self.output.len() / 2 {
             self.output.drain(..self.written);
             self.written = 0;
+            // And do not keep the room of a big answer for a small tail: a reader that
+            // stopped would hold it all (40 of them held 80 MB for 16 MB of output).
+            let len = self.output.len();
+            if self.output.capacity() >= SHRINK_FROM && self.output.capacity() > 2 * len {
+                self.output.shrink_to(len + len / 2);
+            }
         }
         Ok(false)
     }

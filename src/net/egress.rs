@@ -56,7 +56,9 @@ impl EventLoop {
         for job in out.jobs.drain(..) {
             self.workers.submit(job);
         }
+        let arena = out.bytes.capacity();
         out.clear();
+        self.trimmer.released(arena - out.bytes.capacity().min(arena));
     }
 
     /// Feeds connections that read their backlog, while their output is low, and writes it.
@@ -115,8 +117,9 @@ impl EventLoop {
         let now = self.tick_now;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
-        let before = conn.bytes_written();
+        let (before, capacity) = (conn.bytes_written(), conn.output_capacity());
         let result = conn.flush();
+        self.trimmer.released(capacity.saturating_sub(conn.output_capacity()));
         let written = conn.bytes_written() - before;
         self.counters.bytes_out += written;
         self.unsent_total -= written as usize;
@@ -182,6 +185,7 @@ impl EventLoop {
             }
             let mut conn = self.conns.remove(key);
             self.unsent_total -= conn.pending_output();
+            self.trimmer.released(conn.output_capacity());
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.core.on_close(conn.id, now);
             log::debug!("closed {} ({:?}): {}", conn.peer, conn.id, why.as_str());

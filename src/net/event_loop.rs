@@ -101,6 +101,7 @@ pub struct EventLoop {
     pub(super) arena_limit: usize,
     /// Unsent output of every connection together (bytes queued and not yet written).
     pub(super) unsent_total: usize,
+    pub(super) trimmer: super::memory::Trimmer,
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
     /// sleeping (no writable event will come for a socket that never filled).
     pub(super) refill_again: bool,
@@ -153,6 +154,7 @@ impl EventLoop {
             pause_mark,
             arena_limit,
             unsent_total: 0,
+            trimmer: super::memory::Trimmer::default(),
             refill_again: false,
             accept_retry_ms: None,
             last_accept_warning_ms: None,
@@ -190,6 +192,7 @@ impl EventLoop {
         self.refill();
         self.bound_output_total();
         self.reap(now);
+        self.trimmer.maybe_trim(now.ms);
         self.counters.iteration.observe(started.elapsed());
         Ok(())
     }

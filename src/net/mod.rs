@@ -7,6 +7,7 @@ mod egress;
 mod event_loop;
 mod ingress;
 mod lockfile;
+mod memory;
 mod metrics;
 mod priority;
 mod relay_socket;

@@ -573,7 +573,8 @@ impl Client {
     /// Connects from the loopback address `src` (any of 127.0.0.0/8), so that a test can
     /// play clients at several addresses.
     pub fn connect_from(addr: SocketAddr, src: std::net::Ipv4Addr, log: Log) -> Client {
-        let stream = tcp_from(addr, src).unwrap_or_else(|e| panic!("connect to {addr} from {src}: {e}\n{}", log_tail(&log)));
+        let stream =
+            tcp_from(addr, src).unwrap_or_else(|e| panic!("connect to {addr} from {src}: {e}\n{}", log_tail(&log)));
         stream.set_nodelay(true).unwrap();
         stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
         Client { stream, pending: Vec::new(), log, peer: addr }
