@@ -141,7 +141,7 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_MAX_OUTPUT_TOTAL", default_value_t = 128 << 20)]
     pub max_output_total: usize,
 
-    /// Seconds an anonymous connection may stay idle.
+    /// Seconds an anonymous connection may stay open without logging in (from its start).
     #[arg(long, env = "NATTER_AUTH_TIMEOUT", default_value_t = 60)]
     pub auth_timeout: u64,
 

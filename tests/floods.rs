@@ -656,8 +656,11 @@ fn slowloris_connections_are_closed_by_the_auth_timeout() {
         let s = raw_connect(n.addr);
         conns.push((s, Instant::now(), None));
     }
-    // A control connection that pings every 0.3 s stays open: the timeout is about idleness.
+    // A logged-in control connection that pings every 0.3 s stays open. (An anonymous one
+    // would not: the deadline counts from the start, pings or not; tests/attacks.rs.)
+    n.user_add("control@example.com", "control", "pw");
     let mut control = n.connect();
+    login(&mut control, "control@example.com", "pw");
     let mut sent_bytes = 0usize;
     let mut next_byte = Instant::now();
     let mut next_ping = Instant::now() + Duration::from_millis(300);
@@ -702,7 +705,7 @@ fn slowloris_connections_are_closed_by_the_auth_timeout() {
         assert!(t <= Duration::from_millis(2500), "trickling connection {i} closed only after {t:?}");
         assert!(t >= Duration::from_millis(800), "trickling connection {i} closed after {t:?}, before the 1 s timeout");
     }
-    // The pinging connection outlived them all.
+    // The logged-in connection outlived them all.
     control.ping();
 }
 
