@@ -198,7 +198,7 @@ impl Core {
     /// `--max-anonymous-per-ip` anonymous ones (a new connection is anonymous). The loop
     /// then closes it at once, before [`on_open`](Self::on_open).
     pub fn admit(&self, peer: IpAddr) -> Result<(), AddressFull> {
-        let n = self.sessions.from_address(peer);
+        let n = self.sessions.at_address(peer);
         if n.total >= self.limits.max_connections_per_ip || n.anonymous >= self.limits.max_anonymous_per_ip {
             return Err(AddressFull);
         }

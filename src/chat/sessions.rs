@@ -137,7 +137,7 @@ impl Sessions {
     }
 
     /// The connections open from `peer`'s client address.
-    pub fn from_address(&self, peer: IpAddr) -> AddressCount {
+    pub fn at_address(&self, peer: IpAddr) -> AddressCount {
         self.by_address.get(&address::key(peer)).copied().unwrap_or_default()
     }
 
