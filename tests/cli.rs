@@ -145,7 +145,7 @@ fn one_shot_failures_exit_non_zero_with_natters_reason() {
 
     let out = run(cli(&server, &["send", "bob@example.org"]), "");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: send EMAIL TEXT"), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: send USER TEXT"), "{}", text(&out));
 
     let mut cmd = Command::new(CLI);
     clear_natter_env(&mut cmd);
@@ -164,26 +164,91 @@ fn raw_json_through_a_pipe_prints_every_answer_then_exits() {
 
     let input = "{\"type\":\"ping\"}\n{\"type\":\"users\"}\n{bad}\n{\"type\":\"ping\"}\n";
     let out = run(cli(&server, &["--raw"]), input);
-    // natter refused two of the lines: the run says so in its status, as a one-shot would.
+    // natter refused one line and natter-cli another: the status says so, as a one-shot's would.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let shapes: Vec<(String, String)> = lines
-        .iter()
-        .chain(
-            serde_json::Deserializer::from_slice(&out.stderr)
-                .into_iter()
-                .map(Result::unwrap)
-                .collect::<Vec<_>>()
-                .iter(),
-        )
-        .map(|v| (v["event"].as_str().unwrap().to_owned(), v["type"].as_str().unwrap().to_owned()))
-        .collect();
-    // Answers on stdout, refusals on stderr; the pong natter-cli adds itself is not shown.
-    assert_eq!(
-        shapes,
-        [("success", "pong"), ("success", "pong"), ("invalid", "users"), ("invalid", "unknown")]
-            .map(|(e, t)| (e.to_owned(), t.to_owned()))
-    );
+    // Answers on stdout; the pong natter-cli adds itself is not shown.
+    assert_eq!(lines, vec![json!({"event":"success","type":"pong"}); 2], "{}", text(&out));
+    // Refusals on stderr: natter's, and natter-cli's own for the line that is not JSON,
+    // which never went out (it would have held every later request back).
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errs: Vec<&str> = err.lines().collect();
+    assert_eq!(errs.len(), 2, "{err}");
+    assert!(errs[0].starts_with("not valid JSON: ") && errs[0].ends_with("; not sent"), "{err}");
+    let refusal: Value = serde_json::from_str(errs[1]).unwrap();
+    assert_eq!(refusal, json!({"event":"invalid","type":"users","message":"log in or register first"}));
+}
+
+/// Piped commands after `--login`, in every combination: the password from NATTER_PASSWORD
+/// or the first line, with `quit` as the last line or not, readable or `--raw`. Each prints
+/// every answer and exits 0 (once hung for good after `pong`, or printed nothing with quit).
+#[test]
+fn piped_commands_after_a_login_print_every_answer_and_exit() {
+    let server = Server::start();
+    server.user_add("ann@example.org", "ann", "secret");
+    server.user_add("bob@example.org", "bob", "pw");
+    for from_env in [true, false] {
+        for quit in [false, true] {
+            for raw in [false, true] {
+                let mut args = vec!["--login", "ann@example.org"];
+                if raw {
+                    args.push("--raw");
+                }
+                let mut cmd = cli(&server, &args);
+                let mut input = String::new();
+                if from_env {
+                    cmd.env("NATTER_PASSWORD", "secret");
+                } else {
+                    input.push_str("secret\n");
+                }
+                input.push_str(if raw { "{\"type\":\"ping\"}\n{\"type\":\"users\"}\n" } else { "ping\nusers\n" });
+                if quit {
+                    input.push_str("quit\n");
+                }
+                let case = format!("env {from_env}, quit {quit}, raw {raw}");
+                let started = Instant::now();
+                let out = run(cmd, &input);
+                assert_eq!(out.status.code(), Some(0), "{case}: {}", text(&out));
+                assert!(started.elapsed() < Duration::from_secs(10), "{case}: took {:?}", started.elapsed());
+                let printed = stdout(&out);
+                if raw {
+                    assert!(printed.contains("\"type\":\"pong\""), "{case}: {}", text(&out));
+                    assert!(printed.contains("\"bob@example.org\""), "{case}: {}", text(&out));
+                } else {
+                    assert!(printed.contains("pong ("), "{case}: {}", text(&out));
+                    assert!(printed.contains("bob <bob@example.org>"), "{case}: {}", text(&out));
+                }
+                assert!(printed.find("pong").unwrap() < printed.find("bob@example.org").unwrap(), "{case}: order");
+            }
+        }
+    }
+    // A refusal after the login: every answer still printed, status 1.
+    let out = run(cli(&server, &["--login", "ann"]), "secret\nhistory nobody@example.org\nping\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stdout(&out).contains("pong ("), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user"), "{}", text(&out));
+}
+
+/// Where natter-cli names a user, a username works as well as an email.
+#[test]
+fn a_username_works_where_an_email_does() {
+    let server = Server::start();
+    server.user_add("ann@example.org", "ann", "secret");
+    server.user_add("bob@example.org", "Bob", "pw");
+    let mut bob = logged_in(&server, "bob@example.org", "pw");
+    let mut cmd = cli(&server, &["--login", "ann", "send", "bob", "hi", "there"]);
+    cmd.env("NATTER_PASSWORD", "secret");
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("sent, id"), "{}", text(&out));
+    let v = bob.recv();
+    assert_eq!(v["details"]["message"], "hi there");
+    assert_eq!(v["details"]["from"], "ann@example.org");
+    let mut cmd = cli(&server, &["--login", "ann", "send", "nobody", "hi"]);
+    cmd.env("NATTER_PASSWORD", "secret");
+    let out = run(cmd, "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named nobody"), "{}", text(&out));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -50,21 +50,21 @@ pub enum Cmd {
 }
 
 pub const HELP: &str = "\
-commands:
+commands (USER is an email or a username):
   register EMAIL USERNAME   create an account (asks for the password, then the mailed OTP)
-  login EMAIL|USERNAME      log in (asks for the password)
-  send EMAIL TEXT           personal message
+  login USER                log in (asks for the password)
+  send USER TEXT            personal message
   global TEXT               message to everyone online
   users                     every account
-  history EMAIL [LIMIT]     the conversation with EMAIL, oldest first
-  call EMAIL                ring EMAIL
-  accept [EMAIL]            answer the ringing call
-  reject [EMAIL]            refuse the ringing call
+  history USER [LIMIT]      the conversation with USER, oldest first
+  call USER                 ring USER
+  accept [USER]             answer the ringing call
+  reject [USER]             refuse the ringing call
   hangup                    end the call
   logout                    log out (the connection stays)
-  ping                      round trip to the server
+  ping                      round trip to the server, in milliseconds
   listen [COUNT]            wait for messages (one-shot use)
-  {...}                     any JSON line is sent as it is
+  {...}                     a JSON object, sent as it is (a line that is not one is refused)
   help, quit";
 
 /// Parses one command line; the error is a message for the user.
@@ -90,22 +90,22 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
             let username = need("EMAIL USERNAME", tail)?;
             Ok(Cmd::Register { email, username })
         }
-        "login" => Ok(Cmd::Login { name: need("EMAIL|USERNAME", rest)? }),
+        "login" => Ok(Cmd::Login { name: need("USER", rest)? }),
         "send" | "msg" => {
-            let to = need("EMAIL TEXT", arg)?;
-            Ok(Cmd::Send { to, text: need("EMAIL TEXT", tail)? })
+            let to = need("USER TEXT", arg)?;
+            Ok(Cmd::Send { to, text: need("USER TEXT", tail)? })
         }
         "global" => Ok(Cmd::Global { text: need("TEXT", rest)? }),
         "users" => none_after(Cmd::Users),
         "history" => {
-            let with = need("EMAIL [LIMIT]", arg)?;
+            let with = need("USER [LIMIT]", arg)?;
             let limit = match tail {
                 "" => None,
                 n => Some(n.parse().map_err(|_| format!("history: LIMIT must be a number, not {n:?}"))?),
             };
             Ok(Cmd::History { with, limit })
         }
-        "call" => Ok(Cmd::Call { email: need("EMAIL", rest)? }),
+        "call" => Ok(Cmd::Call { email: need("USER", rest)? }),
         "accept" => Ok(Cmd::Accept { email: optional(rest) }),
         "reject" => Ok(Cmd::Reject { email: optional(rest) }),
         "hangup" | "end" => none_after(Cmd::Hangup),
@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(parse("history b@x.org 5").unwrap(), Cmd::History { with: "b@x.org".into(), limit: Some(5) });
         assert_eq!(parse("accept").unwrap(), Cmd::Accept { email: None });
         assert_eq!(parse(r#" {"type":"ping"}"#).unwrap(), Cmd::Raw(r#"{"type":"ping"}"#.into()));
-        assert_eq!(parse("send bob@x.org").unwrap_err(), "usage: send EMAIL TEXT");
+        assert_eq!(parse("send bob@x.org").unwrap_err(), "usage: send USER TEXT");
         assert!(parse("history b@x.org lots").unwrap_err().contains("LIMIT"));
         assert!(parse("users now").is_err());
         assert!(parse("frobnicate").unwrap_err().contains("help"));

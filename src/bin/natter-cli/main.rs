@@ -102,7 +102,10 @@ fn main() -> ExitCode {
     };
     let output = if args.raw || args.json { Output::Json { pretty: stdout_tty } } else { Output::Human };
     let password = std::env::var("NATTER_PASSWORD").ok();
-    let session = Session::new(Options { paint, output, one_shot, password, clock: now_unix }, queue);
+    // The line editor only when a person sits at a terminal on both ends.
+    let interactive = term::is_tty(0) && stdout_tty;
+    let opts = Options { paint, output, one_shot, password, clock: now_unix, clock_ms: monotonic_ms, interactive };
+    let session = Session::new(opts, queue);
     match run(&args, session, one_shot) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -118,7 +121,6 @@ fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
     poll.registry().register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), STDIN)?);
 
-    // The line editor only when a person sits at a terminal on both ends.
     let tty = term::is_tty(0) && term::is_tty(1);
     let _raw = if tty { Some(term::RawMode::enter()?) } else { None };
     let mut screen = Screen { editor: tty.then(|| Editor::new("natter> ")), prompt_shown: !one_shot };
@@ -183,6 +185,12 @@ fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
             }
         }
     }
+}
+
+/// Milliseconds since the first call, on a monotonic clock.
+fn monotonic_ms() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
 }
 
 fn now_unix() -> i64 {

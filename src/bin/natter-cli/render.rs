@@ -121,7 +121,8 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// One readable line (or a few) for a server event; `None` when the event says nothing a
 /// person needs (a `sent` in the middle of a conversation, say, is shown compactly).
-pub fn human(v: &Value, paint: Paint) -> String {
+/// `now` (unix seconds) decides whether message times show their date.
+pub fn human(v: &Value, paint: Paint, now: i64) -> String {
     let event = s(v, "event");
     let ty = s(v, "type");
     let d = &v["details"];
@@ -132,9 +133,9 @@ pub fn human(v: &Value, paint: Paint) -> String {
                 Some(to) => format!("you -> {to}"),
                 None => s(d, "from").to_owned(),
             };
-            message_line(d, &who, paint)
+            message_line(d, &who, paint, now)
         }
-        ("global", "message") => message_line(d, &format!("{} (everyone)", s(d, "from")), paint),
+        ("global", "message") => message_line(d, &format!("{} (everyone)", s(d, "from")), paint, now),
         ("sent", "otp") => paint.info(&format!("{}; type the code", s(v, "message"))),
         ("sent", "message") => paint.info(&format!("sent, id {}", s(v, "id"))),
         ("success", "verify") => paint.good("registered; now log in"),
@@ -166,7 +167,7 @@ pub fn human(v: &Value, paint: Paint) -> String {
             let lines: Vec<String> = items
                 .iter()
                 .rev()
-                .map(|m| message_line(m, &format!("{} -> {}", s(m, "from"), s(m, "to")), paint))
+                .map(|m| message_line(m, &format!("{} -> {}", s(m, "from"), s(m, "to")), paint, now))
                 .collect();
             lines.join("\n")
         }
@@ -175,8 +176,8 @@ pub fn human(v: &Value, paint: Paint) -> String {
     }
 }
 
-fn message_line(d: &Value, who: &str, paint: Paint) -> String {
-    let time = d.get("time").and_then(Value::as_i64).map(crate::term::local_hms).unwrap_or_default();
+fn message_line(d: &Value, who: &str, paint: Paint, now: i64) -> String {
+    let time = d.get("time").and_then(Value::as_i64).map(|t| crate::term::local_stamp(t, now)).unwrap_or_default();
     let mut line = format!("{} {}: {}", paint.info(&format!("[{time}]")), paint.wrap(BOLD, who), s(d, "message"));
     if let Some(media) = d.get("media").and_then(Value::as_str) {
         line.push_str(&paint.info(&format!(" [media {media}]")));
@@ -234,16 +235,31 @@ mod tests {
         let p = Paint::Plain;
         let m =
             json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":0}});
-        let line = human(&m, p);
+        let line = human(&m, p, 0);
         assert!(line.ends_with("a@x.org: hi #7"), "{line}");
         let f = json!({"event":"failed","type":"login","message":"invalid credentials"});
-        assert_eq!(human(&f, p), "failed login: invalid credentials");
+        assert_eq!(human(&f, p, 0), "failed login: invalid credentials");
         let h = json!({"event":"success","type":"history","details":[
             {"id":"2","from":"b@x.org","to":"a@x.org","message":"second","time":0},
             {"id":"1","from":"a@x.org","to":"b@x.org","message":"first","time":0}]});
-        let lines: Vec<String> = human(&h, p).lines().map(String::from).collect();
+        let lines: Vec<String> = human(&h, p, 0).lines().map(String::from).collect();
         assert!(lines[0].contains("first") && lines[1].contains("second"), "{lines:?}");
         let call = json!({"type":"voice","event":"request","details":{"email":"a@x.org"}});
-        assert_eq!(human(&call, p), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
+        assert_eq!(human(&call, p, 0), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
+    }
+
+    /// A message of another day shows its date, so that a history of several days reads in
+    /// order; one of today shows the time only.
+    #[test]
+    fn message_times_show_the_date_when_not_today() {
+        let p = Paint::Plain;
+        let at = |t: i64| json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":t}});
+        let now = 1_800_000_000;
+        let today = human(&at(now - 1), p, now);
+        assert!(today.starts_with('[') && today.as_bytes()[9] == b']', "{today}");
+        let old = human(&at(now - 3 * 86_400), p, now);
+        let stamp = &old[1..old.find(']').unwrap()];
+        assert_eq!(stamp.len(), "2027-01-12 08:00:00".len(), "{old}");
+        assert!(stamp.starts_with("2027-01-1"), "{old}");
     }
 }

@@ -7,7 +7,7 @@
 use crate::command::{self, Cmd, HELP};
 use crate::render::{self, Paint};
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -42,8 +42,13 @@ pub struct Options {
     pub one_shot: bool,
     /// From NATTER_PASSWORD: used instead of asking.
     pub password: Option<String>,
-    /// Unix seconds, for the `time` of messages sent.
+    /// Unix seconds, for the `time` of messages sent and for showing dates.
     pub clock: fn() -> i64,
+    /// Milliseconds on a monotonic clock, for the round trip of `ping`.
+    pub clock_ms: fn() -> f64,
+    /// A person types at a terminal: `quit` leaves at once. Piped input instead finishes
+    /// what it sent (every answer printed) before leaving.
+    pub interactive: bool,
 }
 
 /// What the next typed line answers.
@@ -67,6 +72,8 @@ enum Wait {
     Drain,
     /// `listen`: this many more messages (`None`: until the user quits).
     Messages(Option<u64>),
+    /// The user list, to find the email of a username given where a user is named.
+    Directory,
 }
 
 pub struct Session {
@@ -89,6 +96,17 @@ pub struct Session {
     /// natter answered `failed` or `invalid` (or a command was wrong): piped input then
     /// ends with status 1.
     refused: bool,
+    /// Lines typed (or piped) while an answer is awaited: run in order once it came, so
+    /// that a script's lines never overtake the answers they depend on (a login, say).
+    typed: VecDeque<String>,
+    /// Input ended (or piped input said `quit`): leave once everything sent is answered.
+    input_ended: bool,
+    /// Emails by lowercased username, from the user list and the friends list.
+    directory: HashMap<String, String>,
+    /// The user list was read for the command about to run: a name it lacks is unknown.
+    directory_fresh: bool,
+    /// When (ms) each ping in flight was sent, oldest first: pongs come back in order.
+    ping_starts: VecDeque<f64>,
 }
 
 impl Session {
@@ -109,6 +127,11 @@ impl Session {
             ringing_from: None,
             calling: None,
             in_call_with: None,
+            typed: VecDeque::new(),
+            input_ended: false,
+            directory: HashMap::new(),
+            directory_fresh: false,
+            ping_starts: VecDeque::new(),
         }
     }
 
@@ -122,24 +145,92 @@ impl Session {
         format!("{}> ", self.me.as_deref().unwrap_or("natter"))
     }
 
-    /// Runs queued commands until one has to wait for an answer or for the user.
+    /// Runs queued commands, then lines typed meanwhile, until one has to wait for an
+    /// answer or for the user; once input has ended and nothing is left, starts the drain.
     fn next(&mut self, out: &mut Vec<Action>) {
         while self.waiting.is_none() && self.asking.is_none() {
-            match self.queue.pop_front() {
-                Some(cmd) => self.run(cmd, out),
-                None => {
-                    self.preamble = false;
-                    if self.opts.one_shot {
-                        out.push(Action::Exit(0));
-                    }
-                    return;
-                }
+            if let Some(cmd) = self.queue.pop_front() {
+                self.run(cmd, out);
+                continue;
             }
+            self.preamble = false;
+            if self.opts.one_shot {
+                out.push(Action::Exit(0));
+                return;
+            }
+            if let Some(line) = self.typed.pop_front() {
+                self.line(&line, out);
+                continue;
+            }
+            if self.input_ended {
+                // A ping behind everything sent: its pong says every answer is printed.
+                self.send(out, command::simple("ping").to_string());
+                self.waiting = Some(Wait::Drain);
+            }
+            return;
         }
+    }
+
+    /// Whether a typed line has to wait for the answer awaited now. Not while listening or
+    /// in a call (the user may hang up), nor when it answers a question asked.
+    fn holds_input(&self) -> bool {
+        self.asking.is_none() && matches!(self.waiting, Some(Wait::Answer(_) | Wait::Quiet(_) | Wait::Directory))
+    }
+
+    /// The email of the user named `name`: as given when it has an `@`, else looked up by
+    /// username in the directory. `None`: not known (yet).
+    fn resolve(&self, name: &str) -> Option<String> {
+        if name.contains('@') {
+            return Some(name.to_owned());
+        }
+        self.directory.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// Resolves the user a command names. `Err(cmd)` when the user list must be read first
+    /// (it was asked for; the command runs again once it came); `Ok(None)` when the
+    /// command was refused.
+    fn with_emails(&mut self, cmd: Cmd, out: &mut Vec<Action>) -> Result<Option<Cmd>, Cmd> {
+        let name = match &cmd {
+            Cmd::Send { to, .. } => Some(to),
+            Cmd::History { with, .. } => Some(with),
+            Cmd::Call { email } => Some(email),
+            Cmd::Accept { email: Some(e) } | Cmd::Reject { email: Some(e) } => Some(e),
+            _ => None,
+        };
+        let Some(name) = name.cloned() else { return Ok(Some(cmd)) };
+        let Some(email) = self.resolve(&name) else {
+            if self.directory_fresh {
+                // The list was read since the name was typed, and does not have it.
+                self.local_error(&format!("no user named {name}; give an email or a username from `users`"), out);
+                return Ok(None);
+            }
+            return Err(cmd);
+        };
+        Ok(Some(match cmd {
+            Cmd::Send { text, .. } => Cmd::Send { to: email, text },
+            Cmd::History { limit, .. } => Cmd::History { with: email, limit },
+            Cmd::Call { .. } => Cmd::Call { email },
+            Cmd::Accept { .. } => Cmd::Accept { email: Some(email) },
+            Cmd::Reject { .. } => Cmd::Reject { email: Some(email) },
+            other => other,
+        }))
     }
 
     fn run(&mut self, cmd: Cmd, out: &mut Vec<Action>) {
         let now = (self.opts.clock)();
+        let resolved = self.with_emails(cmd, out);
+        self.directory_fresh = false;
+        let cmd = match resolved {
+            Ok(Some(cmd)) => cmd,
+            Ok(None) => return,
+            Err(cmd) => {
+                // Read the user list first, quietly, then run the command again.
+                self.queue.push_front(cmd);
+                self.send(out, command::simple("users").to_string());
+                self.waiting = Some(Wait::Directory);
+                return;
+            }
+        };
         let (request, wait) = match cmd {
             Cmd::Register { email, username } => match self.opts.password.clone() {
                 Some(p) => (command::registration(&email, &username, &p), Wait::Answer("registration")),
@@ -197,15 +288,27 @@ impl Session {
                 return;
             }
             Cmd::Raw(line) => {
-                self.send(out, line);
+                // Only a whole JSON object goes out: anything else would leave natter
+                // waiting for the rest of an object, and every later request behind it.
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) if v.is_object() => self.send(out, line),
+                    Ok(_) => self.local_error("not a JSON object; not sent", out),
+                    Err(e) => self.local_error(&format!("not valid JSON: {e}; not sent"), out),
+                }
                 return;
             }
             Cmd::Help => {
                 out.push(Action::Print(HELP.to_owned()));
                 return;
             }
-            Cmd::Quit => {
+            Cmd::Quit if self.opts.interactive => {
                 out.push(Action::Exit(0));
+                return;
+            }
+            Cmd::Quit => {
+                // Piped: what was sent before is still answered and printed first.
+                self.input_ended = true;
+                self.typed.clear();
                 return;
             }
         };
@@ -223,6 +326,7 @@ impl Session {
     fn send(&mut self, out: &mut Vec<Action>, line: String) {
         if serde_json::from_str::<Value>(&line).is_ok_and(|v| v["type"] == "ping") {
             self.pings += 1;
+            self.ping_starts.push_back((self.opts.clock_ms)());
         }
         out.push(Action::Send(line));
     }
@@ -247,30 +351,42 @@ impl Session {
     /// A line the user typed (or the next line of piped input).
     pub fn on_input(&mut self, line: &str) -> Vec<Action> {
         let mut out = Vec::new();
+        if self.input_ended {
+            return out;
+        }
+        if self.holds_input() {
+            self.typed.push_back(line.to_owned());
+            return out;
+        }
+        self.line(line, &mut out);
+        self.next(&mut out);
+        out
+    }
+
+    /// Runs one line of input: the answer to a question asked, or a command.
+    fn line(&mut self, line: &str, out: &mut Vec<Action>) {
         match self.asking.take() {
             Some(Ask::LoginPassword(name)) => {
-                self.send(&mut out, command::login(&name, line).to_string());
+                self.send(out, command::login(&name, line).to_string());
                 self.wait_if_scripted(Wait::Answer("login"));
             }
             Some(Ask::RegisterPassword { email, username }) => {
-                self.send(&mut out, command::registration(&email, &username, line).to_string());
+                self.send(out, command::registration(&email, &username, line).to_string());
                 self.wait_if_scripted(Wait::Answer("registration"));
             }
             Some(Ask::Otp) => {
-                self.send(&mut out, command::verify(line).to_string());
+                self.send(out, command::verify(line).to_string());
                 self.wait_if_scripted(Wait::Answer("verify"));
             }
             None => match command::parse(line) {
-                Ok(cmd) => self.run(cmd, &mut out),
+                Ok(cmd) => self.run(cmd, out),
                 Err(e) if e.is_empty() => {}
-                Err(e) => self.local_error(&e, &mut out),
+                Err(e) => self.local_error(&e, out),
             },
         }
         if self.asking.is_none() {
             out.push(Action::Idle(self.idle_prompt()));
         }
-        self.next(&mut out);
-        out
     }
 
     fn scripted(&self) -> bool {
@@ -290,15 +406,16 @@ impl Session {
         }
     }
 
-    /// Input ended: finish what was typed, then leave once the server has answered it.
+    /// Input ended: finish what was typed, then leave once the server has answered it
+    /// (one-shot use leaves when its command is done, as always).
     pub fn on_input_end(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         if self.asking.is_some() {
             out.push(Action::Warn(self.opts.paint.error("input ended before the answer was typed")));
             out.push(Action::Exit(1));
-        } else if !self.opts.one_shot && self.waiting.is_none() {
-            self.send(&mut out, command::simple("ping").to_string());
-            self.waiting = Some(Wait::Drain);
+        } else if !self.opts.one_shot {
+            self.input_ended = true;
+            self.next(&mut out);
         }
         out
     }
@@ -316,12 +433,33 @@ impl Session {
         };
         let event = v["event"].as_str().unwrap_or("");
         let ty = v["type"].as_str().unwrap_or("");
+        let mut round_trip = None;
         if ty == "pong" {
             self.pongs += 1;
+            round_trip = self.ping_starts.pop_front().map(|start| (self.opts.clock_ms)() - start);
             if self.waiting == Some(Wait::Drain) && self.pongs >= self.pings {
                 out.push(Action::Exit(i32::from(self.refused)));
                 return out;
             }
+        }
+        if self.waiting == Some(Wait::Directory) && ty == "users" {
+            // Asked for by natter-cli itself: learnt, not shown.
+            if event == "success" {
+                self.learn_users(&v);
+            }
+            self.directory_fresh = true;
+            self.waiting = None;
+            if event != "success" {
+                self.queue.pop_front();
+                self.refused = true;
+                out.push(Action::Warn(self.show(line, &v)));
+                if self.scripted() {
+                    out.push(Action::Exit(1));
+                    return out;
+                }
+            }
+            self.next(&mut out);
+            return out;
         }
         self.track(event, ty, &v, &mut out);
         let our_pong = matches!(self.waiting, Some(Wait::Quiet(_))) && ty == "pong";
@@ -330,7 +468,11 @@ impl Session {
             self.refused = true;
             out.push(Action::Warn(self.show(line, &v)));
         } else if !our_pong && !preamble {
-            out.push(Action::Print(self.show(line, &v)));
+            let mut shown = self.show(line, &v);
+            if let (Some(ms), Output::Human) = (round_trip, self.opts.output) {
+                shown = format!("pong ({ms:.1} ms)");
+            }
+            out.push(Action::Print(shown));
         }
         self.settle(event, ty, &mut out);
         out
@@ -338,7 +480,7 @@ impl Session {
 
     fn show(&self, line: &str, v: &Value) -> String {
         match self.opts.output {
-            Output::Human => render::human(v, self.opts.paint),
+            Output::Human => render::human(v, self.opts.paint, (self.opts.clock)()),
             Output::Json { pretty: true } => render::pretty_json(line, self.opts.paint),
             Output::Json { pretty: false } => line.to_owned(),
         }
@@ -373,8 +515,12 @@ impl Session {
         match (event, ty) {
             ("success", "login") => {
                 self.me = d["username"].as_str().map(str::to_owned);
+                for f in d["friends"].as_array().into_iter().flatten() {
+                    self.learn(f);
+                }
                 out.push(Action::Idle(self.idle_prompt()));
             }
+            ("success", "users") => self.learn_users(v),
             ("success", "logout") => {
                 self.me = None;
                 out.push(Action::Idle(self.idle_prompt()));
@@ -396,6 +542,19 @@ impl Session {
         }
     }
 
+    /// Remembers the emails of a `users` answer by username.
+    fn learn_users(&mut self, v: &Value) {
+        for u in v["details"].as_array().into_iter().flatten() {
+            self.learn(u);
+        }
+    }
+
+    fn learn(&mut self, user: &Value) {
+        if let (Some(name), Some(email)) = (user["username"].as_str(), user["email"].as_str()) {
+            self.directory.insert(name.to_ascii_lowercase(), email.to_owned());
+        }
+    }
+
     pub fn on_closed(&mut self) -> Vec<Action> {
         let clean = !self.opts.one_shot && self.waiting.is_none();
         vec![
@@ -409,7 +568,7 @@ impl Session {
 fn answer(wait: Wait, event: &str, ty: &str) -> Option<bool> {
     let failed = matches!(event, "failed" | "invalid");
     match wait {
-        Wait::Messages(_) | Wait::Drain => None,
+        Wait::Messages(_) | Wait::Drain | Wait::Directory => None,
         // natter could not tell what the request was: it was ours, and it failed.
         _ if failed && ty == "unknown" => Some(false),
         Wait::CallEnd => (ty == "voice" && matches!(event, "end" | "time")).then_some(true),
@@ -440,6 +599,8 @@ mod tests {
             one_shot,
             password: password.map(str::to_owned),
             clock: || 1_700_000_000,
+            clock_ms: || 1000.0,
+            interactive: false,
         };
         Session::new(opts, queue)
     }
@@ -572,10 +733,91 @@ mod tests {
         let a = s.on_input_end();
         assert_eq!(sent(&a), vec![serde_json::json!({"type":"ping"})]);
         let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
-        assert_eq!(a, vec![Action::Print("pong".into())], "the user's pong is shown");
+        assert_eq!(a, vec![Action::Print("pong (0.0 ms)".into())], "the user's pong is shown, with its round trip");
         let a = s.on_server_line(r#"{"event":"success","type":"users","details":[]}"#);
         assert_eq!(exit(&a), None);
         let a = s.on_server_line(r#"{"event":"success","type":"pong"}"#);
         assert_eq!(a, vec![Action::Exit(0)]);
+    }
+
+    const LOGGED_IN: &str =
+        r#"{"event":"success","type":"login","details":{"username":"ann","email":"a@x.org","friends":[]}}"#;
+    const PONG: &str = r#"{"event":"success","type":"pong"}"#;
+
+    /// `printf 'ping\n' | natter-cli --login ann` once printed `pong` and never exited: the
+    /// piped line replaced the wait for the login, and the end of input was dropped.
+    #[test]
+    fn piped_lines_after_a_login_wait_for_it_and_the_end_of_input_drains() {
+        for password in [Some("pw"), None] {
+            let mut s = session(false, password, vec![Cmd::Login { name: "ann".into() }]);
+            let mut a = s.start();
+            if password.is_none() {
+                assert_eq!(a, vec![Action::Ask { prompt: "password: ".into(), hidden: true }]);
+                a = s.on_input("pw");
+            }
+            assert_eq!(sent(&a)[0]["type"], "login");
+            assert!(sent(&s.on_input("ping")).is_empty(), "held until the login is answered");
+            assert!(s.on_input_end().is_empty());
+            let a = s.on_server_line(LOGGED_IN);
+            let ping = serde_json::json!({"type":"ping"});
+            assert_eq!(sent(&a), vec![ping.clone(), ping], "the held line runs, then the drain's ping: {a:?}");
+            assert_eq!(s.on_server_line(PONG), vec![Action::Print("pong (0.0 ms)".into())]);
+            assert_eq!(s.on_server_line(PONG), vec![Action::Exit(0)]);
+        }
+    }
+
+    /// With `quit` as the last piped line, natter-cli once left before any answer came.
+    #[test]
+    fn piped_quit_prints_every_answer_first() {
+        let mut s = session(false, None, vec![]);
+        assert_eq!(sent(&s.on_input("ping")).len(), 1);
+        let a = s.on_input("quit");
+        assert_eq!(sent(&a), vec![serde_json::json!({"type":"ping"})], "the drain's ping: {a:?}");
+        assert!(s.on_input("users").is_empty(), "nothing after quit runs");
+        assert_eq!(s.on_server_line(PONG), vec![Action::Print("pong (0.0 ms)".into())]);
+        assert_eq!(s.on_server_line(PONG), vec![Action::Exit(0)]);
+        // At a terminal, quit leaves at once.
+        let mut s = Session::new(Options { interactive: true, ..session(false, None, vec![]).opts }, vec![]);
+        assert_eq!(exit(&s.on_input("quit")), Some(0));
+    }
+
+    /// `{not json` once went out and left natter waiting for the object's end, so that no
+    /// later request was ever answered.
+    #[test]
+    fn a_raw_line_that_is_not_one_json_object_is_refused_and_not_sent() {
+        let mut s = session(false, None, vec![]);
+        for bad in ["{not json", "{\"type\":\"ping\"", "{\"type\":\"ping\"}{\"type\":\"ping\"}"] {
+            let a = s.on_input(bad);
+            assert!(sent(&a).is_empty(), "{bad}: {a:?}");
+            assert!(
+                a.iter().any(
+                    |x| matches!(x, Action::Warn(w) if w.starts_with("not valid JSON: ") && w.ends_with("; not sent"))
+                ),
+                "{bad}: {a:?}"
+            );
+        }
+        assert_eq!(sent(&s.on_input("ping")), vec![serde_json::json!({"type":"ping"})]);
+        assert_eq!(sent(&s.on_input(r#" {"type":"users"} "#)), vec![serde_json::json!({"type":"users"})]);
+    }
+
+    #[test]
+    fn a_username_is_taken_wherever_a_user_is_named() {
+        let mut s = session(false, Some("pw"), vec![Cmd::Login { name: "ann".into() }]);
+        s.start();
+        s.on_server_line(LOGGED_IN);
+        let a = s.on_input("send Bob hi");
+        assert_eq!(sent(&a), vec![serde_json::json!({"type":"users"})], "the list is read first: {a:?}");
+        assert!(s.on_input("call bob").is_empty(), "typed lines wait for it");
+        let a = s
+            .on_server_line(r#"{"event":"success","type":"users","details":[{"username":"bob","email":"bob@x.org"}]}"#);
+        assert!(!a.iter().any(|x| matches!(x, Action::Print(p) if p.contains("users"))), "not shown: {a:?}");
+        let req = sent(&a);
+        assert_eq!(req[0]["details"]["to"], "bob@x.org", "{a:?}");
+        assert_eq!(req[1]["details"]["email"], "bob@x.org", "known now, no second lookup: {a:?}");
+        let a = s.on_input("history zed");
+        assert_eq!(sent(&a), vec![serde_json::json!({"type":"users"})]);
+        let a = s.on_server_line(r#"{"event":"success","type":"users","details":[]}"#);
+        assert!(sent(&a).is_empty());
+        assert!(a.iter().any(|x| matches!(x, Action::Warn(w) if w.contains("no user named zed"))), "{a:?}");
     }
 }

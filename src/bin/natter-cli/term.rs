@@ -80,14 +80,38 @@ impl Drop for RawMode {
     }
 }
 
-/// `HH:MM:SS` of a unix time in the local time zone (UTC when the zone is unknown).
-pub fn local_hms(unix: i64) -> String {
+/// (year, month, day, hour, minute, second) of a unix time in the local time zone (UTC
+/// when the zone is unknown).
+fn local(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
     // SAFETY: tm is plain data; localtime_r writes it or returns null.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let t = unix as libc::time_t;
     if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-        let s = unix.rem_euclid(86_400);
-        return format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        let (days, s) = (unix.div_euclid(86_400), unix.rem_euclid(86_400) as u32);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        return (year, month, day, s / 3600, s / 60 % 60, s % 60);
     }
-    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    let (h, m, s) = (tm.tm_hour as u32, tm.tm_min as u32, tm.tm_sec as u32);
+    (i64::from(tm.tm_year) + 1900, tm.tm_mon as u32 + 1, tm.tm_mday as u32, h, m, s)
+}
+
+/// A message time for the screen: `HH:MM:SS` when it is `today`'s (a unix time of the same
+/// local day), else `YYYY-MM-DD HH:MM:SS`, so that a history of several days reads in order.
+pub fn local_stamp(unix: i64, today: i64) -> String {
+    let (y, mo, d, h, mi, s) = local(unix);
+    let (ty, tmo, td, ..) = local(today);
+    if (y, mo, d) == (ty, tmo, td) {
+        format!("{h:02}:{mi:02}:{s:02}")
+    } else {
+        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    }
 }
