@@ -21,6 +21,13 @@ pub fn user(db: &Path, cmd: UserCommand, params: HashParams) -> Result<(), Strin
             if let Some(taken) = store.name_taken(&email, &username).map_err(|e| e.to_string())? {
                 return Err(format!("{taken:?} already registered").to_lowercase());
             }
+            let password = match password {
+                Some(p) => p,
+                None => read_password()?,
+            };
+            if password.is_empty() {
+                return Err("the password must not be empty".into());
+            }
             let hash = password::hash(params, &password::md5_hex(&password)).map_err(|e| e.to_string())?;
             let unix =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -43,6 +50,58 @@ pub fn user(db: &Path, cmd: UserCommand, params: HashParams) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// The password for `natter user add` when no flag gave it: NATTER_PASSWORD, else asked on
+/// the terminal without echo, else the first line of stdin.
+fn read_password() -> Result<String, String> {
+    if let Ok(p) = std::env::var("NATTER_PASSWORD") {
+        return Ok(p);
+    }
+    let stdin = std::io::stdin();
+    let tty = std::io::IsTerminal::is_terminal(&stdin);
+    if tty {
+        eprint!("password: ");
+    }
+    let _echo = if tty { EchoOff::new() } else { None };
+    let mut line = String::new();
+    let n =
+        std::io::BufRead::read_line(&mut stdin.lock(), &mut line).map_err(|e| format!("reading the password: {e}"))?;
+    if tty {
+        eprintln!();
+    }
+    if n == 0 {
+        return Err("no password: give --password, NATTER_PASSWORD or one line on stdin".into());
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// The terminal on stdin with echo turned off, restored when dropped.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn new() -> Option<EchoOff> {
+        // SAFETY: termios is plain data that tcgetattr fills; both calls only read or set
+        // the settings of descriptor 0.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            (libc::tcsetattr(0, libc::TCSANOW, &t) == 0).then_some(EchoOff(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `new`.
+        unsafe {
+            libc::tcsetattr(0, libc::TCSANOW, &self.0);
+        }
+    }
 }
 
 /// Copies the database at `db` to `to` with SQLite's online backup API. The copy is taken

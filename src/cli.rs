@@ -58,8 +58,10 @@ pub enum UserCommand {
         #[arg(long)]
         username: String,
         /// The plain password; it is stored as argon2id over its md5, as the protocol does.
+        /// Better left out: it is then NATTER_PASSWORD, or asked without echo on a terminal,
+        /// or the first line of stdin (a flag lands in the shell history and in `ps`).
         #[arg(long)]
-        password: String,
+        password: Option<String>,
     },
     /// List every account.
     List,

@@ -897,6 +897,41 @@ fn admin_user_add_list_del_while_server_runs() {
     assert_eq!(v, json!({"event":"failed","type":"login","message":"invalid credentials"}));
 }
 
+/// `natter user add` without `--password` (which lands in shell history and `ps`): the
+/// first line of stdin, or NATTER_PASSWORD; nothing at all is an error.
+#[test]
+fn admin_user_add_reads_the_password_from_stdin_or_the_environment() {
+    let s = Server::start();
+    let add = |email: &str, name: &str, stdin: &[u8], env: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        clear_natter_env(&mut cmd);
+        cmd.args(["user", "add", "--email", email, "--username", name]).args(ARGON).arg("--db").arg(s.db_path());
+        if let Some(p) = env {
+            cmd.env("NATTER_PASSWORD", p);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("piped@example.com", "piped", b"from stdin\nignored\n", None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = add("env@example.com", "env", b"", Some("from env"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = add("none@example.com", "none", b"", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no password"));
+    for (email, pw) in [("piped@example.com", "from stdin"), ("env@example.com", "from env")] {
+        let mut c = s.connect();
+        let v = c.request(&login_req(None, Some(email), &md5_hex(pw)));
+        assert_eq!(v["event"], "success", "{email}: {v}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Anonymous timeout
 // ---------------------------------------------------------------------------------------------
