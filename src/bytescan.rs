@@ -53,8 +53,18 @@ mod tests {
 
     proptest! {
         #[test]
+        /// Hits are rare (about one byte in 15), so the first one falls anywhere in the
+        /// first 80 bytes: in every lane of the first word, in later words and in the tail.
         fn the_first_hit_is_the_first_byte_of_its_kind(
-            s in prop::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff], 0..40),
+            s in prop::collection::vec(
+                prop_oneof![
+                    40 => (0x20u8..=0xff).prop_filter("not a hit", |b| *b != b'"' && *b != b'\\'),
+                    1 => Just(b'"'),
+                    1 => Just(b'\\'),
+                    1 => 0u8..0x20,
+                ],
+                0..80,
+            ),
         ) {
             prop_assert_eq!(quote_or_backslash(&s), s.iter().position(|&b| b == b'"' || b == b'\\'));
             prop_assert_eq!(json_escape(&s), s.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20));

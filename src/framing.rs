@@ -191,6 +191,29 @@ mod tests {
         Ok(out)
     }
 
+    /// [`frames_split`], keeping the frames found before an error.
+    fn frames_until_error(stream: &[u8], cuts: &[usize], max: usize) -> Vec<Vec<u8>> {
+        let mut s = FrameScanner::new(max);
+        let (mut buf, mut out, mut rest) = (Vec::new(), Vec::new(), stream);
+        let mut cuts = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*cuts.next().unwrap_or(&1)).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            loop {
+                match s.next_frame(&buf) {
+                    Ok(Some(r)) => out.push(buf[r].to_vec()),
+                    Ok(None) => break,
+                    Err(_) => return out,
+                }
+            }
+            let keep = s.keep_from();
+            buf.drain(..keep);
+            s.consumed(keep);
+        }
+        out
+    }
+
     #[test]
     fn concatenated_and_whitespace_separated_objects_are_found() {
         let got = frames(b"{\"a\":1}{\"b\":2}\n \t{}\r\n", 100).unwrap();
@@ -405,17 +428,33 @@ mod tests {
             prop_assert_eq!(whole, expected);
         }
 
+        /// Valid frames, then garbage, then more: every frame found before the stream
+        /// breaks is whole and within the limit, and those before the garbage are all
+        /// found, in order (up to the first one over the limit, which breaks the stream).
         #[test]
-        fn arbitrary_bytes_never_panic_and_frames_stay_in_bounds(
-            bytes in prop::collection::vec(any::<u8>(), 0..512),
+        fn frames_before_garbage_are_found_whole_and_in_bounds(
+            objs in prop::collection::vec(object(), 1..5),
+            noise in prop::collection::vec(any::<u8>(), 1..64),
+            tail in prop::collection::vec(object(), 0..3),
             cuts in prop::collection::vec(1usize..64, 1..6),
+            max in 8usize..256,
         ) {
-            if let Ok(got) = frames_split(&bytes, &cuts, 128) {
-                for f in got {
-                    prop_assert!(f.len() <= 128);
-                    prop_assert_eq!(f[0], b'{');
-                }
+            let mut stream = objs.join("\n").into_bytes();
+            stream.push(b'\n');
+            stream.extend_from_slice(&noise);
+            for t in &tail {
+                stream.extend_from_slice(t.as_bytes());
             }
+            let got = frames_until_error(&stream, &cuts, max);
+            for f in &got {
+                prop_assert!(f.len() <= max, "{} bytes over {max}", f.len());
+                prop_assert_eq!(f[0], b'{');
+                prop_assert_eq!(f[f.len() - 1], b'}');
+            }
+            let expected: Vec<Vec<u8>> =
+                objs.iter().take_while(|o| o.len() <= max).map(|o| o.as_bytes().to_vec()).collect();
+            prop_assert!(got.len() >= expected.len(), "{} of {} frames found", got.len(), expected.len());
+            prop_assert_eq!(&got[..expected.len()], &expected[..]);
         }
     }
 }

@@ -237,9 +237,80 @@ mod tests {
         assert_eq!(expire(&mut w, 510), vec![1]);
     }
 
+    /// One step of [`inserts_cancels_and_expires_interleaved_match_a_model`].
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An entry due this long after the current time.
+        Insert(u64),
+        /// Cancels the n-th entry inserted so far (modulo their number), if still there.
+        Cancel(usize),
+        /// Time moves on this far, then `expire` runs.
+        Advance(u64),
+    }
+
     proptest! {
-        /// Against a plain list: everything fires exactly once, never early, at most one
-        /// tick late, and cancelled entries never fire.
+        /// Inserts, cancels and expires in any order, against a plain list: everything
+        /// fires exactly once, never early and never a whole tick late (after each expire,
+        /// no live entry is a tick or more overdue), cancelled entries never fire, and
+        /// `next_due` never lies beyond a live entry's tick.
+        #[test]
+        fn inserts_cancels_and_expires_interleaved_match_a_model(
+            ops in prop::collection::vec(
+                prop_oneof![
+                    3 => (0u64..3000).prop_map(Op::Insert),
+                    1 => any::<usize>().prop_map(Op::Cancel),
+                    2 => (1u64..400).prop_map(Op::Advance),
+                ],
+                1..300,
+            ),
+        ) {
+            const TICK: u64 = 10;
+            let mut w = TimerWheel::new(TICK, 64);
+            // (deadline, id, cancelled, fired)
+            let mut model: Vec<(u64, TimerId, bool, bool)> = Vec::new();
+            let mut now = 0;
+            for op in ops.iter().chain(std::iter::once(&Op::Advance(4000))) {
+                match *op {
+                    Op::Insert(d) => {
+                        let id = w.insert(now + d, model.len() as u32);
+                        model.push((now + d, id, false, false));
+                    }
+                    Op::Cancel(n) if !model.is_empty() => {
+                        let len = model.len();
+                        let e = &mut model[n % len];
+                        let was_live = !e.2 && !e.3;
+                        prop_assert_eq!(w.cancel(e.1).is_some(), was_live, "cancel of a {} entry", if was_live { "live" } else { "dead" });
+                        e.2 = true;
+                    }
+                    Op::Cancel(_) => {}
+                    Op::Advance(step) => {
+                        now += step;
+                        let mut out = Vec::new();
+                        w.expire(now, &mut out);
+                        for v in out {
+                            let e = &mut model[v as usize];
+                            prop_assert!(e.0 <= now, "fired early: due {} at {now}", e.0);
+                            prop_assert!(!e.2 && !e.3, "fired after cancel or twice");
+                            e.3 = true;
+                        }
+                        for (i, e) in model.iter().enumerate() {
+                            if !e.2 && !e.3 {
+                                prop_assert!(e.0 + TICK > now, "entry {i} due {} still waits at {now}", e.0);
+                            }
+                        }
+                    }
+                }
+                if let Some(first) = model.iter().filter(|e| !e.2 && !e.3).map(|e| e.0).min() {
+                    let due = w.next_due();
+                    prop_assert!(due.is_some_and(|d| d <= first.max(now) + TICK), "next_due {due:?}, first live due {first}");
+                }
+            }
+            prop_assert!(model.iter().all(|e| e.2 || e.3), "something never fired");
+            prop_assert!(w.is_empty());
+        }
+
+        /// Against a plain list: everything fires exactly once, never early, and cancelled
+        /// entries never fire (all inserts and cancels before the first expire).
         #[test]
         fn matches_a_naive_model(
             ops in prop::collection::vec((0u64..3000, any::<bool>()), 1..200),

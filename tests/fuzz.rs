@@ -29,11 +29,27 @@ const SEEDS: &[&str] = &[
     r#"{"type":"ping"}"#,
 ];
 
-/// A seed frame with a few byte-level mutations: flips, insertions, deletions.
+/// The frame limit of these targets.
+const MAX_FRAME: usize = 4096;
+
+/// `seed` with a `pad` field that makes it `len` bytes long (at least the seed's own length
+/// plus the field), so that frames land just under, at and just over the limit.
+fn padded(seed: &str, len: usize) -> Vec<u8> {
+    let field = "\"pad\":\"\",";
+    let fill = len.saturating_sub(seed.len() + field.len());
+    format!("{{\"pad\":\"{}\",{}", "x".repeat(fill), &seed[1..]).into_bytes()
+}
+
+/// A seed frame, in a quarter of the cases padded to within 32 bytes of the frame limit,
+/// with a few byte-level mutations: flips, insertions, deletions.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
     let edits = prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6);
-    (prop::sample::select(SEEDS), edits).prop_map(|(seed, edits)| {
-        let mut b = seed.as_bytes().to_vec();
+    let size = prop_oneof![3 => Just(None), 1 => (MAX_FRAME - 32..MAX_FRAME + 32).prop_map(Some)];
+    (prop::sample::select(SEEDS), size, edits).prop_map(|(seed, size, edits)| {
+        let mut b = match size {
+            Some(len) => padded(seed, len),
+            None => seed.as_bytes().to_vec(),
+        };
         for (at, byte, kind) in edits {
             let i = at % (b.len() + 1);
             match kind {
@@ -52,7 +68,7 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
 /// Feeds `stream` through the scanner in `cuts`-sized reads, as a connection would, and
 /// decodes every frame.
 fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
-    let mut s = FrameScanner::new(4096);
+    let mut s = FrameScanner::new(MAX_FRAME);
     let mut buf = Vec::new();
     let mut rest = stream;
     let mut i = 0;
@@ -67,7 +83,7 @@ fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
                 Ok(Some(r)) => {
                     let frame = &buf[r];
                     assert_eq!(frame[0], b'{');
-                    assert!(frame.len() <= 4096);
+                    assert!(frame.len() <= MAX_FRAME);
                     // Decoding must give a value or an error, never a panic. The type may be
                     // empty (a request whose `type` was "" has it echoed); the reason may not.
                     if let Err(e) = decode(frame) {
@@ -85,6 +101,23 @@ fn scan_and_decode(stream: &[u8], cuts: &[usize]) -> usize {
         s.consumed(keep);
     }
     frames
+}
+
+/// The padded frames of the generator do reach the limit: at it a frame is read and
+/// decoded, one byte over it the stream stops.
+#[test]
+fn padded_seeds_reach_the_frame_limit() {
+    for seed in SEEDS {
+        let at = padded(seed, MAX_FRAME);
+        assert_eq!(at.len(), MAX_FRAME, "{seed}");
+        assert!(decode(&at).is_ok(), "{seed}");
+        let mut stream = at.clone();
+        stream.push(b'\n');
+        stream.extend_from_slice(&padded(seed, MAX_FRAME + 1));
+        stream.push(b'\n');
+        stream.extend_from_slice(seed.as_bytes());
+        assert_eq!(scan_and_decode(&stream, &[37]), 1, "the frame over the limit ends the stream: {seed}");
+    }
 }
 
 proptest! {
