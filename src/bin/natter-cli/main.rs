@@ -335,8 +335,9 @@ impl Screen {
                 self.prompt_shown = true;
                 self.redraw();
             }
-            // Piped input: the answer is simply the next line; say what is read on a terminal.
-            None if term::is_tty(2) => eprint!("{prompt}"),
+            // No line editor: the answer is simply the next line. Ask on the terminal only
+            // when a person types it there (not when it comes from a pipe or a file).
+            None if term::is_tty(0) && term::is_tty(2) => eprint!("{prompt}"),
             None => {}
         }
     }
