@@ -4,9 +4,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_natter");
 
 #[test]
 fn the_file_sets_what_flags_leave_open_and_flags_win() {
@@ -34,13 +31,19 @@ fn an_unknown_key_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("natter.toml");
     std::fs::write(&file, "listen = \"127.0.0.1:0\"\nmax-frames = 10\n").unwrap();
-    let out = Command::new(BIN).args(["--config", file.to_str().unwrap()]).output().unwrap();
+    // In the temp dir with its own --db: were the file accepted, the server would start
+    // there (and the 30 s limit would end the test) rather than write ./natter.db.
+    let db = dir.path().join("n.db");
+    let args = ["--config", file.to_str().unwrap(), "--db", db.to_str().unwrap()];
+    let out = natter_in(dir.path(), &args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown key `max-frames`"), "{err}");
     std::fs::write(&file, "listen = [1, 2]\n").unwrap();
-    let out = Command::new(BIN).args(["--config", file.to_str().unwrap()]).output().unwrap();
+    let out = natter_in(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`listen`"));
+    assert!(!db.exists(), "a refused configuration created the database");
 }
 
 #[test]
@@ -52,7 +55,7 @@ fn the_example_file_documents_every_flag_and_parses() {
         .filter_map(|l| l.strip_prefix("# ").filter(|l| l.contains(" = ")))
         .map(|l| format!("{l}\n"))
         .collect();
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = natter_in(std::env::temp_dir().as_path(), &["--help"]);
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     for line in help.lines().map(str::trim_start).filter(|l| l.starts_with("--")) {
         let flag = line[2..].split([' ', '=']).next().unwrap();
@@ -68,9 +71,7 @@ fn the_example_file_documents_every_flag_and_parses() {
     let file = dir.path().join("all.toml");
     std::fs::write(&file, &runnable).unwrap();
     let db = dir.path().join("n.db");
-    let out = Command::new(BIN)
-        .args(["--config", file.to_str().unwrap(), "user", "list", "--db", db.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out =
+        natter_in(dir.path(), &["--config", file.to_str().unwrap(), "user", "list", "--db", db.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -590,7 +590,9 @@ fn slow_consumer_is_cut_off_memory_bounded_others_fast_and_ack_aware_loses_nothi
         during.len()
     );
     assert!(
-        worst < Duration::from_millis(250),
+        // Generous: this machine is shared; a reader stuck behind the slow consumer would
+        // wait for the whole flood (seconds), which is the defect this looks for.
+        worst < Duration::from_secs(2),
         "a third pair's round trip took {worst:?} while a slow consumer was flooded (during the flood: {during:?})"
     );
     assert!(
@@ -702,7 +704,7 @@ fn slowloris_connections_are_closed_by_the_auth_timeout() {
         let t = t.unwrap_or_else(|| {
             panic!("trickling connection {i} (one byte per 0.3 s, no complete frame) still open after 4 s with --auth-timeout 1\n{}", n.tail())
         });
-        assert!(t <= Duration::from_millis(2500), "trickling connection {i} closed only after {t:?}");
+        assert!(t <= Duration::from_secs(5), "trickling connection {i} closed only after {t:?}");
         assert!(t >= Duration::from_millis(800), "trickling connection {i} closed after {t:?}, before the 1 s timeout");
     }
     // The logged-in connection outlived them all.
@@ -722,7 +724,7 @@ fn connection_flood_past_max_connections_is_refused_and_fds_stay_bounded() {
     let mut conns: Vec<TcpStream> = (0..OPEN).map(|_| raw_connect(n.addr)).collect();
     let opened = Instant::now();
     // Wait until every extra connection has seen EOF (bounded).
-    while opened.elapsed() < Duration::from_secs(3) {
+    while opened.elapsed() < Duration::from_secs(6) {
         if conns.iter().filter(|s| peek_state(s) == Peer::Closed).count() >= OPEN - MAX {
             break;
         }
@@ -740,7 +742,7 @@ fn connection_flood_past_max_connections_is_refused_and_fds_stay_bounded() {
     assert_eq!(data, 0, "idle connections got bytes from the server");
     assert_eq!(open, MAX, "with --max-connections {MAX}, {OPEN} idle connections: {open} held open\n{}", n.tail());
     assert_eq!(closed, OPEN - MAX, "the connections past the limit are closed at once");
-    assert!(refused_after < Duration::from_millis(1500), "refusing the extra connections took {refused_after:?}");
+    assert!(refused_after < Duration::from_secs(5), "refusing the extra connections took {refused_after:?}");
 
     // A held connection is served; a new one is refused while the server is full.
     let held = state.iter().position(|s| *s == Peer::Open).expect("a held connection");
@@ -1134,7 +1136,7 @@ fn udp_flood_from_a_stranger_and_a_latched_party_is_dropped_at_bounded_cost() {
     let t = Instant::now();
     a.ping();
     let ping_took = t.elapsed();
-    assert!(ping_took < Duration::from_secs(1), "a ping after the flood took {ping_took:?}");
+    assert!(ping_took < Duration::from_secs(3), "a ping after the flood took {ping_took:?}");
     thread::sleep(Duration::from_millis(300));
     while recv_dgram(&ub, Duration::from_millis(50)).is_some() {}
     ua.send_to(b"after the flood", relay).unwrap();

@@ -11,9 +11,6 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -215,94 +212,6 @@ fn format_md_global(media: Option<&str>) -> Vec<u8> {
 
 fn ack(id: &str) -> Value {
     json!({"type":"ack","details":{"id":id}})
-}
-
-// ----- a server this file can SIGKILL ---------------------------------------------------------
-
-/// A natter process started like `common::Server` (same flags), that can be SIGKILLed and
-/// restarted on the same directory. Killed on drop.
-struct Natter {
-    child: Option<Child>,
-    addr: SocketAddr,
-    log: Log,
-    dir: tempfile::TempDir,
-}
-
-impl Natter {
-    fn start(names: &[&str]) -> Natter {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(dir.path().join("outbox")).unwrap();
-        let log: Log = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn_natter(dir.path(), &log);
-        let n = Natter { child: Some(child), addr, log, dir };
-        for name in names {
-            n.user_add(name);
-        }
-        n
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("natter.db")
-    }
-
-    fn user_add(&self, name: &str) {
-        let mut cmd = Command::new(BIN);
-        clear_natter_env(&mut cmd);
-        let out = cmd
-            .args(user_add_args(name))
-            .arg("--db")
-            .arg(self.db())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run natter user add");
-        assert!(out.status.success(), "natter user add {name}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn connect(&self) -> Client {
-        Client::connect(self.addr, self.log.clone())
-    }
-
-    fn tail(&self) -> String {
-        log_tail(&self.log)
-    }
-
-    fn sigkill(&mut self) {
-        let mut child = self.child.take().expect("server is running");
-        child.kill().expect("SIGKILL the server");
-        let _ = child.wait();
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        self.log.lock().unwrap().push("==== restart after SIGKILL ====".into());
-        let (child, addr) = spawn_natter(self.dir.path(), &self.log);
-        self.child = Some(child);
-        self.addr = addr;
-    }
-}
-
-impl Drop for Natter {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn_natter(dir: &Path, log: &Log) -> (Child, SocketAddr) {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--db")
-        .arg(dir.join("natter.db"))
-        .arg("--mail-outbox")
-        .arg(dir.join("outbox"))
-        .args(["--log-level", "info"])
-        .args(ARGON)
-        .current_dir(dir);
-    let (child, addr, _) = spawn_command(cmd, log, "messaging");
-    (child, addr)
 }
 
 // ----- a raw connection whose reading and writing sides can live in different threads ---------
@@ -670,8 +579,7 @@ fn offline_messages_arrive_in_order_once() {
     assert_eq!(b.request(&json!({"type":"logout"})), json!({"event":"success","type":"logout"}));
     login_on(&mut b, "bob", false);
     b.expect_silence(400);
-    drop(b);
-    thread::sleep(Duration::from_millis(100));
+    b.close();
     let mut b2 = s.connect();
     login_on(&mut b2, "bob", false);
     b2.expect_silence(400);
@@ -726,8 +634,7 @@ fn several_devices_get_every_copy() {
     b2.expect_silence(50);
 
     // To oneself with no other connection: it waits for the next login.
-    drop(a2);
-    thread::sleep(Duration::from_millis(100));
+    a2.close();
     let id = send_ok(&mut a1, &with(pm(&alice, "later, self"), "time", json!(81)));
     a1.expect_silence(200);
     let mut a3 = s.connect();
@@ -943,10 +850,13 @@ fn client_id_is_stored_and_delivered_once() {
     let req6 = with(with(pm(&bob, "retry after drop"), "client_id", json!("c-3")), "time", json!(8));
     a.send(&req6);
     drop(a);
-    thread::sleep(Duration::from_millis(200));
+    // The first try was stored: bob has it (only its `sent` died with the connection).
+    let first = b.recv();
+    let first_id = first["details"]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(first, incoming(&first_id, "retry after drop", None, &alice, 8));
     let mut a = online(&s, "alice");
     let id6 = send_ok(&mut a, &req6);
-    assert_eq!(b.recv(), incoming(&id6, "retry after drop", None, &alice, 8), "bob gets the retried message once");
+    assert_eq!(id6, first_id, "the retry answers the first try's id");
     b.expect_silence(300);
 
     // Offline recipient: sent twice, delivered once at login.
@@ -996,8 +906,7 @@ fn ack_aware_recipient_gets_unacknowledged_messages_again() {
     b.send(&ack(&id_of(&want[0])));
     b.expect_silence(300);
     b.ping();
-    drop(b);
-    thread::sleep(Duration::from_millis(200));
+    b.close();
 
     // m2 and m3 again, in order; m1 never.
     let mut b = online_acks(&s, "bob");
@@ -1008,8 +917,7 @@ fn ack_aware_recipient_gets_unacknowledged_messages_again() {
     // Acknowledging m3 covers m2 as well.
     b.send(&ack(&id_of(&want[2])));
     b.ping();
-    drop(b);
-    thread::sleep(Duration::from_millis(200));
+    b.close();
     let mut b = online_acks(&s, "bob");
     b.expect_silence(500);
 
@@ -1017,8 +925,7 @@ fn ack_aware_recipient_gets_unacknowledged_messages_again() {
     let id = send_ok(&mut a, &with(pm(&bob, "m4"), "time", json!(4)));
     let m4 = incoming(&id, "m4", None, &alice, 4);
     assert_eq!(b.recv(), m4);
-    drop(b);
-    thread::sleep(Duration::from_millis(200));
+    b.close();
     let mut b = online_acks(&s, "bob");
     assert_eq!(b.recv(), m4, "unacknowledged m4 again");
     b.expect_silence(300);
@@ -1149,8 +1056,7 @@ fn commit_failure_answers_failed_and_delivers_nothing() {
         vec![history_item(&id1, &alice, &bob, "after", None, 3), history_item(&id0, &alice, &bob, "before", None, 1)],
         "the failed message is not stored"
     );
-    drop(b);
-    thread::sleep(Duration::from_millis(100));
+    b.close();
     let mut b2 = online(&s, "bob");
     b2.expect_silence(400);
 }
@@ -1280,8 +1186,7 @@ fn ack_aware_slow_consumer_loses_nothing() {
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("flood: {e}\n{}", s.tail()));
-    drop(bob_never_reads);
-    thread::sleep(Duration::from_millis(300));
+    bob_never_reads.close();
 
     // Nothing was acknowledged: every message comes at the next login, in order, once, paced
     // so that the 64 KiB output cap is never tripped.
@@ -1306,8 +1211,7 @@ fn ack_aware_slow_consumer_loses_nothing() {
     // Acknowledge everything: nothing comes again.
     b.send(&ack(&ids[N - 1]));
     b.ping();
-    drop(b);
-    thread::sleep(Duration::from_millis(200));
+    b.close();
     let mut b = online_acks(&s, "bob");
     b.expect_silence(500);
 }

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::Duration;
 
 fn scrape(url: &str) -> HashMap<String, f64> {
     let out =
@@ -51,9 +50,18 @@ fn counters_match_a_known_sequence_of_actions() {
     assert_eq!(bob.recv()["event"], "global");
     ann.send_raw(b"{\"type\":}\n");
     assert_eq!(ann.recv()["event"], "invalid");
-    std::thread::sleep(Duration::from_millis(300));
 
-    let m = scrape(&url);
+    // Deliveries count as such in the store once the watermark is written, within 200 ms:
+    // scrape until they do (at most 5 s).
+    let waiting = std::time::Instant::now();
+    let m = loop {
+        let m = scrape(&url);
+        if m.get("natter_messages_pending_offline") == Some(&1.0) {
+            break m;
+        }
+        assert!(waiting.elapsed() < std::time::Duration::from_secs(5), "pending offline stays {m:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing"));
     assert_eq!(get("natter_connections{state=\"logged_in\"}"), 2.0);
     assert_eq!(get("natter_connections{state=\"anonymous\"}"), 1.0);

@@ -428,8 +428,7 @@ fn format_offline_shape_and_its_cases() {
 
     // Logged in, then disconnected.
     let d2 = user(&s, DAVE);
-    drop(d2);
-    thread::sleep(Duration::from_millis(300)); // let the server see the close
+    d2.close();
     a.send(&voice("call", DAVE));
     expect_voice(&mut a, "offline", DAVE, "callee disconnected");
 

@@ -356,8 +356,7 @@ fn max_connections_accepts_and_closes_extra_ones() {
     let mut extra = s.connect();
     extra.expect_closed();
     // Room again after one leaves.
-    drop(a);
-    thread::sleep(Duration::from_millis(300));
+    a.close();
     let mut d = s.connect();
     d.ping();
     b.ping();
@@ -414,10 +413,11 @@ fn msg_rate_paces_a_connection_without_dropping_frames() {
             // Another connection is not held up by this one's pacing.
             let t = std::time::Instant::now();
             fast.ping();
-            assert!(t.elapsed() < std::time::Duration::from_millis(200), "{:?}", t.elapsed());
+            // A paced connection holding others up would take seconds here.
+            assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
         }
     }
     let took = t0.elapsed();
     assert!(took >= std::time::Duration::from_millis(800), "300 frames at 100/s after a burst of 200 took {took:?}");
-    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }

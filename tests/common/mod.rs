@@ -291,6 +291,22 @@ pub const PER_ADDRESS_OFF: [&str; 8] = [
     "1000000",
 ];
 
+/// Runs the `natter` binary with `args` in `dir` (no `NATTER_*` variables, no stdin), at
+/// most 30 s, and returns what it printed.
+pub fn natter_in(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    clear_natter_env(&mut cmd);
+    let child = cmd
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn natter");
+    wait_output(child, Duration::from_secs(30), &format!("natter {args:?}"))
+}
+
 /// Spawns the server in `dir` and waits for its listening line.
 fn spawn(dir: &Path, extra: &[String], log: &Log) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut cmd = Command::new(BIN);
@@ -371,7 +387,9 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     Some((field("tcp=")?, field("udp=")))
 }
 
-fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
+/// Waits for `child` (stdout and stderr piped) at most `limit`, killing it and failing the
+/// test past that; returns what it printed.
+pub fn wait_output(mut child: Child, limit: Duration, what: &str) -> Output {
     // Drain stdout and stderr in threads so a chatty command cannot block on a full pipe.
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
@@ -700,6 +718,21 @@ impl Client {
 
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Closes the connection and returns once the server has closed its side too, which
+    /// it does only after it has handled the close (its `on_close` runs before the socket
+    /// is dropped): what follows then sees the connection gone, with no sleep to guess how
+    /// long that takes. Whatever the server still sent is discarded.
+    pub fn close(mut self) {
+        self.shutdown_write();
+        loop {
+            match self.read_line(READ_TIMEOUT) {
+                ReadOutcome::Line(_) => {}
+                ReadOutcome::Closed(_) => return,
+                ReadOutcome::Timeout => panic!("the server did not close its side within 5 s\n{}", self.tail()),
+            }
+        }
     }
 }
 
