@@ -1149,3 +1149,24 @@ fn relay_rate_limit_per_party_default_200_per_second() {
     send_dgram(&ua, relay, b"after the bucket refilled");
     expect_dgram(&ub, relay, b"after the bucket refilled", "caller after the limit");
 }
+
+/// A call in progress when the server is stopped ends like any other: its row says when
+/// and how (it once kept `ended_at` NULL, because shutdown closed sockets behind the core's
+/// back).
+#[test]
+fn a_call_in_progress_at_shutdown_is_stored_as_ended() {
+    let mut s = server_with(&[]);
+    let mut a = user(&s, ALICE);
+    let mut b = user(&s, BOB);
+    a.send(&voice("call", BOB));
+    expect_voice(&mut b, "request", ALICE, "callee");
+    b.send(&voice("accept", ALICE));
+    expect_accept(&mut b, "callee");
+    expect_accept(&mut a, "caller");
+    assert!(s.stop().success(), "{}", s.tail());
+    let db = rusqlite::Connection::open(s.db_path()).unwrap();
+    let (ended, outcome): (Option<i64>, Option<String>) =
+        db.query_row("SELECT ended_at, outcome FROM calls", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert!(ended.is_some(), "ended_at is NULL after a shutdown");
+    assert_eq!(outcome.as_deref(), Some("disconnected"));
+}

@@ -349,11 +349,16 @@ impl EventLoop {
             }
             let _ = self.poll.poll(&mut self.events, Some(left.min(Duration::from_millis(50))));
         }
-        // Record what the last writes delivered, and store it with everything else.
+        // Record what the last writes delivered, then close every connection through the
+        // core as any other close goes (calls in progress end and are stored as ended),
+        // and store it all with everything else.
         for (_, conn) in self.conns.iter_mut() {
             if let Some((upto, count)) = conn.take_delivered() {
                 self.core.on_written(conn.id, upto, count, now);
             }
+        }
+        for (_, conn) in self.conns.iter() {
+            self.core.on_close(conn.id, now);
         }
         self.core.persist_all();
         self.core.commit().clear();
