@@ -162,7 +162,8 @@ fn raw_json_through_a_pipe_prints_every_answer_then_exits() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(stdout(&out), "{\"event\":\"success\",\"type\":\"pong\"}\n");
 
-    let input = "{\"type\":\"ping\"}\n{\"type\":\"users\"}\n{bad}\n{\"type\":\"ping\"}\n";
+    // `{not json` once went out and jammed the connection: nothing after it was answered.
+    let input = "{\"type\":\"ping\"}\n{\"type\":\"users\"}\n{not json\n{\"type\":\"ping\"}\n";
     let out = run(cli(&server, &["--raw"]), input);
     // natter refused one line and natter-cli another: the status says so, as a one-shot's would.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -408,7 +409,14 @@ fn interactive_prompt_shows_messages_while_typing() {
         }
     }
     assert!(redraws >= 3, "the long line was drawn {redraws} times");
-    let _ = at;
+
+    // A line that is not JSON is refused at the prompt, and the connection stays usable
+    // (it once went out and left the server waiting for the object's end).
+    tty.keys("{not json\r");
+    let at = tty.wait_for("not valid JSON: ", at);
+    let at = tty.wait_for("; not sent", at);
+    tty.keys("ping\r");
+    let _ = tty.wait_for("pong (", at);
 
     // Ctrl-C on an empty line leaves, with status 0.
     tty.keys("\x03");
