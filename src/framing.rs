@@ -429,8 +429,9 @@ mod tests {
         }
 
         /// Valid frames, then garbage, then more: every frame found before the stream
-        /// breaks is whole and within the limit, and those before the garbage are all
-        /// found, in order (up to the first one over the limit, which breaks the stream).
+        /// breaks starts with `{`, ends with a closing bracket and is within the limit, and
+        /// those before the garbage are all found, in order (up to the first one over the
+        /// limit, which breaks the stream).
         #[test]
         fn frames_before_garbage_are_found_whole_and_in_bounds(
             objs in prop::collection::vec(object(), 1..5),
@@ -446,10 +447,12 @@ mod tests {
                 stream.extend_from_slice(t.as_bytes());
             }
             let got = frames_until_error(&stream, &cuts, max);
+            // Whole as far as the scanner can tell: it counts brackets, so garbage such as
+            // `{]` is a frame too, which the decoder then answers `invalid`.
             for f in &got {
                 prop_assert!(f.len() <= max, "{} bytes over {max}", f.len());
                 prop_assert_eq!(f[0], b'{');
-                prop_assert_eq!(f[f.len() - 1], b'}');
+                prop_assert!(matches!(f[f.len() - 1], b'}' | b']'), "{:?}", String::from_utf8_lossy(f));
             }
             let expected: Vec<Vec<u8>> =
                 objs.iter().take_while(|o| o.len() <= max).map(|o| o.as_bytes().to_vec()).collect();
