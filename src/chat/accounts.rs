@@ -9,8 +9,9 @@
 //! `success`. A login: throttle check, look the name up, check the password against its
 //! hash, or against a dummy hash for an unknown name so both cost the same (worker), answer.
 
+use super::guards::OtpWait;
 use super::sessions::{Busy, ConnId, Member, Pending};
-use super::{address, validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
+use super::{validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
 use crate::protocol::{response, Login};
 use crate::secret;
 use crate::store::users::Taken;
@@ -31,14 +32,15 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
             return core.out.failed(conn, T, "could not register now; try again");
         }
     }
-    let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) else { return };
+    let Some(peer) = core.sessions.get(conn).map(|s| s.peer) else { return };
     let email_key = email.to_ascii_lowercase();
-    if let Some(wait) = core.otp_mails.blocked(&email_key, now.ms) {
-        let msg = format!("too many codes sent to this address; retry in {} s", wait.div_ceil(1000));
-        return core.out.failed(conn, "otp", &msg);
-    }
-    if let Some(wait) = core.otp_mails_by_ip.blocked(&peer, now.ms) {
-        let msg = format!("too many codes requested from your network address; retry in {} s", wait.div_ceil(1000));
+    if let Some(wait) = core.guards.otp_wait(&email_key, peer, now.ms) {
+        let msg = match wait {
+            OtpWait::Email(ms) => format!("too many codes sent to this address; retry in {} s", ms.div_ceil(1000)),
+            OtpWait::Address(ms) => {
+                format!("too many codes requested from your network address; retry in {} s", ms.div_ceil(1000))
+            }
+        };
         return core.out.failed(conn, "otp", &msg);
     }
     let otp = match secret::otp() {
@@ -64,10 +66,7 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
         expires_ms: 0,
         timer: None,
     })));
-    // Counted now, not when the mail goes out: requests that arrive while earlier ones are
-    // still hashing must see them (300 at once once gave 300 mails).
-    core.otp_mails.record(email_key, now.ms);
-    core.otp_mails_by_ip.record(peer, now.ms);
+    core.guards.otp_accepted(email_key, peer, now.ms);
     core.out.jobs.push(Job::HashPassword { conn, md5: password.to_ascii_lowercase() });
 }
 
@@ -129,16 +128,7 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
     let Some(session) = core.sessions.get(conn) else {
         return;
     };
-    let peer = address::key(session.peer);
-    let wait = [
-        core.login_fails_by_name.blocked(&(name_key.clone(), peer), now.ms),
-        core.login_fails_by_ip.blocked(&peer, now.ms),
-        core.login_fails_by_name_hourly.blocked(&name_key, now.ms),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    if let Some(wait) = wait {
+    if let Some(wait) = core.guards.login_wait(&name_key, session.peer, now.ms) {
         let msg = format!("too many attempts, retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, T, &msg);
     }
@@ -179,11 +169,9 @@ fn lookup(core: &Core, req: &Login) -> Result<Option<crate::store::UserRow>, cra
 
 fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
     core.counters.logins_failed += 1;
-    if let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) {
-        core.login_fails_by_ip.record(peer, now.ms);
-        core.login_fails_by_name.record((name_key.clone(), peer), now.ms);
+    if let Some(peer) = core.sessions.get(conn).map(|s| s.peer) {
+        core.guards.login_failed(name_key, peer, now.ms);
     }
-    core.login_fails_by_name_hourly.record(name_key, now.ms);
     core.out.failed(conn, "login", BAD_CREDENTIALS);
 }
 
@@ -361,9 +349,8 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
             }
         },
     };
-    if let Some(peer) = core.sessions.get(conn).map(|s| address::key(s.peer)) {
-        // Only this address's count for the name: another address's failures stand.
-        core.login_fails_by_name.clear(&(name_key, peer));
+    if let Some(peer) = core.sessions.get(conn).map(|s| s.peer) {
+        core.guards.login_succeeded(name_key, peer);
     }
     if let Some(t) = core.sessions.get_mut(conn).and_then(|s| s.auth_timer.take()) {
         core.timers.cancel(t);

@@ -83,13 +83,10 @@ pub(super) fn request(core: &mut Core, conn: ConnId, event: VoiceEvent, email: &
 }
 
 fn place(core: &mut Core, conn: ConnId, me: i64, my_email: &str, callee_email: &str, now: Now) {
-    // Every attempt counts, whatever its outcome: `call` then `end` in a loop would
-    // otherwise ring someone's every device without end (PROTOCOL.md section 10).
-    if let Some(wait) = core.call_attempts.blocked(&me, now.ms) {
+    if let Some(wait) = core.guards.call_attempt(me, now.ms) {
         let msg = format!("too many call attempts, retry in {} s", wait.div_ceil(1000));
         return core.out.failed(conn, T, &msg);
     }
-    core.call_attempts.record(me, now.ms);
     let callee = match core.store.user_by_email(callee_email) {
         Ok(Some(u)) => u,
         Ok(None) => return core.out.failed(conn, T, "unknown user"),

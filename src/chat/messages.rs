@@ -63,7 +63,7 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
         let bytes = core.out.encode(|b| response::personal(b, &PersonalOut { to: Some(&peer_email), ..out }));
         delivery::deliver_live(core, peer_id, id, bytes, conn);
     } else {
-        core.note_contact(me.user_id, peer_id, id);
+        core.contacts.note(me.user_id, peer_id, id);
         let bytes = core.out.encode(|b| response::personal(b, &out));
         delivery::deliver_live(core, peer_id, id, bytes, conn);
         // The sender's other devices see the conversation too.
@@ -107,7 +107,7 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
         Some(n) if n <= 0 => return core.out.invalid(conn, H, "`limit` must be a positive integer"),
         Some(n) => n.min(200) as usize,
     };
-    let peer = match core.store.user_by_email(with) {
+    let (peer_id, peer_email) = match core.user_by_email(with) {
         Ok(Some(u)) => u,
         Ok(None) => return core.out.failed(conn, H, "unknown user"),
         Err(e) => {
@@ -115,14 +115,14 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
             return core.out.failed(conn, H, "could not read history now; try again");
         }
     };
-    let rows = match core.store.history(me.user_id, peer.id, before.unwrap_or(i64::MAX), limit) {
+    let rows = match core.store.history(me.user_id, peer_id, before.unwrap_or(i64::MAX), limit) {
         Ok(rows) => rows,
         Err(e) => {
             log::error!("history read failed: {e}");
             return core.out.failed(conn, H, "could not read history now; try again");
         }
     };
-    let email = |id: i64| if id == me.user_id { &*me.email } else { peer.email.as_str() };
+    let email = |id: i64| if id == me.user_id { &*me.email } else { &*peer_email };
     core.out.send_sized(conn, H, |b, max| {
         response::history(
             b,

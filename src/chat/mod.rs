@@ -13,8 +13,11 @@
 mod accounts;
 pub mod address;
 mod calls;
+mod contacts;
 mod delivery;
+mod directory;
 mod dispatch;
+mod guards;
 mod messages;
 pub mod metrics;
 mod outbox;
@@ -30,10 +33,9 @@ use crate::config::Limits;
 use crate::store::Store;
 use crate::timer_wheel::TimerWheel;
 use sessions::Sessions;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
-use throttle::Throttle;
 
 /// A client address holds as many connections as it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,17 +96,8 @@ pub struct Core {
     store: Store,
     sessions: Sessions,
     timers: TimerWheel<Timer>,
-    /// Failed logins by (name as sent, client address), by client address, and by name
-    /// from every address (PROTOCOL.md section 12). Keyed on the name as sent, known or not,
-    /// so a throttled answer tells nothing about which accounts exist.
-    login_fails_by_name: Throttle<(String, IpAddr)>,
-    login_fails_by_ip: Throttle<IpAddr>,
-    login_fails_by_name_hourly: Throttle<String>,
-    /// OTP mails by email address and by client address, counted when a request is accepted.
-    otp_mails: Throttle<String>,
-    otp_mails_by_ip: Throttle<IpAddr>,
-    /// Calls placed, by caller.
-    call_attempts: Throttle<i64>,
+    /// Failed logins, OTP mails and call attempts over time.
+    guards: guards::Guards,
     /// A valid argon2id hash of nothing anyone knows: checked against when a login names an
     /// unknown account, so unknown and known accounts cost the same time.
     dummy_hash: String,
@@ -115,11 +108,8 @@ pub struct Core {
     watermark_timer: bool,
     /// Store the watermarks in this iteration's commit even if nothing else is written.
     persist_watermarks: bool,
-    /// Friends-list updates since the last commit: (lower id, higher id) to last message.
-    /// Pairs that became contacts in this iteration (with the first message's id), and
-    /// pairs known to be contacts already: a message between those writes no contacts row.
-    contacts_new: HashMap<(i64, i64), i64>,
-    contacts_known: HashSet<(i64, i64)>,
+    /// The friends list's writes, batched per commit.
+    contacts: contacts::Contacts,
     /// Holds added this iteration, undone if its commit fails.
     holds_added: Vec<(i64, i64)>,
     /// Connections reading their backlog.
@@ -130,24 +120,16 @@ pub struct Core {
     calls_by_user: HashMap<i64, u64>,
     next_call: u64,
     relay: relay::Relay,
-    /// Accounts by ASCII-lowercased email, for the recipient lookup of every message.
-    /// Bounded by [`USER_CACHE_MAX`]; dropped whenever another process (`natter user del`)
-    /// commits to the database, as `notice_external_changes` sees.
-    user_cache: HashMap<Box<str>, (i64, Rc<str>)>,
+    /// Accounts by email, cached for the lookups of every message.
+    directory: directory::Directory,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
     pub counters: metrics::Counters,
-    key_buf: String,
 }
 
-/// Most accounts kept in the recipient cache; past it the cache starts over.
-const USER_CACHE_MAX: usize = 100_000;
 /// How often, at most, `PRAGMA data_version` looks for another process's commits.
 const EXTERNAL_CHECK_MS: u64 = 50;
-/// Contact pairs remembered as existing before the set is dropped (and refilled, one
-/// INSERT OR IGNORE per pair, as messages flow).
-const CONTACTS_KNOWN_MAX: usize = 100_000;
 
 impl Core {
     /// A core over an opened store. `dummy_hash` is any argon2id PHC string made with the
@@ -157,12 +139,7 @@ impl Core {
         timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
         timers.insert(now.ms + EXTERNAL_CHECK_EVERY_MS, Timer::ExternalCheck);
         Core {
-            login_fails_by_name: Throttle::new(60_000, limits.login_fails_per_name),
-            login_fails_by_ip: Throttle::new(60_000, limits.login_fails_per_ip),
-            login_fails_by_name_hourly: Throttle::new(3_600_000, limits.login_fails_per_name_hourly),
-            otp_mails: Throttle::new(3_600_000, limits.otp_mails_per_hour),
-            otp_mails_by_ip: Throttle::new(3_600_000, limits.otp_mails_per_ip),
-            call_attempts: Throttle::new(60_000, limits.call_attempts_per_minute),
+            guards: guards::Guards::new(&limits),
             limits,
             store,
             sessions: Sessions::default(),
@@ -172,8 +149,7 @@ impl Core {
             watermarks_dirty: HashMap::new(),
             watermark_timer: false,
             persist_watermarks: false,
-            contacts_new: HashMap::new(),
-            contacts_known: HashSet::new(),
+            contacts: contacts::Contacts::default(),
             holds_added: Vec::new(),
             catching_up: Vec::new(),
             relay: relay::Relay::new(voice.relay_rate),
@@ -181,10 +157,9 @@ impl Core {
             calls: HashMap::new(),
             calls_by_user: HashMap::new(),
             next_call: 1,
-            user_cache: HashMap::new(),
+            directory: directory::Directory::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
-            key_buf: String::new(),
         }
     }
 
@@ -277,12 +252,7 @@ impl Core {
                     self.persist_watermarks = true;
                 }
                 Timer::Sweep => {
-                    self.login_fails_by_name.sweep(now.ms);
-                    self.login_fails_by_ip.sweep(now.ms);
-                    self.login_fails_by_name_hourly.sweep(now.ms);
-                    self.otp_mails.sweep(now.ms);
-                    self.otp_mails_by_ip.sweep(now.ms);
-                    self.call_attempts.sweep(now.ms);
+                    self.guards.sweep(now.ms);
                     self.timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
                 }
                 Timer::ExternalCheck => {
@@ -304,7 +274,7 @@ impl Core {
     /// depended on it are dropped, so nothing is acknowledged that was not stored.
     pub fn commit(&mut self) -> &mut Outbox {
         let result = self.write_batched().and_then(|()| self.store.commit());
-        if let Err(e) = result {
+        if let Err(e) = &result {
             log::error!("commit failed, answering `failed` to the iteration's writers: {e}");
             self.store.rollback();
             self.out.commit_failed();
@@ -313,13 +283,9 @@ impl Core {
                     o.holds.remove(&id);
                 }
             }
-            self.contacts_new.clear();
         }
+        self.contacts.committed(result.is_ok());
         self.holds_added.clear();
-        if self.contacts_known.len() >= CONTACTS_KNOWN_MAX {
-            self.contacts_known.clear();
-        }
-        self.contacts_known.extend(self.contacts_new.drain().map(|(pair, _)| pair));
         &mut self.out
     }
 
@@ -358,8 +324,8 @@ impl Core {
     /// Drops what is cached from the database, and logs out the connections of accounts
     /// that no longer exist (`natter user del`) with the `logout` event.
     fn after_external_change(&mut self, now: Now) {
-        self.user_cache.clear();
-        self.contacts_known.clear();
+        self.directory.clear();
+        self.contacts.forget();
         let online: Vec<i64> = self.sessions.online_users().collect();
         for user in online {
             match self.store.user_by_id(user) {
@@ -380,15 +346,7 @@ impl Core {
                 self.store.set_watermark(user, upto)?;
             }
         }
-        for (&(a, b), &first) in &self.contacts_new {
-            match self.store.add_contact(a, b, first) {
-                // A friends-list row that cannot be written (an account deleted meanwhile)
-                // must not fail everyone's messages with it: that row alone is lost.
-                Err(e) if e.is_constraint() => log::warn!("contact {a}-{b} not stored: {e}"),
-                r => r?,
-            }
-        }
-        Ok(())
+        self.contacts.write(&mut self.store)
     }
 
     /// A datagram arrived on the relay socket; `data` holds at most `MAX_DATAGRAM + 1` of
@@ -424,27 +382,7 @@ impl Core {
 
     /// The account with this email (case-insensitive) as (id, email as registered).
     fn user_by_email(&mut self, email: &str) -> Result<Option<(i64, Rc<str>)>, crate::store::StoreError> {
-        self.key_buf.clear();
-        self.key_buf.push_str(email);
-        self.key_buf.make_ascii_lowercase();
-        if let Some((id, e)) = self.user_cache.get(self.key_buf.as_str()) {
-            return Ok(Some((*id, Rc::clone(e))));
-        }
-        let Some(u) = self.store.user_by_email(email)? else { return Ok(None) };
-        if self.user_cache.len() >= USER_CACHE_MAX {
-            self.user_cache.clear();
-        }
-        let e: Rc<str> = u.email.into();
-        self.user_cache.insert(self.key_buf.as_str().into(), (u.id, Rc::clone(&e)));
-        Ok(Some((u.id, e)))
-    }
-
-    /// Remembers that `a` and `b` exchanged message `id`, for the friends list.
-    fn note_contact(&mut self, a: i64, b: i64, id: i64) {
-        let pair = (a.min(b), a.max(b));
-        if !self.contacts_known.contains(&pair) {
-            self.contacts_new.entry(pair).or_insert(id);
-        }
+        self.directory.by_email(&self.store, email)
     }
 
     /// Copies the connections that still read their backlog into `into`.
