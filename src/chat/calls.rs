@@ -7,13 +7,16 @@
 //! end goes through [`finish`], which tells whoever must be told, closes the relay session,
 //! cancels the deadline, stores the outcome and logs one line. A user is in one call at most.
 
+use super::relay::Relay;
 use super::sessions::ConnId;
+use super::VoiceConfig;
 use super::{Core, Now, OnCommitFail, Timer};
 use crate::protocol::response;
 use crate::protocol::VoiceEvent;
 use crate::secret;
 use crate::store::calls::CallEnd;
 use crate::timer_wheel::TimerId;
+use std::collections::HashMap;
 
 const T: &str = "voice";
 /// A talking call with no datagram forwarded for this long ends.
@@ -39,6 +42,63 @@ pub(super) struct Call {
     timer: Option<TimerId>,
     /// The call's row in the store, once inserted.
     row: Option<i64>,
+}
+
+/// The calls in progress, by id and by party, and the relay that carries their media.
+/// A user is in one call at most: `by_user` has an entry for both parties of every call.
+pub(super) struct Calls {
+    by_id: HashMap<u64, Call>,
+    by_user: HashMap<i64, u64>,
+    next: u64,
+    pub relay: Relay,
+    pub voice: VoiceConfig,
+}
+
+impl Calls {
+    pub fn new(voice: VoiceConfig) -> Calls {
+        Calls { by_id: HashMap::new(), by_user: HashMap::new(), next: 1, relay: Relay::new(voice.relay_rate), voice }
+    }
+
+    /// Calls ringing or talking.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn busy(&self, user: i64) -> bool {
+        self.by_user.contains_key(&user)
+    }
+
+    /// Registers a new call; returns its id.
+    fn start(&mut self, id: u64, call: Call) {
+        self.by_user.insert(call.caller, id);
+        self.by_user.insert(call.callee, id);
+        self.by_id.insert(id, call);
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// The id of `user`'s call, if it is in one that `matches`.
+    fn of(&self, user: i64, matches: impl Fn(&Call) -> bool) -> Option<u64> {
+        self.by_user.get(&user).copied().filter(|id| self.by_id.get(id).is_some_and(&matches))
+    }
+
+    fn get(&self, id: u64) -> Option<&Call> {
+        self.by_id.get(&id)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Call> {
+        self.by_id.get_mut(&id)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Call> {
+        let c = self.by_id.remove(&id)?;
+        self.by_user.remove(&c.caller);
+        self.by_user.remove(&c.callee);
+        Some(c)
+    }
 }
 
 /// How a call ended: stored, logged, and decides who is told what.
@@ -103,12 +163,11 @@ fn place(core: &mut Core, conn: ConnId, me: i64, my_email: &str, callee_email: &
         core.out.send(conn, OnCommitFail::Keep, |b| response::voice(b, "offline", &callee.email));
         return;
     }
-    if core.calls_by_user.contains_key(&me) || core.calls_by_user.contains_key(&callee.id) {
+    if core.calls.busy(me) || core.calls.busy(callee.id) {
         core.out.send(conn, OnCommitFail::Keep, |b| response::voice(b, "busy", &callee.email));
         return;
     }
-    let id = core.next_call;
-    core.next_call += 1;
+    let id = core.calls.next_id();
     let row = core.store.insert_call(me, callee.id, now.unix).map_err(|e| log::error!("storing a call: {e}")).ok();
     let timer = core.timers.insert(now.ms + core.limits.call_timeout_ms, Timer::Ring(id));
     let bytes = core.out.encode(|b| response::voice(b, "request", my_email));
@@ -125,18 +184,14 @@ fn place(core: &mut Core, conn: ConnId, me: i64, my_email: &str, callee_email: &
         timer: Some(timer),
         row,
     };
-    core.calls_by_user.insert(me, id);
-    core.calls_by_user.insert(call.callee, id);
-    core.calls.insert(id, call);
+    core.calls.start(id, call);
 }
 
 /// `accept` or `reject` from the callee.
 fn answer(core: &mut Core, conn: ConnId, me: i64, caller_email: &str, accept: bool, now: Now) {
-    let found = core.calls_by_user.get(&me).copied().filter(|id| {
-        core.calls.get(id).is_some_and(|c| {
-            c.callee == me && c.state == State::Ringing && c.caller_email.eq_ignore_ascii_case(caller_email)
-        })
-    });
+    let found = core
+        .calls
+        .of(me, |c| c.callee == me && c.state == State::Ringing && c.caller_email.eq_ignore_ascii_case(caller_email));
     let Some(id) = found else { return core.out.failed(conn, T, "no pending call from that user") };
     if !accept {
         return finish(core, id, Outcome::Rejected { on: conn }, now);
@@ -145,20 +200,20 @@ fn answer(core: &mut Core, conn: ConnId, me: i64, caller_email: &str, accept: bo
         (Ok(a), Ok(b)) => [a, b],
         _ => return core.out.failed(conn, T, "could not answer the call now; try again"),
     };
-    let ip = match (core.voice.public_ip, core.sessions.get(conn)) {
+    let ip = match (core.calls.voice.public_ip, core.sessions.get(conn)) {
         (Some(ip), _) => ip.to_string(),
         (None, Some(s)) => s.local.to_string(),
         (None, None) => return,
     };
-    let port = core.voice.relay_port;
-    let Some(call) = core.calls.get_mut(&id) else { return };
+    let port = core.calls.voice.relay_port;
+    let Some(call) = core.calls.get_mut(id) else { return };
     call.state = State::Talking { callee_conn: conn };
     if let Some(t) = call.timer.take() {
         core.timers.cancel(t);
     }
     call.timer = Some(core.timers.insert(now.ms + SILENCE_MS, Timer::Silence(id)));
     let (caller_conn, callee, caller_email, row) = (call.caller_conn, call.callee, call.caller_email.clone(), call.row);
-    core.relay.open(id, tokens.clone(), now.ms);
+    core.calls.relay.open(id, tokens.clone(), now.ms);
     core.out.send(caller_conn, OnCommitFail::Keep, |b| response::voice_accept(b, &ip, port, &tokens[0]));
     core.out.send(conn, OnCommitFail::Keep, |b| response::voice_accept(b, &ip, port, &tokens[1]));
     // The callee's other devices stop ringing: answered elsewhere.
@@ -175,11 +230,9 @@ fn answer(core: &mut Core, conn: ConnId, me: i64, caller_email: &str, accept: bo
 
 /// `end` from either party, at any time.
 fn hang_up(core: &mut Core, conn: ConnId, me: i64, peer_email: &str, now: Now) {
-    let found = core.calls_by_user.get(&me).copied().filter(|id| {
-        core.calls.get(id).is_some_and(|c| {
-            let peer = if c.caller == me { &c.callee_email } else { &c.caller_email };
-            peer.eq_ignore_ascii_case(peer_email)
-        })
+    let found = core.calls.of(me, |c| {
+        let peer = if c.caller == me { &c.callee_email } else { &c.caller_email };
+        peer.eq_ignore_ascii_case(peer_email)
     });
     let Some(id) = found else { return core.out.failed(conn, T, "no call with that user") };
     finish(core, id, Outcome::Ended { by: me }, now);
@@ -187,7 +240,7 @@ fn hang_up(core: &mut Core, conn: ConnId, me: i64, peer_email: &str, now: Now) {
 
 /// The ring deadline passed: both sides get `time`.
 pub(super) fn ring_timeout(core: &mut Core, id: u64, now: Now) {
-    if let Some(c) = core.calls.get_mut(&id) {
+    if let Some(c) = core.calls.get_mut(id) {
         c.timer = None;
         finish(core, id, Outcome::Timeout, now);
     }
@@ -195,9 +248,9 @@ pub(super) fn ring_timeout(core: &mut Core, id: u64, now: Now) {
 
 /// The silence check of a talking call: ends it after 60 s without a forwarded datagram.
 pub(super) fn silence_check(core: &mut Core, id: u64, now: Now) {
-    let Some(c) = core.calls.get_mut(&id) else { return };
+    let last = core.calls.relay.last_forward(id).unwrap_or(0);
+    let Some(c) = core.calls.get_mut(id) else { return };
     c.timer = None;
-    let last = core.relay.last_forward(id).unwrap_or(0);
     if now.ms >= last + SILENCE_MS {
         finish(core, id, Outcome::Silence, now);
     } else {
@@ -207,8 +260,8 @@ pub(super) fn silence_check(core: &mut Core, id: u64, now: Now) {
 
 /// A connection logged out or closed: the calls it takes part in end.
 pub(super) fn connection_gone(core: &mut Core, conn: ConnId, user: i64, now: Now) {
-    let Some(&id) = core.calls_by_user.get(&user) else { return };
-    let Some(c) = core.calls.get(&id) else { return };
+    let Some(id) = core.calls.of(user, |_| true) else { return };
+    let Some(c) = core.calls.get(id) else { return };
     let involved = match c.state {
         State::Talking { callee_conn } => conn == c.caller_conn || conn == callee_conn,
         // A ringing call ends when its caller goes, or when the callee has no device left.
@@ -221,13 +274,11 @@ pub(super) fn connection_gone(core: &mut Core, conn: ConnId, user: i64, now: Now
 
 /// Ends a call: tells the parties, closes the relay session, stores and logs the outcome.
 fn finish(core: &mut Core, id: u64, outcome: Outcome, now: Now) {
-    let Some(c) = core.calls.remove(&id) else { return };
-    core.calls_by_user.remove(&c.caller);
-    core.calls_by_user.remove(&c.callee);
+    let Some(c) = core.calls.remove(id) else { return };
     if let Some(t) = c.timer {
         core.timers.cancel(t);
     }
-    let counts = core.relay.close(id).unwrap_or_default();
+    let counts = core.calls.relay.close(id).unwrap_or_default();
     // Who hears what: (connection, event, the other party's email).
     let mut tell: Vec<(ConnId, &str, &str)> = Vec::new();
     let callee_conns: Vec<ConnId> = match c.state {

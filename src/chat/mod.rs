@@ -114,12 +114,8 @@ pub struct Core {
     holds_added: Vec<(i64, i64)>,
     /// Connections reading their backlog.
     catching_up: Vec<ConnId>,
-    voice: VoiceConfig,
-    calls: HashMap<u64, calls::Call>,
-    /// The call each user is in (as caller or callee).
-    calls_by_user: HashMap<i64, u64>,
-    next_call: u64,
-    relay: relay::Relay,
+    /// Calls in progress and their relay.
+    calls: calls::Calls,
     /// Accounts by email, cached for the lookups of every message.
     directory: directory::Directory,
     /// When (`Now::ms`) `data_version` is read next.
@@ -152,11 +148,7 @@ impl Core {
             contacts: contacts::Contacts::default(),
             holds_added: Vec::new(),
             catching_up: Vec::new(),
-            relay: relay::Relay::new(voice.relay_rate),
-            voice,
-            calls: HashMap::new(),
-            calls_by_user: HashMap::new(),
-            next_call: 1,
+            calls: calls::Calls::new(voice),
             directory: directory::Directory::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
@@ -358,7 +350,7 @@ impl Core {
         len: usize,
         now: Now,
     ) -> Option<std::net::SocketAddr> {
-        match self.relay.on_datagram(from, data, len, now.ms) {
+        match self.calls.relay.on_datagram(from, data, len, now.ms) {
             relay::Verdict::Forward(to) => Some(to),
             _ => None,
         }
@@ -366,7 +358,7 @@ impl Core {
 
     /// The relay's counters.
     pub fn relay_stats(&self) -> relay::RelayStats {
-        self.relay.stats
+        self.calls.relay.stats
     }
 
     /// (anonymous connections, logged-in connections, users online, calls in progress).
