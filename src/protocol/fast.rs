@@ -1,7 +1,7 @@
 //! The hot path of decoding: personal and global messages in their plain form, read by
 //! hand in one pass over the frame.
 //!
-//! It accepts a strict subset of what `request::decode` accepts, and returns exactly what
+//! It accepts a strict subset of what `request::general` accepts, and returns exactly what
 //! that would return: only the keys of a message (each once), strings without escapes or
 //! control characters, integer times. Anything else is `None`, and the general decoder,
 //! which also words every error, takes the frame. A proptest in this file holds the two

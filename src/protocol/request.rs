@@ -86,7 +86,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(ty: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(ty: &str, message: impl Into<String>) -> Self {
         DecodeError { ty: ty.to_owned(), message: message.into() }
     }
 }
@@ -139,19 +139,6 @@ struct MessageDetails<'a> {
     client_id: Option<Text<'a>>,
 }
 
-/// The hot path: a personal or global message decoded in one pass. Any frame this does not
-/// fit (another type, a shape error) goes through the general two-step path, which also
-/// words the errors.
-#[derive(Deserialize)]
-struct FastMessage<'a> {
-    #[serde(rename = "type", borrow)]
-    ty: Text<'a>,
-    #[serde(borrow)]
-    event: Text<'a>,
-    #[serde(borrow)]
-    details: MessageDetails<'a>,
-}
-
 #[derive(Deserialize)]
 struct EmailDetails<'a> {
     #[serde(borrow, default)]
@@ -174,46 +161,15 @@ struct AckDetails {
     id: Option<WireId>,
 }
 
-/// The deepest nesting a request may have. The deepest request shape has 2 levels; the
-/// slack is for clients' unknown extra fields. Deeper frames are `invalid`, also when the
-/// depth is in a field we would ignore, so no parser recursion is ever at stake.
-pub const MAX_DEPTH: u32 = 32;
-
-/// Decodes one complete frame whose nesting depth the scanner measured.
-pub fn decode_frame(frame: &[u8], depth: u32) -> Result<Request<'_>, DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::new("unknown", format!("nesting deeper than {MAX_DEPTH} levels")));
-    }
-    decode(frame)
-}
-
-/// Decodes one complete frame (as delimited by the frame scanner).
-pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
-    // Checked up front because serde_json does not validate strings it skips.
-    let text = std::str::from_utf8(frame).map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
-    // Most frames are plain messages: read by hand in one pass (protocol/fast.rs).
-    if let Some(req) = super::fast::message(text) {
-        return Ok(req);
-    }
-    general(text)
-}
-
-/// Decodes a frame with serde, without the hand-read fast path: what [`decode`] answers
-/// for every frame the fast path turns down, and what the fast path's tests hold it to
-/// (comparing with [`decode`] itself would compare the fast path with itself).
-pub(super) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
+/// Decodes a frame with serde, without the hand-read fast path: what `protocol::decode`
+/// answers for every frame the fast path turns down, and what the fast path's tests hold
+/// it to (comparing with `decode` itself would compare the fast path with itself).
+pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
     // serde_json does not decode the escapes of strings it skips, so a lone surrogate in an
     // ignored field would pass. Frames with `\u` escapes get one full decoding pass.
     if text.contains("\\u") {
         if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
             return Err(DecodeError::new("unknown", format!("not a valid request: {}", json_error(&e))));
-        }
-    }
-    if let Ok(m) = serde_json::from_str::<FastMessage>(text) {
-        if &*m.ty == "message" {
-            if let Some(req) = fast_message(m) {
-                return Ok(req);
-            }
         }
     }
     let env: Envelope = serde_json::from_str(text)
@@ -285,27 +241,6 @@ pub(super) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
     }
 }
 
-/// A message that passed the one-pass decode, when its fields are complete.
-fn fast_message(m: FastMessage<'_>) -> Option<Request<'_>> {
-    let global = match &*m.event {
-        "personal" => false,
-        "global" => true,
-        _ => return None,
-    };
-    let d = m.details;
-    if !global && d.to.is_none() {
-        return None;
-    }
-    let message = Message {
-        to: if global { None } else { d.to },
-        message: d.message?,
-        media: d.media,
-        time: d.time,
-        client_id: d.client_id,
-    };
-    Some(if global { Request::Global(message) } else { Request::Personal(message) })
-}
-
 fn decode_message<'a>(
     ty: &str,
     event: Option<&'a RawValue>,
@@ -367,6 +302,7 @@ fn clip(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::decode;
     use std::borrow::Cow;
 
     fn err(frame: &str) -> (String, String) {
