@@ -193,7 +193,7 @@ pub(super) fn log_out_everywhere(core: &mut Core, user: i64, reason: &str, now: 
             super::calls::connection_gone(core, conn, member.user_id, now);
             rearm_auth(core, conn, now);
         }
-        core.catching_up.retain(|c| *c != conn);
+        core.ledger.catching_up.retain(|c| *c != conn);
         core.out.send(conn, OnCommitFail::Keep, |b| response::logged_out(b, reason));
     }
 }
@@ -342,7 +342,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let watermark = match core.sessions.online(user.id) {
         Some(online) => online.watermark,
         None => match core.store.watermark(user.id) {
-            Ok(w) => w.max(core.watermarks_dirty.get(&user.id).copied().unwrap_or(0)),
+            Ok(w) => w.max(core.ledger.unstored(user.id).unwrap_or(0)),
             Err(e) => {
                 log::error!("reading the delivery watermark of {} failed: {e}", user.id);
                 return core.out.failed(conn, "login", "could not log in now; try again");

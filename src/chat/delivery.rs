@@ -13,11 +13,72 @@
 //! connection has it, so the watermark stops below it on its sender's word alone. With no
 //! other connection, it waits for the next login (PROTOCOL.md section 12).
 
-use super::sessions::{ConnId, Feed};
+use super::sessions::{ConnId, Feed, Sessions};
 use super::{Core, OnCommitFail};
 use crate::protocol::response::{self, PersonalOut};
+use crate::store::{Store, StoreError};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
+
+/// Delivery state kept across an iteration: the watermarks raised and not yet stored, the
+/// holds added (undone if the commit fails), and the connections reading their backlog.
+#[derive(Default)]
+pub(super) struct Ledger {
+    /// Watermarks raised since they were last stored, by user.
+    dirty: HashMap<i64, i64>,
+    /// A `PersistWatermarks` deadline is pending.
+    timer_pending: bool,
+    /// Store the dirty watermarks with this iteration's commit.
+    persist: bool,
+    /// Holds added this iteration.
+    holds_added: Vec<(i64, i64)>,
+    /// Connections reading their backlog.
+    pub catching_up: Vec<ConnId>,
+}
+
+impl Ledger {
+    /// A raised watermark not stored yet for `user`.
+    pub fn unstored(&self, user: i64) -> Option<i64> {
+        self.dirty.get(&user).copied()
+    }
+
+    /// True (once) when raised watermarks need a `PersistWatermarks` deadline.
+    pub fn needs_timer(&mut self) -> bool {
+        let needed = !self.dirty.is_empty() && !self.timer_pending;
+        self.timer_pending |= needed;
+        needed
+    }
+
+    /// The deadline came (or the server stops): store them with the next commit.
+    pub fn persist_now(&mut self, from_timer: bool) {
+        if from_timer {
+            self.timer_pending = false;
+        }
+        self.persist = true;
+    }
+
+    /// Writes the watermarks into the open transaction when their time has come.
+    pub fn write(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.persist) {
+            for (user, upto) in self.dirty.drain() {
+                store.set_watermark(user, upto)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit ended; when nothing was stored, the holds it added are undone.
+    pub fn committed(&mut self, stored: bool, sessions: &mut Sessions) {
+        for (user, id) in self.holds_added.drain(..) {
+            if !stored {
+                if let Some(o) = sessions.online_mut(user) {
+                    o.holds.remove(&id);
+                }
+            }
+        }
+    }
+}
 
 /// Sends an encoded message to every live connection of `recipient` but `except`.
 pub(super) fn deliver_live(core: &mut Core, recipient: i64, id: i64, bytes: Range<usize>, except: ConnId) {
@@ -41,13 +102,13 @@ pub(super) fn deliver_live(core: &mut Core, recipient: i64, id: i64, bytes: Rang
 pub(super) fn hold(core: &mut Core, user: i64, id: i64, sender: ConnId) {
     if let Some(online) = core.sessions.online_mut(user) {
         online.holds.insert(id, sender);
-        core.holds_added.push((user, id));
+        core.ledger.holds_added.push((user, id));
     }
 }
 
 /// Starts feeding a freshly logged-in connection its backlog.
 pub(super) fn start(core: &mut Core, conn: ConnId) {
-    core.catching_up.push(conn);
+    core.ledger.catching_up.push(conn);
 }
 
 /// Sends the next batch of `conn`'s backlog: at most `limit` messages, and no more once
@@ -114,7 +175,7 @@ pub(super) fn advance(core: &mut Core, conn: ConnId, upto: i64) {
     });
     if limit > online.watermark {
         online.watermark = limit;
-        core.watermarks_dirty.insert(user, limit);
+        core.ledger.dirty.insert(user, limit);
     }
 }
 

@@ -33,7 +33,6 @@ use crate::config::Limits;
 use crate::store::Store;
 use crate::timer_wheel::TimerWheel;
 use sessions::Sessions;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -102,18 +101,10 @@ pub struct Core {
     /// unknown account, so unknown and known accounts cost the same time.
     dummy_hash: String,
     out: Outbox,
-    /// Delivery watermarks raised since the last commit, by user.
-    watermarks_dirty: HashMap<i64, i64>,
-    /// A `PersistWatermarks` deadline is pending.
-    watermark_timer: bool,
-    /// Store the watermarks in this iteration's commit even if nothing else is written.
-    persist_watermarks: bool,
+    /// Watermarks to store, holds to undo, backlogs being read.
+    ledger: delivery::Ledger,
     /// The friends list's writes, batched per commit.
     contacts: contacts::Contacts,
-    /// Holds added this iteration, undone if its commit fails.
-    holds_added: Vec<(i64, i64)>,
-    /// Connections reading their backlog.
-    catching_up: Vec<ConnId>,
     /// Calls in progress and their relay.
     calls: calls::Calls,
     /// Accounts by email, cached for the lookups of every message.
@@ -142,12 +133,8 @@ impl Core {
             timers,
             dummy_hash,
             out: Outbox::default(),
-            watermarks_dirty: HashMap::new(),
-            watermark_timer: false,
-            persist_watermarks: false,
+            ledger: delivery::Ledger::default(),
             contacts: contacts::Contacts::default(),
-            holds_added: Vec::new(),
-            catching_up: Vec::new(),
             calls: calls::Calls::new(voice),
             directory: directory::Directory::default(),
             external_check_due: 0,
@@ -239,10 +226,7 @@ impl Core {
                 Timer::OtpExpiry(conn) => accounts::otp_expired(self, conn),
                 Timer::Ring(call) => calls::ring_timeout(self, call, now),
                 Timer::Silence(call) => calls::silence_check(self, call, now),
-                Timer::PersistWatermarks => {
-                    self.watermark_timer = false;
-                    self.persist_watermarks = true;
-                }
+                Timer::PersistWatermarks => self.ledger.persist_now(true),
                 Timer::Sweep => {
                     self.guards.sweep(now.ms);
                     self.timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
@@ -270,14 +254,9 @@ impl Core {
             log::error!("commit failed, answering `failed` to the iteration's writers: {e}");
             self.store.rollback();
             self.out.commit_failed();
-            for (user, id) in self.holds_added.drain(..) {
-                if let Some(o) = self.sessions.online_mut(user) {
-                    o.holds.remove(&id);
-                }
-            }
         }
+        self.ledger.committed(result.is_ok(), &mut self.sessions);
         self.contacts.committed(result.is_ok());
-        self.holds_added.clear();
         &mut self.out
     }
 
@@ -333,11 +312,7 @@ impl Core {
 
     /// Writes what is kept in memory during the iteration and stored once per commit.
     fn write_batched(&mut self) -> Result<(), crate::store::StoreError> {
-        if std::mem::take(&mut self.persist_watermarks) {
-            for (user, upto) in self.watermarks_dirty.drain() {
-                self.store.set_watermark(user, upto)?;
-            }
-        }
+        self.ledger.write(&mut self.store)?;
         self.contacts.write(&mut self.store)
     }
 
@@ -380,7 +355,7 @@ impl Core {
     /// Copies the connections that still read their backlog into `into`.
     pub fn catching_up(&self, into: &mut Vec<ConnId>) {
         into.clear();
-        into.extend_from_slice(&self.catching_up);
+        into.extend_from_slice(&self.ledger.catching_up);
     }
 
     /// Queues the next batch of `conn`'s backlog: at most `limit` messages and about
@@ -389,7 +364,7 @@ impl Core {
     pub fn catch_up(&mut self, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
         let more = delivery::catch_up(self, conn, limit, max_bytes);
         if !more {
-            self.catching_up.retain(|c| *c != conn);
+            self.ledger.catching_up.retain(|c| *c != conn);
         }
         more
     }
@@ -404,15 +379,14 @@ impl Core {
 
     /// Makes sure raised watermarks are stored within [`WATERMARK_DELAY_MS`].
     fn schedule_watermarks(&mut self, now: Now) {
-        if !self.watermarks_dirty.is_empty() && !self.watermark_timer {
-            self.watermark_timer = true;
+        if self.ledger.needs_timer() {
             self.timers.insert(now.ms + WATERMARK_DELAY_MS, Timer::PersistWatermarks);
         }
     }
 
     /// Stores every raised watermark with the next commit (at shutdown).
     pub fn persist_all(&mut self) {
-        self.persist_watermarks = true;
+        self.ledger.persist_now(false);
     }
 }
 
