@@ -127,7 +127,7 @@ impl EventLoop {
             conn.paused = false;
             if conn.closing.is_none() {
                 // Its frames wait in the input buffer or the socket: handle them next.
-                self.carry.push(key);
+                self.resume.next_iteration(key);
             }
         }
         if let Some((upto, count)) = conn.take_delivered() {

@@ -15,6 +15,7 @@
 use super::conn::Conn;
 use super::metrics::{self, MetricsServer, NetCounters};
 use super::relay_socket::RelaySocket;
+use super::resume::Resume;
 use super::signals::Signals;
 use super::worker::Workers;
 use crate::chat::{ConnId, Core, Now};
@@ -83,14 +84,14 @@ pub struct EventLoop {
     pub(super) scratch: Vec<u8>,
     /// Connections to read and handle this iteration.
     pub(super) work: Vec<usize>,
-    /// Connections whose read budget ran out with bytes still waiting.
-    pub(super) carry: Vec<usize>,
+    /// When to come back to connections and to accepting without a readiness event.
+    pub(super) resume: Resume,
+    /// Scratch list of the connections `resume` says are due.
+    due: Vec<usize>,
     /// Connections with output to write.
     pub(super) dirty: Vec<usize>,
     /// Connections marked for closing.
     pub(super) closing: Vec<usize>,
-    /// Connections paused by `--msg-rate`, with when to resume (ms).
-    pub(super) throttled: Vec<(u64, usize)>,
     /// Scratch list of connections reading their backlog.
     pub(super) catching_up: Vec<ConnId>,
     /// See [`CATCH_UP_LOW_WATER_MAX`].
@@ -105,8 +106,6 @@ pub struct EventLoop {
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
     /// sleeping (no writable event will come for a socket that never filled).
     pub(super) refill_again: bool,
-    /// After an accept error such as EMFILE: when to try accepting again (ms).
-    pub(super) accept_retry_ms: Option<u64>,
     pub(super) last_accept_warning_ms: Option<u64>,
     pub(super) stopping: bool,
     /// The clock as read at the start of this iteration.
@@ -145,10 +144,10 @@ impl EventLoop {
             start,
             scratch: vec![0; READ_CHUNK],
             work: Vec::new(),
-            carry: Vec::new(),
+            resume: Resume::default(),
+            due: Vec::new(),
             dirty: Vec::new(),
             closing: Vec::new(),
-            throttled: Vec::new(),
             catching_up: Vec::new(),
             low_water,
             pause_mark,
@@ -156,7 +155,6 @@ impl EventLoop {
             unsent_total: 0,
             trimmer: super::memory::Trimmer::default(),
             refill_again: false,
-            accept_retry_ms: None,
             last_accept_warning_ms: None,
             stopping: false,
             tick_now: Now { ms: 0, unix: 0 },
@@ -225,13 +223,12 @@ impl EventLoop {
     /// Zero when work is carried over; else until the next deadline of the core, of a
     /// throttled connection or of an accept retry; else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.relay.readable || self.refill_again || self.core.has_output() {
+        if self.resume.has_work_now() || self.relay.readable || self.refill_again || self.core.has_output() {
             return Some(Duration::ZERO);
         }
         let next = [
             self.core.next_deadline(),
-            self.throttled.iter().map(|t| t.0).min(),
-            self.accept_retry_ms,
+            self.resume.next_deadline(),
             self.metrics.as_ref().and_then(MetricsServer::next_deadline),
         ]
         .into_iter()
@@ -283,23 +280,13 @@ impl EventLoop {
                 }
             }
         }
-        let mut carry = std::mem::take(&mut self.carry);
-        for key in carry.drain(..) {
+        let mut due = std::mem::take(&mut self.due);
+        let accept = self.resume.due(now.ms, &mut due);
+        for key in due.drain(..) {
             self.schedule(key);
         }
-        self.carry = carry;
-        let due = now.ms;
-        let mut i = 0;
-        while i < self.throttled.len() {
-            if self.throttled[i].0 <= due {
-                let (_, key) = self.throttled.swap_remove(i);
-                self.schedule(key);
-            } else {
-                i += 1;
-            }
-        }
-        if self.accept_retry_ms.is_some_and(|t| t <= now.ms) {
-            self.accept_retry_ms = None;
+        self.due = due;
+        if accept {
             self.accept(now);
         }
         if let Some(m) = self.metrics.as_mut() {

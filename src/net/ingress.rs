@@ -26,7 +26,7 @@ impl EventLoop {
     /// (`Core::admit`), a connection is accepted and dropped at once. When the process is out of descriptors, accepting pauses for 100 ms
     /// instead of spinning on the error.
     pub(super) fn accept(&mut self, now: Now) {
-        if self.accept_retry_ms.is_some() {
+        if self.resume.accepting_paused() {
             return;
         }
         let Some(listener) = self.listener.as_ref() else {
@@ -43,7 +43,7 @@ impl EventLoop {
                         log::warn!("accept failed ({e}); pausing accepts for 100 ms");
                         self.last_accept_warning_ms = Some(now.ms);
                     }
-                    self.accept_retry_ms = Some(now.ms + 100);
+                    self.resume.pause_accepting_until(now.ms + 100);
                     return;
                 }
             };
@@ -120,7 +120,7 @@ impl EventLoop {
                     break;
                 }
                 if let Some(resume) = take_token(conn, self.net.msg_rate, now.ms) {
-                    self.throttled.push((resume, key));
+                    self.resume.at(resume, key);
                     conn.compact();
                     self.core.outbox().unwatch();
                     return;
@@ -173,7 +173,7 @@ impl EventLoop {
         if conn.closing.is_some() {
             self.closing.push(key);
         } else if deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id)) {
-            self.carry.push(key);
+            self.resume.next_iteration(key);
         }
     }
 }

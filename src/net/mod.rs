@@ -11,6 +11,7 @@ mod memory;
 mod metrics;
 mod priority;
 mod relay_socket;
+mod resume;
 mod signals;
 mod sockopt;
 mod udp_batch;
