@@ -556,9 +556,11 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
 /// What `--durability full` adds over `normal` is a sync of the WAL at every commit (a
 /// machine crash then loses nothing acknowledged). Counted with strace on the loop thread
 /// (its id is the process id): with `full`, at least one WAL sync per message sent one at a
-/// time (each its own commit); with `normal`, none at all (the checkpoint thread syncs).
+/// time (each its own commit); with `normal`, not one per commit (the checkpoint thread
+/// syncs; the loop may sync the WAL's header when it starts the WAL over after one of its
+/// checkpoints, which a test run saw once in 30 commits).
 #[test]
-fn durability_full_syncs_the_wal_at_every_commit_and_normal_never_on_the_loop() {
+fn durability_full_syncs_the_wal_at_every_commit_and_normal_does_not() {
     const MESSAGES: usize = 30;
     for (durability, full) in [("full", true), ("normal", false)] {
         let dir = tempfile::tempdir().unwrap();
@@ -598,7 +600,10 @@ fn durability_full_syncs_the_wal_at_every_commit_and_normal_never_on_the_loop() 
                 "{durability}: {loop_wal_syncs} WAL syncs for {MESSAGES} commits\n{text}"
             );
         } else {
-            assert_eq!(loop_wal_syncs, 0, "{durability}: the loop synced the WAL\n{text}");
+            assert!(
+                loop_wal_syncs < MESSAGES / 3,
+                "{durability}: {loop_wal_syncs} WAL syncs for {MESSAGES} commits\n{text}"
+            );
         }
     }
 }
