@@ -170,29 +170,9 @@ mod tests {
     }
 
     /// Feeds `stream` in the given chunk sizes through a buffer that is compacted the way
-    /// the connection does it, and collects the frames.
-    fn frames_split(stream: &[u8], cuts: &[usize], max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
-        let mut s = FrameScanner::new(max);
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        let mut rest = stream;
-        let mut cuts = cuts.iter().cycle();
-        while !rest.is_empty() {
-            let n = (*cuts.next().unwrap_or(&1)).clamp(1, rest.len());
-            buf.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            while let Some(r) = s.next_frame(&buf)? {
-                out.push(buf[r].to_vec());
-            }
-            let keep = s.keep_from();
-            buf.drain(..keep);
-            s.consumed(keep);
-        }
-        Ok(out)
-    }
-
-    /// [`frames_split`], keeping the frames found before an error.
-    fn frames_until_error(stream: &[u8], cuts: &[usize], max: usize) -> Vec<Vec<u8>> {
+    /// the connection does it; returns the frames found, and the error that ended the
+    /// stream, if one did.
+    fn scan_split(stream: &[u8], cuts: &[usize], max: usize) -> (Vec<Vec<u8>>, Option<FrameError>) {
         let mut s = FrameScanner::new(max);
         let (mut buf, mut out, mut rest) = (Vec::new(), Vec::new(), stream);
         let mut cuts = cuts.iter().cycle();
@@ -204,14 +184,27 @@ mod tests {
                 match s.next_frame(&buf) {
                     Ok(Some(r)) => out.push(buf[r].to_vec()),
                     Ok(None) => break,
-                    Err(_) => return out,
+                    Err(e) => return (out, Some(e)),
                 }
             }
             let keep = s.keep_from();
             buf.drain(..keep);
             s.consumed(keep);
         }
-        out
+        (out, None)
+    }
+
+    /// The frames of `stream` fed in chunks, or the error that ended it.
+    fn frames_split(stream: &[u8], cuts: &[usize], max: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+        match scan_split(stream, cuts, max) {
+            (frames, None) => Ok(frames),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// The frames of `stream` fed in chunks, up to an error if one ends it.
+    fn frames_until_error(stream: &[u8], cuts: &[usize], max: usize) -> Vec<Vec<u8>> {
+        scan_split(stream, cuts, max).0
     }
 
     #[test]
