@@ -73,3 +73,44 @@ fn only_the_net_module_uses_mio() {
         assert!(!code(&f).contains("mio::"), "{} uses mio outside src/net", f.display());
     }
 }
+
+/// Every "PROTOCOL.md section N" (or "sections N, M and K", or "§N") in the code and the
+/// tests names a section that the repository's PROTOCOL.md has, so a citation always finds
+/// its place; and the sections are numbered in order.
+#[test]
+fn every_cited_protocol_section_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let protocol = fs::read_to_string(root.join("PROTOCOL.md")).unwrap();
+    let headers: Vec<u32> = protocol
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .filter_map(|l| l.split_once(". ").and_then(|(n, _)| n.parse().ok()))
+        .collect();
+    assert!(headers.len() >= 12, "PROTOCOL.md has numbered sections: {headers:?}");
+    assert!(headers.windows(2).all(|w| w[0] < w[1]), "sections out of order: {headers:?}");
+    let mut files = rust_files(&root.join("src"));
+    files.extend(rust_files(&root.join("tests")));
+    files.extend(rust_files(&root.join("benches")));
+    let mut cited = 0;
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        for (at, _) in text.match_indices("PROTOCOL.md") {
+            let rest = text[at + "PROTOCOL.md".len()..].trim_start();
+            let numbers = if let Some(r) = rest.strip_prefix("sections ").or_else(|| rest.strip_prefix("section ")) {
+                r
+            } else if let Some(r) = rest.strip_prefix('§') {
+                r
+            } else {
+                continue;
+            };
+            // "2, 4 and 10", "9 and 12,", "1": numbers joined by commas and "and".
+            let list: String = numbers.chars().take_while(|c| c.is_ascii_digit() || " ,and".contains(*c)).collect();
+            for n in list.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()) {
+                let n: u32 = n.parse().unwrap();
+                cited += 1;
+                assert!(headers.contains(&n), "{} cites PROTOCOL.md section {n}, which it does not have", f.display());
+            }
+        }
+    }
+    assert!(cited > 20, "only {cited} citations found: the scan is broken");
+}
