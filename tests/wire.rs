@@ -421,3 +421,35 @@ fn msg_rate_paces_a_connection_without_dropping_frames() {
     assert!(took >= std::time::Duration::from_millis(800), "300 frames at 100/s after a burst of 200 took {took:?}");
     assert!(took < std::time::Duration::from_secs(8), "{took:?}");
 }
+
+/// The first bytes tell the transport (PROTOCOL.md section 13). Without a certificate or
+/// `--proxy-from`, a TLS handshake and a PROXY header are closed without a word; JSON
+/// whitespace that could start a PROXY v2 header waits for the bytes that decide; HTTP is
+/// refused as any stream that does not start with `{` (section 1).
+#[test]
+fn the_first_bytes_choose_the_transport() {
+    let s = Server::start();
+    for (what, first) in [
+        ("a TLS ClientHello", &b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"[..]),
+        ("a PROXY v1 header", b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 5050\r\n{\"type\":\"ping\"}\n"),
+        ("a PROXY v2 header", b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c"),
+    ] {
+        let mut c = s.connect();
+        c.send_raw(first);
+        match c.read_line(Duration::from_secs(5)) {
+            ReadOutcome::Closed(_) => {}
+            other => panic!("{what}: expected a close without an answer, got {other:?}"),
+        }
+    }
+    // CR LF, a pause, then a request: whitespace after all.
+    let mut c = s.connect();
+    c.send_raw(b"\r\n");
+    c.expect_silence(200);
+    c.send_raw(b"\r\n{\"type\":\"ping\"}\n");
+    assert_eq!(c.recv(), serde_json::json!({"event":"success","type":"pong"}));
+    // HTTP: `invalid`, then closed.
+    let mut c = s.connect();
+    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_invalid_any_type(&c.recv());
+    c.expect_closed();
+}

@@ -7,6 +7,7 @@
 //! next writable event (edge-triggered: we must write until `WouldBlock` before waiting).
 //! Idle connections keep no buffer capacity: both buffers are released when empty.
 
+use super::transport::{self, Detected};
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
 use mio::net::TcpStream;
@@ -35,6 +36,8 @@ pub enum CloseWhy {
     AuthTimeout,
     ServerFull,
     AddressFull,
+    /// A transport this server does not offer (PROTOCOL.md section 13).
+    Refused(&'static str),
 }
 
 impl CloseWhy {
@@ -52,6 +55,7 @@ impl CloseWhy {
             CloseWhy::AuthTimeout => "anonymous idle timeout",
             CloseWhy::ServerFull => "too many connections",
             CloseWhy::AddressFull => "too many connections from this address",
+            CloseWhy::Refused(why) => why,
         }
     }
 }
@@ -71,6 +75,15 @@ impl From<FrameError> for CloseWhy {
             FrameError::NotAnObject => CloseWhy::NotAnObject,
         }
     }
+}
+
+/// What a connection speaks: decided by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Nothing read yet, or too little to tell.
+    Detecting,
+    /// The plain JSON stream: socket bytes are frame bytes.
+    Plain,
 }
 
 /// What one read from the socket gave.
@@ -111,6 +124,7 @@ pub struct Conn {
     pub closing: Option<CloseWhy>,
     /// Token bucket for `--msg-rate`: (tokens, last refill in ms).
     pub bucket: Option<(f64, u64)>,
+    pub transport: Transport,
     /// Its unsent output passed the pause mark: its frames are neither read nor handled
     /// until the flush takes it back below (PROTOCOL.md section 10).
     pub paused: bool,
@@ -136,6 +150,7 @@ impl Conn {
             closing: None,
             bucket: None,
             paused: false,
+            transport: Transport::Detecting,
         }
     }
 
@@ -145,6 +160,13 @@ impl Conn {
             Ok(0) => ReadOutcome::Eof,
             Ok(n) => {
                 self.input.extend_from_slice(&scratch[..n]);
+                if self.transport == Transport::Detecting {
+                    match transport::detect(&self.input) {
+                        Detected::NeedMore => {}
+                        Detected::Plain => self.transport = Transport::Plain,
+                        Detected::Refuse(why) => self.closing = Some(CloseWhy::Refused(why)),
+                    }
+                }
                 ReadOutcome::Data(n)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
@@ -153,8 +175,12 @@ impl Conn {
         }
     }
 
-    /// The next complete frame in the input buffer, as a range of [`input`](Self::input).
+    /// The next complete frame in the input buffer, as a range of [`input`](Self::input);
+    /// none while the transport is not known yet.
     pub fn next_frame(&mut self) -> Result<Option<Range<usize>>, FrameError> {
+        if self.transport == Transport::Detecting {
+            return Ok(None);
+        }
         self.scanner.next_frame(&self.input)
     }
 

@@ -14,6 +14,7 @@ mod relay_socket;
 mod resume;
 mod signals;
 mod sockopt;
+mod transport;
 mod udp_batch;
 mod worker;
 
