@@ -355,9 +355,10 @@ impl EventLoop {
         }
         let store = self.core.store();
         log::info!(
-            "stopped; closed {n} connections; stored {} messages in {} commits",
+            "stopped; closed {n} connections; stored {} messages in {} commits; saw other processes' commits {} times",
             store.messages_committed,
-            store.commits
+            store.commits,
+            store.external_changes
         );
     }
 }

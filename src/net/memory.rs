@@ -11,6 +11,8 @@
 
 /// Bytes of buffer capacity released since the last trim before the next one is worth it.
 const TRIM_AFTER_BYTES: usize = 16 << 20;
+/// A buffer at least this big is worth giving back.
+const BIG: usize = 1 << 20;
 /// Least time between two trims.
 const TRIM_EVERY_MS: u64 = 1_000;
 
@@ -24,9 +26,13 @@ pub struct Trimmer {
 }
 
 impl Trimmer {
-    /// `bytes` of buffer capacity were freed.
+    /// `bytes` of buffer capacity were freed. Only big buffers count: small ones go back
+    /// to malloc's bins and are reused by the next answers (counting them made a trim every
+    /// few seconds at a steady low load, for nothing).
     pub fn released(&mut self, bytes: usize) {
-        self.released = self.released.saturating_add(bytes);
+        if bytes >= BIG {
+            self.released = self.released.saturating_add(bytes);
+        }
     }
 
     /// Returns free memory to the system when enough was released and the last trim is
@@ -61,10 +67,13 @@ mod tests {
     #[test]
     fn trims_once_enough_was_released_at_most_once_a_second() {
         let mut t = Trimmer::default();
-        t.released(TRIM_AFTER_BYTES - 1);
+        for _ in 0..10_000 {
+            t.released(4096);
+        }
+        t.released(TRIM_AFTER_BYTES - BIG);
         t.maybe_trim(0);
-        assert_eq!(t.trims, 0);
-        t.released(1);
+        assert_eq!(t.trims, 0, "small buffers do not count");
+        t.released(BIG);
         t.maybe_trim(0);
         assert_eq!(t.trims, 1);
         t.released(TRIM_AFTER_BYTES);

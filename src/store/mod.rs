@@ -120,6 +120,8 @@ pub struct Store {
     pending_inserts: u64,
     /// `PRAGMA data_version` as last read: it changes when another process commits.
     data_version_seen: i64,
+    /// Times another process's commits were noticed (for the log at shutdown).
+    pub external_changes: u64,
     /// Another process had committed when this iteration's transaction began.
     changed_at_begin: bool,
 }
@@ -157,6 +159,7 @@ impl Store {
             messages_committed: 0,
             pending_inserts: 0,
             data_version_seen: 0,
+            external_changes: 0,
             changed_at_begin: false,
         })
     }
@@ -253,6 +256,7 @@ impl Store {
         let v = self.data_version()?;
         let changed = v != self.data_version_seen || std::mem::take(&mut self.changed_at_begin);
         self.data_version_seen = v;
+        self.external_changes += u64::from(changed);
         Ok(changed)
     }
 
