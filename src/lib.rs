@@ -6,13 +6,15 @@
 //! registry, outbox, encoding, output buffer, socket.
 //!
 //! - [`net`]: the only code that touches mio, sockets, threads, signals or the clock. The
-//!   event loop (`net/event_loop.rs`), one TCP client (`net/conn.rs`), the UDP relay socket,
+//!   event loop (`net/event_loop.rs`) and its own deadlines (`net/resume.rs`), one TCP
+//!   client (`net/conn.rs`) and what it speaks (`net/transport.rs`), the UDP relay socket,
 //!   the worker threads for password hashing and mail, the signal pipe.
 //! - [`framing`]: the resumable JSON-object boundary scanner.
 //! - [`bytescan`]: finding quotes, backslashes and control bytes eight at a time, for the
 //!   scanner and the encoder.
 //! - [`protocol`]: decode a frame into a `Request`, encode every answer. The only serde user.
-//! - [`chat`]: the pure core: sessions, accounts, messages, calls. Takes `Now` as an
+//! - [`chat`]: the pure core in owned parts: sessions, accounts, messages and delivery,
+//!   calls, guards (throttles), the account directory, contacts. Takes `Now` as an
 //!   argument, answers through an `Outbox`.
 //! - [`timer_wheel`]: every deadline.
 //! - [`store`]: SQLite: schema and migrations, the group commit, queries.
@@ -27,6 +29,9 @@
 //! - The core never blocks: hashing and mail run on worker threads.
 //! - Nothing a client sends can panic the server; bad input is answered `invalid` or
 //!   `failed`.
+//! - Nothing a client sends can grow the server's memory without bound: requests pause
+//!   while answers wait, answers are held to the output cap as they are built, and all
+//!   unsent output is bounded (`tests/attacks.rs`).
 
 pub mod admin;
 pub mod bytescan;
