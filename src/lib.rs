@@ -47,3 +47,4 @@ pub mod protocol;
 pub mod secret;
 pub mod store;
 pub mod timer_wheel;
+pub mod token_bucket;

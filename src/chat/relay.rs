@@ -9,6 +9,7 @@
 //! rate (a token bucket of `rate` per second with a burst of one second's worth), a peer
 //! not latched yet. A token lives exactly as long as its call.
 
+use crate::token_bucket::TokenBucket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -53,8 +54,7 @@ impl DropReason {
 struct Party {
     token: Vec<u8>,
     addr: Option<SocketAddr>,
-    tokens: f64,
-    refilled_ms: u64,
+    bucket: TokenBucket,
     /// Datagrams and bytes forwarded from this party.
     datagrams: u64,
     bytes: u64,
@@ -100,7 +100,7 @@ impl Relay {
         for (i, t) in tokens.into_iter().enumerate() {
             let t = t.into_bytes();
             self.by_token.insert(t.clone(), (call, i));
-            parties[i] = Party { token: t, tokens: self.rate, refilled_ms: now_ms, ..Party::default() };
+            parties[i] = Party { token: t, bucket: TokenBucket::full(self.rate, now_ms), ..Party::default() };
         }
         self.sessions.insert(call, Session { parties, last_forward_ms: now_ms });
     }
@@ -154,13 +154,9 @@ impl Relay {
         let Some(&(call, party)) = self.by_addr.get(&from) else { return Verdict::Drop(DropReason::Unknown) };
         let Some(s) = self.sessions.get_mut(&call) else { return Verdict::Drop(DropReason::Unknown) };
         let rate = self.rate;
-        let p = &mut s.parties[party];
-        p.tokens = (p.tokens + now_ms.saturating_sub(p.refilled_ms) as f64 * rate / 1000.0).min(rate);
-        p.refilled_ms = now_ms;
-        if p.tokens < 1.0 {
+        if s.parties[party].bucket.take(rate, rate, now_ms).is_err() {
             return Verdict::Drop(DropReason::RateLimited);
         }
-        p.tokens -= 1.0;
         let Some(to) = s.parties[1 - party].addr else { return Verdict::Drop(DropReason::PeerNotLatched) };
         let p = &mut s.parties[party];
         p.datagrams += 1;

@@ -10,6 +10,7 @@
 use super::transport::{self, Detected};
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
+use crate::token_bucket::TokenBucket;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -122,8 +123,8 @@ pub struct Conn {
     pub queued: bool,
     /// Set once; the reap phase closes the connection.
     pub closing: Option<CloseWhy>,
-    /// Token bucket for `--msg-rate`: (tokens, last refill in ms).
-    pub bucket: Option<(f64, u64)>,
+    /// Frames allowed under `--msg-rate`.
+    pub bucket: Option<TokenBucket>,
     pub transport: Transport,
     /// Its unsent output passed the pause mark: its frames are neither read nor handled
     /// until the flush takes it back below (PROTOCOL.md section 10).

@@ -18,6 +18,7 @@ use super::conn::{CloseWhy, Conn, ReadOutcome};
 use super::event_loop::{EventLoop, READ_BUDGET, READ_CHUNK};
 use super::sockopt;
 use crate::chat::{ConnId, Now};
+use crate::token_bucket::TokenBucket;
 use mio::{Interest, Token};
 use std::io;
 
@@ -76,7 +77,7 @@ impl EventLoop {
             }
             let mut conn = Conn::new(stream, id, peer, self.net.max_frame);
             if let Some(rate) = self.net.msg_rate {
-                conn.bucket = Some((f64::from(rate) * 2.0, now.ms));
+                conn.bucket = Some(TokenBucket::full(f64::from(rate) * 2.0, now.ms));
             }
             entry.insert(conn);
             self.core.on_open(id, peer.ip(), local, now);
@@ -178,21 +179,16 @@ impl EventLoop {
     }
 }
 
-/// Takes one frame token under `--msg-rate`; `Some(resume_ms)` when the bucket is empty.
+/// Takes one frame token under `--msg-rate` (burst: two seconds' worth); `Some(resume_ms)`
+/// when the bucket is empty.
 fn take_token(conn: &mut Conn, rate: Option<u32>, now_ms: u64) -> Option<u64> {
-    let (rate, (tokens, last)) = (f64::from(rate?), conn.bucket.as_mut()?);
-    *tokens = (*tokens + (now_ms.saturating_sub(*last)) as f64 * rate / 1000.0).min(rate * 2.0);
-    *last = now_ms;
-    if *tokens < 1.0 {
-        return Some(now_ms + ((1.0 - *tokens) * 1000.0 / rate).ceil() as u64);
-    }
-    *tokens -= 1.0;
-    None
+    let rate = f64::from(rate?);
+    conn.bucket.as_mut()?.take(rate, rate * 2.0, now_ms).err().map(|wait| now_ms + wait)
 }
 
 /// Gives back the token taken for a frame that turned out not to be there yet.
 fn refund_token(conn: &mut Conn) {
-    if let Some((tokens, _)) = conn.bucket.as_mut() {
-        *tokens += 1.0;
+    if let Some(b) = conn.bucket.as_mut() {
+        b.give_back();
     }
 }
