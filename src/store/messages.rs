@@ -205,8 +205,7 @@ impl Store {
         limit: usize,
         mut f: impl FnMut(Stored) -> bool,
     ) -> Result<usize, StoreError> {
-        self.flush_staged()?;
-        let mut st = self.read().prepare_cached(CATCH_UP_SQL)?;
+        let mut st = self.read_messages()?.prepare_cached(CATCH_UP_SQL)?;
         let mut rows = st.query(params![recipient, after, limit as i64])?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
@@ -228,9 +227,8 @@ impl Store {
 
     /// The messages between `a` and `b` with ids below `before`, newest first, at most `limit`.
     pub fn history(&mut self, a: i64, b: i64, before: i64, limit: usize) -> Result<Vec<HistoryRow>, StoreError> {
-        self.flush_staged()?;
         let sql = if a == b { HISTORY_SELF_SQL } else { HISTORY_SQL };
-        let mut st = self.read().prepare_cached(sql)?;
+        let mut st = self.read_messages()?.prepare_cached(sql)?;
         let rows = st.query_map(params![a, b, before, limit as i64], |r| {
             Ok(HistoryRow {
                 id: r.get(0)?,

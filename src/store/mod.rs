@@ -266,9 +266,18 @@ impl Store {
         std::mem::take(&mut self.changed_at_begin)
     }
 
-    /// The connection for reads. Reads inside an open transaction see its writes.
+    /// The connection for reads. Reads inside an open transaction see its writes, but not
+    /// the messages staged for the iteration's multi-row INSERT: a read of the messages
+    /// table takes [`read_messages`](Self::read_messages) instead.
     pub fn read(&self) -> &Connection {
         &self.conn
+    }
+
+    /// The connection for reads that must see every message of the iteration, staged ones
+    /// included (they are written first): the one place where reads meet the staging.
+    pub(crate) fn read_messages(&mut self) -> Result<&Connection, StoreError> {
+        self.flush_staged()?;
+        Ok(&self.conn)
     }
 
     /// True while writes are waiting for [`commit`](Self::commit).

@@ -101,8 +101,7 @@ impl Store {
 
     /// The friends of a user as (email, username), most recent contact first.
     pub fn friends(&mut self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
-        self.flush_staged()?;
-        let mut st = self.read().prepare_cached(FRIENDS_SQL)?;
+        let mut st = self.read_messages()?.prepare_cached(FRIENDS_SQL)?;
         let rows = st.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
