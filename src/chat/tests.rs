@@ -357,3 +357,52 @@ fn one_address_gets_a_bounded_number_of_connections() {
     h.core.on_close(first, h.now);
     assert_eq!(h.core.admit(LOCAL), Err(AddressFull), "still two anonymous");
 }
+
+/// Failed logins are counted per name and address: five from one address throttle that
+/// address for the name, not the name everywhere, and the window passes with time.
+#[test]
+fn login_throttles_release_with_time_and_never_lock_out_another_address() {
+    let mut h = Harness::new();
+    h.user("c@x.org", "c");
+    let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+    let open_from = |h: &mut Harness, ip: IpAddr| {
+        h.next_slot += 1;
+        let id = ConnId { slot: h.next_slot, generation: 1 };
+        h.core.on_open(id, ip, LOCAL, h.now);
+        id
+    };
+    let login = |pw: &str| json!({"type":"login","details":{"email":"c@x.org","password":password::md5_hex(pw)}});
+    let bad = open_from(&mut h, attacker);
+    for _ in 0..5 {
+        assert_eq!(h.send(bad, login("wrong"))[0].1["message"], "invalid credentials");
+    }
+    let out = h.send(bad, login("pw"));
+    assert!(out[0].1["message"].as_str().unwrap().starts_with("too many attempts, retry in "), "{out:?}");
+    let good = h.open();
+    assert_eq!(h.send(good, login("pw"))[0].1["event"], "success", "another address is not locked out");
+    h.advance(60_000);
+    assert_eq!(h.send(bad, login("pw"))[0].1["event"], "success", "the window passed");
+}
+
+/// Ten calls a minute per caller; the eleventh is refused until the minute has passed.
+#[test]
+fn call_attempts_are_capped_per_minute() {
+    let mut h = Harness::new();
+    h.user("a@x.org", "a");
+    h.user("b@x.org", "b");
+    let a = h.login("a@x.org", false);
+    let _b = h.login("b@x.org", false);
+    let call = json!({"type":"voice","event":"call","details":{"email":"b@x.org"}});
+    let end = json!({"type":"voice","event":"end","details":{"email":"b@x.org"}});
+    for i in 0..10 {
+        let out = h.send(a, call.clone());
+        assert!(out.iter().any(|(_, v)| v["event"] == "request"), "call {i}: {out:?}");
+        h.send(a, end.clone());
+    }
+    let out = h.send(a, call.clone());
+    assert_eq!(out[0].1["event"], "failed", "{out:?}");
+    assert!(out[0].1["message"].as_str().unwrap().starts_with("too many call attempts"));
+    h.advance(60_000);
+    let out = h.send(a, call);
+    assert!(out.iter().any(|(_, v)| v["event"] == "request"), "{out:?}");
+}
