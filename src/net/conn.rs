@@ -7,7 +7,7 @@
 //! next writable event (edge-triggered: we must write until `WouldBlock` before waiting).
 //! Idle connections keep no buffer capacity: both buffers are released when empty.
 
-use super::transport::{self, Detected};
+use super::transport::Transport;
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
 use crate::token_bucket::TokenBucket;
@@ -78,15 +78,6 @@ impl From<FrameError> for CloseWhy {
     }
 }
 
-/// What a connection speaks: decided by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// Nothing read yet, or too little to tell.
-    Detecting,
-    /// The plain JSON stream: socket bytes are frame bytes.
-    Plain,
-}
-
 /// What one read from the socket gave.
 pub enum ReadOutcome {
     /// Bytes were appended to the input buffer.
@@ -125,7 +116,8 @@ pub struct Conn {
     pub closing: Option<CloseWhy>,
     /// Frames allowed under `--msg-rate`.
     pub bucket: Option<TokenBucket>,
-    pub transport: Transport,
+    /// What it speaks, told by its first bytes.
+    transport: Transport,
     /// Its unsent output passed the pause mark: its frames are neither read nor handled
     /// until the flush takes it back below (PROTOCOL.md section 10).
     pub paused: bool,
@@ -161,12 +153,8 @@ impl Conn {
             Ok(0) => ReadOutcome::Eof,
             Ok(n) => {
                 self.input.extend_from_slice(&scratch[..n]);
-                if self.transport == Transport::Detecting {
-                    match transport::detect(&self.input) {
-                        Detected::NeedMore => {}
-                        Detected::Plain => self.transport = Transport::Plain,
-                        Detected::Refuse(why) => self.closing = Some(CloseWhy::Refused(why)),
-                    }
+                if let Err(why) = self.transport.observe(&self.input) {
+                    self.closing = Some(CloseWhy::Refused(why));
                 }
                 ReadOutcome::Data(n)
             }
@@ -179,7 +167,7 @@ impl Conn {
     /// The next complete frame in the input buffer, as a range of [`input`](Self::input);
     /// none while the transport is not known yet.
     pub fn next_frame(&mut self) -> Result<Option<Range<usize>>, FrameError> {
-        if self.transport == Transport::Detecting {
+        if !self.transport.ready() {
             return Ok(None);
         }
         self.scanner.next_frame(&self.input)

@@ -38,26 +38,49 @@ pub fn detect(first: &[u8]) -> Detected {
     if first.is_empty() {
         return Detected::NeedMore;
     }
-    let n = first.len().min(PROXY_V2.len());
-    if first[..n] == PROXY_V2[..n] {
-        return if n < PROXY_V2.len() {
-            Detected::NeedMore
-        } else {
-            Detected::Refuse("PROXY header from a peer not in --proxy-from")
-        };
-    }
-    let n = first.len().min(PROXY_V1.len());
-    if first[..n] == PROXY_V1[..n] {
-        return if n < PROXY_V1.len() {
-            Detected::NeedMore
-        } else {
-            Detected::Refuse("PROXY header from a peer not in --proxy-from")
-        };
+    for signature in [&PROXY_V2[..], PROXY_V1] {
+        let n = first.len().min(signature.len());
+        if first[..n] == signature[..n] {
+            return if n < signature.len() {
+                Detected::NeedMore
+            } else {
+                Detected::Refuse("PROXY header from a peer not in --proxy-from")
+            };
+        }
     }
     if first[0] == TLS_HANDSHAKE {
         return Detected::Refuse("TLS handshake, but no certificate is configured");
     }
     Detected::Plain
+}
+
+/// What a connection speaks, as far as its bytes so far tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Nothing read yet, or too little to tell: its bytes wait.
+    Detecting,
+    /// The plain JSON stream: socket bytes are frame bytes.
+    Plain,
+}
+
+impl Transport {
+    /// Looks at the input received so far while the transport is not known; `Err` with
+    /// the reason when the connection must be closed without an answer.
+    pub fn observe(&mut self, input: &[u8]) -> Result<(), &'static str> {
+        if *self == Transport::Detecting {
+            match detect(input) {
+                Detected::NeedMore => {}
+                Detected::Plain => *self = Transport::Plain,
+                Detected::Refuse(why) => return Err(why),
+            }
+        }
+        Ok(())
+    }
+
+    /// True once frames can be read from the input.
+    pub fn ready(self) -> bool {
+        self != Transport::Detecting
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +104,17 @@ mod tests {
         assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detected::Plain);
         assert_eq!(detect(b"PRX"), Detected::Plain);
         assert_eq!(detect(b"\x00"), Detected::Plain);
+    }
+
+    #[test]
+    fn a_transport_is_ready_once_its_bytes_tell_it() {
+        let mut t = Transport::Detecting;
+        assert_eq!(t.observe(b"\r\n"), Ok(()));
+        assert!(!t.ready());
+        assert_eq!(t.observe(b"\r\n{"), Ok(()));
+        assert!(t.ready());
+        // Decided once: later bytes are frames, not first bytes.
+        assert_eq!(t.observe(b"\x16"), Ok(()));
+        assert!(Transport::Detecting.observe(b"\x16").is_err());
     }
 }
