@@ -176,11 +176,18 @@ fn login_failed(core: &mut Core, conn: ConnId, name_key: String, now: Now) {
 }
 
 pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
+    end_login(core, conn, now);
+    core.out.send(conn, OnCommitFail::Keep, response::logout_ok);
+}
+
+/// Makes a logged-in connection anonymous again, whoever asked: its calls end, and the
+/// anonymous deadline runs from now. (Its backlog reading, if any, stops by itself: the
+/// loop's next catch-up finds the connection no longer catching up.)
+fn end_login(core: &mut Core, conn: ConnId, now: Now) {
     if let Some(member) = core.sessions.logout(conn) {
         super::calls::connection_gone(core, conn, member.user_id, now);
         rearm_auth(core, conn, now);
     }
-    core.out.send(conn, OnCommitFail::Keep, response::logout_ok);
 }
 
 /// Logs every connection of `user` out from the server's side (PROTOCOL.md section 17):
@@ -189,11 +196,7 @@ pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
 pub(super) fn log_out_everywhere(core: &mut Core, user: i64, reason: &str, now: Now) {
     let conns = core.sessions.conns_of(user).to_vec();
     for conn in conns {
-        if let Some(member) = core.sessions.logout(conn) {
-            super::calls::connection_gone(core, conn, member.user_id, now);
-            rearm_auth(core, conn, now);
-        }
-        core.ledger.catching_up.retain(|c| *c != conn);
+        end_login(core, conn, now);
         core.out.send(conn, OnCommitFail::Keep, |b| response::logged_out(b, reason));
     }
 }

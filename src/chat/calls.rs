@@ -68,7 +68,7 @@ impl Calls {
         self.by_user.contains_key(&user)
     }
 
-    /// Registers a new call; returns its id.
+    /// Registers a new call under `id` (from [`next_id`](Self::next_id)) for both parties.
     fn start(&mut self, id: u64, call: Call) {
         self.by_user.insert(call.caller, id);
         self.by_user.insert(call.callee, id);

@@ -232,8 +232,7 @@ impl Core {
                     self.timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
                 }
                 Timer::ExternalCheck => {
-                    self.external_check_due = 0;
-                    self.notice_external_changes(now);
+                    self.check_external_changes(now);
                     self.timers.insert(now.ms + EXTERNAL_CHECK_EVERY_MS, Timer::ExternalCheck);
                 }
             }
@@ -260,13 +259,18 @@ impl Core {
         &mut self.out
     }
 
-    /// Looks for another process's commits (an admin command): checked before a frame is
-    /// handled, at most every [`EXTERNAL_CHECK_MS`] (outside a transaction the pragma costs
-    /// a read lock, as much as a small message), and every [`EXTERNAL_CHECK_EVERY_MS`].
+    /// Looks for another process's commits (an admin command) before a frame is handled,
+    /// at most every [`EXTERNAL_CHECK_MS`]: outside a transaction the pragma costs a read
+    /// lock, as much as a small message. (A timer also looks every
+    /// [`EXTERNAL_CHECK_EVERY_MS`], and every write transaction when it begins.)
     fn notice_external_changes(&mut self, now: Now) {
-        if now.ms < self.external_check_due {
-            return;
+        if now.ms >= self.external_check_due {
+            self.check_external_changes(now);
         }
+    }
+
+    /// Reads whether another process committed, and catches up with it if so.
+    fn check_external_changes(&mut self, now: Now) {
         self.external_check_due = now.ms + EXTERNAL_CHECK_MS;
         match self.store.changed_elsewhere() {
             Ok(true) => self.after_external_change(now),

@@ -141,8 +141,8 @@ impl Sessions {
         self.by_address.get(&address::key(peer)).copied().unwrap_or_default()
     }
 
-    /// Adds `delta` to the anonymous count of `peer`'s address, and `total` to its total;
-    /// forgets the address when nothing is left.
+    /// Adds `anonymous` to the anonymous count of `peer`'s address and `total` to its
+    /// total; forgets the address when no connection is left.
     fn count(&mut self, peer: IpAddr, anonymous: i32, total: i32) {
         let key = address::key(peer);
         if let Some(c) = self.by_address.get_mut(&key) {
