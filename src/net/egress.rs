@@ -37,7 +37,7 @@ impl EventLoop {
                 conn.closing = Some(CloseWhy::SlowConsumer);
                 self.closing.push(key);
             } else {
-                self.unsent_total += len;
+                self.output.queued(len);
                 if !conn.dirty {
                     conn.dirty = true;
                     self.dirty.push(key);
@@ -58,7 +58,7 @@ impl EventLoop {
         }
         let arena = out.bytes.capacity();
         out.clear();
-        self.trimmer.released(arena - out.bytes.capacity().min(arena));
+        self.output.arena_released(arena.saturating_sub(out.bytes.capacity()));
     }
 
     /// Feeds connections that read their backlog, while their output is low, and writes it.
@@ -119,11 +119,10 @@ impl EventLoop {
         conn.dirty = false;
         let (before, capacity) = (conn.bytes_written(), conn.output_capacity());
         let result = conn.flush();
-        self.trimmer.released(capacity.saturating_sub(conn.output_capacity()));
         let written = conn.bytes_written() - before;
         self.counters.bytes_out += written;
-        self.unsent_total -= written as usize;
-        if conn.paused && conn.pending_output() < self.pause_mark {
+        self.output.written(written as usize, capacity.saturating_sub(conn.output_capacity()));
+        if conn.paused && !self.output.must_pause(conn.pending_output()) {
             conn.paused = false;
             if conn.closing.is_none() {
                 // Its frames wait in the input buffer or the socket: handle them next.
@@ -147,7 +146,8 @@ impl EventLoop {
     /// consumers until what the others hold is under it. Readers that keep up hold almost
     /// nothing after a flush, so this picks the ones that stopped reading.
     pub(super) fn bound_output_total(&mut self) {
-        if self.unsent_total <= self.net.max_output_total {
+        let mut excess = self.output.excess();
+        if excess == 0 {
             return;
         }
         let mut holders: Vec<(usize, usize)> = self
@@ -157,12 +157,11 @@ impl EventLoop {
             .map(|(k, c)| (c.pending_output(), k))
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
-        let mut left = self.unsent_total;
         for (pending, key) in holders {
-            if left <= self.net.max_output_total {
+            if excess == 0 {
                 break;
             }
-            left -= pending;
+            excess = excess.saturating_sub(pending);
             if let Some(conn) = self.conns.get_mut(key) {
                 log::warn!("{}: {}", conn.peer, CloseWhy::OutputTotal.as_str());
                 self.counters.slow_consumers += 1;
@@ -184,8 +183,7 @@ impl EventLoop {
                 let _ = conn.flush();
             }
             let mut conn = self.conns.remove(key);
-            self.unsent_total -= conn.pending_output();
-            self.trimmer.released(conn.output_capacity());
+            self.output.dropped(conn.pending_output(), conn.output_capacity());
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.core.on_close(conn.id, now);
             log::debug!("closed {} ({:?}): {}", conn.peer, conn.id, why.as_str());

@@ -14,6 +14,7 @@
 
 use super::conn::Conn;
 use super::metrics::{self, MetricsServer, NetCounters};
+use super::output::OutputBudget;
 use super::relay_socket::RelaySocket;
 use super::resume::Resume;
 use super::signals::Signals;
@@ -42,16 +43,6 @@ pub(super) const CATCH_UP_BATCH: usize = 2048;
 /// water mark: a quarter of `--max-output`, at most this. Each batch adds at most as much
 /// again, so a large backlog is paced by the socket and never reaches the output cap.
 const CATCH_UP_LOW_WATER_MAX: usize = 1 << 20;
-/// A connection's requests are not read or handled while its unsent output is at or above
-/// its pause mark: half of `--max-output`, at most this (PROTOCOL.md section 10). So pipelined
-/// requests for big answers (`history`, `users`) cannot pile answers up: one connection
-/// holds at most the mark plus one answer, and that answer is held to `--max-output`.
-const PAUSE_MARK_MAX: usize = 1 << 20;
-/// Answers built in one iteration before the remaining connections wait for the next one:
-/// a quarter of `--max-output-total`, at most this. Answers are built before they are
-/// queued, so without it forty big answers requested at once would all be in memory
-/// together, whatever the caps on what is queued.
-const ARENA_LIMIT_MAX: usize = 16 << 20;
 /// Backlog bytes one connection gets per iteration before others get their turn.
 pub(super) const CATCH_UP_BUDGET: usize = 4 << 20;
 /// How long shutdown waits for sockets to take the last answers.
@@ -96,13 +87,8 @@ pub struct EventLoop {
     pub(super) catching_up: Vec<ConnId>,
     /// See [`CATCH_UP_LOW_WATER_MAX`].
     pub(super) low_water: usize,
-    /// See [`PAUSE_MARK_MAX`].
-    pub(super) pause_mark: usize,
-    /// See [`ARENA_LIMIT_MAX`].
-    pub(super) arena_limit: usize,
-    /// Unsent output of every connection together (bytes queued and not yet written).
-    pub(super) unsent_total: usize,
-    pub(super) trimmer: super::memory::Trimmer,
+    /// What connections hold of answers not yet written, and its bounds.
+    pub(super) output: OutputBudget,
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
     /// sleeping (no writable event will come for a socket that never filled).
     pub(super) refill_again: bool,
@@ -127,8 +113,7 @@ impl EventLoop {
         start: Instant,
     ) -> EventLoop {
         let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
-        let pause_mark = (net.max_output / 2).clamp(1, PAUSE_MARK_MAX);
-        let arena_limit = (net.max_output_total / 4).clamp(1, ARENA_LIMIT_MAX);
+        let output = OutputBudget::new(&net);
         EventLoop {
             poll,
             events: Events::with_capacity(1024),
@@ -150,10 +135,7 @@ impl EventLoop {
             closing: Vec::new(),
             catching_up: Vec::new(),
             low_water,
-            pause_mark,
-            arena_limit,
-            unsent_total: 0,
-            trimmer: super::memory::Trimmer::default(),
+            output,
             refill_again: false,
             last_accept_warning_ms: None,
             stopping: false,
@@ -190,7 +172,7 @@ impl EventLoop {
         self.refill();
         self.bound_output_total();
         self.reap(now);
-        self.trimmer.maybe_trim(now.ms);
+        self.output.maybe_trim(now.ms);
         self.counters.iteration.observe(started.elapsed());
         Ok(())
     }
@@ -259,7 +241,7 @@ impl EventLoop {
                 // Scrape connections: below the fixed tokens above, above every chat connection.
                 Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
                     self.counters.relay_send_dropped = self.relay.send_dropped;
-                    self.counters.unsent_bytes = self.unsent_total as u64;
+                    self.counters.unsent_bytes = self.output.unsent() as u64;
                     if let Some(m) = self.metrics.as_mut() {
                         m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
                     }

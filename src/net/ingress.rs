@@ -108,11 +108,11 @@ impl EventLoop {
         self.core.outbox().watch(id, self.net.max_output.saturating_sub(conn.pending_output()));
         loop {
             while conn.closing.is_none() && !self.core.is_busy(id) {
-                if self.core.outbox().bytes.len() >= self.arena_limit {
+                if self.output.arena_full(self.core.outbox().bytes.len()) {
                     deferred = true;
                     break;
                 }
-                if conn.pending_output() + self.core.outbox().watched() >= self.pause_mark {
+                if self.output.must_pause(conn.pending_output() + self.core.outbox().watched()) {
                     // Resumed by the flush that takes it back under the mark (egress.rs).
                     if !conn.paused {
                         conn.paused = true;

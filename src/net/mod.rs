@@ -9,6 +9,7 @@ mod ingress;
 mod lockfile;
 mod memory;
 mod metrics;
+mod output;
 mod priority;
 mod relay_socket;
 mod resume;
