@@ -179,16 +179,10 @@ impl Server {
 
     /// Runs `natter <args> --db DB` (an admin subcommand) to completion (at most 30 s).
     pub fn admin(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        clear_natter_env(&mut cmd);
-        cmd.args(args)
-            .arg("--db")
-            .arg(self.db_path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().expect("spawn natter admin command");
-        wait_output(child, Duration::from_secs(30), &format!("natter {args:?}"))
+        let db = self.db_path();
+        let mut all = args.to_vec();
+        all.extend(["--db", db.to_str().expect("a UTF-8 temp path")]);
+        natter_in(self.dir(), &all)
     }
 
     /// `natter user add`, asserting success.
