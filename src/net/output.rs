@@ -105,6 +105,7 @@ mod tests {
         b.dropped(3 << 20, 4 << 20);
         assert_eq!((b.unsent(), b.excess()), (32 << 20, 0));
         let small = NetLimits { max_output: 64 * 1024, ..NetLimits::default() };
-        assert!(OutputBudget::new(&small).must_pause(32 * 1024), "half of a small --max-output");
+        let small = OutputBudget::new(&small);
+        assert!(!small.must_pause(32 * 1024 - 1) && small.must_pause(32 * 1024), "half of a small --max-output");
     }
 }
