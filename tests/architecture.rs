@@ -114,3 +114,34 @@ fn every_cited_protocol_section_exists() {
     }
     assert!(cited > 20, "only {cited} citations found: the scan is broken");
 }
+
+/// Every document a comment cites by name (`PROTOCOL.md`, `FORMAT.md`, `BENCHMARKS.md`...)
+/// is in the repository, so no citation sends a reader to a file they do not have.
+#[test]
+fn every_cited_document_is_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = rust_files(&root.join("src"));
+    files.extend(rust_files(&root.join("tests")));
+    files.extend(rust_files(&root.join("benches")));
+    let mut cited = std::collections::BTreeSet::new();
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap();
+        for (at, _) in text.match_indices(".md") {
+            let name: String = text[..at]
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if name.len() >= 3 {
+                cited.insert((format!("{name}.md"), f.clone()));
+            }
+        }
+    }
+    assert!(cited.iter().any(|(n, _)| n == "FORMAT.md"), "the scan is broken: {cited:?}");
+    for (name, f) in &cited {
+        assert!(root.join(name).is_file(), "{} cites {name}, which the repository does not have", f.display());
+    }
+}

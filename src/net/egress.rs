@@ -16,7 +16,7 @@ impl EventLoop {
         let (before, t) = (self.core.store().commits, Instant::now());
         self.core.commit();
         if self.core.store().commits != before {
-            self.counters.commit.observe(t.elapsed());
+            self.metrics.counters.commit.observe(t.elapsed());
         }
         self.queue_outbox();
     }
@@ -26,31 +26,24 @@ impl EventLoop {
         let out = self.core.outbox();
         for send in out.sends.drain(..) {
             let key = send.to.slot as usize;
-            let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == send.to) else { continue };
+            let Some(conn) = self.conns.live(send.to) else { continue };
             if conn.closing == Some(CloseWhy::SlowConsumer) {
                 continue;
             }
             let len = send.range.len();
-            if !conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
-                log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
-                self.counters.slow_consumers += 1;
-                conn.closing = Some(CloseWhy::SlowConsumer);
-                self.closing.push(key);
-            } else {
+            if conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
                 self.output.queued(len);
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(key);
-                }
+                self.conns.mark_dirty(key);
+            } else {
+                log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());
+                self.metrics.counters.slow_consumers += 1;
+                conn.closing = Some(CloseWhy::SlowConsumer);
+                self.conns.closing.push(key);
             }
         }
         for (id, why) in out.closes.drain(..) {
-            let key = id.slot as usize;
-            if let Some(conn) = self.conns.get_mut(key).filter(|c| c.id == id) {
-                if conn.closing.is_none() {
-                    conn.closing = Some(why.into());
-                }
-                self.closing.push(key);
+            if self.conns.is_live(id) {
+                self.conns.close(id.slot as usize, why.into());
             }
         }
         for job in out.jobs.drain(..) {
@@ -65,32 +58,32 @@ impl EventLoop {
     /// A connection stops when its socket is full (its writable event resumes it) or when it
     /// had its per-iteration budget (the next iteration resumes it).
     pub(super) fn refill(&mut self) {
-        self.refill_again = false;
-        self.core.catching_up(&mut self.catching_up);
-        for i in 0..self.catching_up.len() {
-            let id = self.catching_up[i];
+        self.catch_up.again = false;
+        self.core.catching_up(&mut self.catch_up.ids);
+        for i in 0..self.catch_up.ids.len() {
+            let id = self.catch_up.ids[i];
             let key = id.slot as usize;
             let mut queued = 0;
             loop {
-                let Some(conn) = self.conns.get(key).filter(|c| c.id == id) else {
+                let Some(conn) = self.conns.live(id) else {
                     self.core.catch_up(id, 0, 0);
                     break;
                 };
                 if conn.closing.is_some() {
                     break;
                 }
-                if conn.pending_output() >= self.low_water {
+                if conn.pending_output() >= self.catch_up.low_water {
                     self.flush_one(key);
-                    if self.conns.get(key).is_none_or(|c| c.pending_output() >= self.low_water) {
+                    if self.conns.get(key).is_none_or(|c| c.pending_output() >= self.catch_up.low_water) {
                         break;
                     }
                 }
                 if queued >= CATCH_UP_BUDGET {
-                    self.refill_again = true;
+                    self.catch_up.again = true;
                     break;
                 }
                 let before = self.conns.get(key).map_or(0, |c| c.pending_output());
-                let more = self.core.catch_up(id, CATCH_UP_BATCH, self.low_water);
+                let more = self.core.catch_up(id, CATCH_UP_BATCH, self.catch_up.low_water);
                 self.queue_outbox();
                 queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
                 if !more {
@@ -102,25 +95,25 @@ impl EventLoop {
     }
 
     pub(super) fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.conns.dirty);
         for &key in &dirty {
             self.flush_one(key);
         }
         // flush_one never queues anything, so the list stays empty; keep its allocation.
         dirty.clear();
-        self.dirty = dirty;
+        self.conns.dirty = dirty;
     }
 
     /// Writes one connection's output as far as its socket takes it, and reports what that
     /// delivered.
     pub(super) fn flush_one(&mut self, key: usize) {
-        let now = self.tick_now;
+        let now = self.clock.now;
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         let (before, capacity) = (conn.bytes_written(), conn.output_capacity());
         let result = conn.flush();
         let written = conn.bytes_written() - before;
-        self.counters.bytes_out += written;
+        self.metrics.counters.bytes_out += written;
         self.output.written(written as usize, capacity.saturating_sub(conn.output_capacity()));
         if conn.paused && !self.output.must_pause(conn.pending_output()) {
             conn.paused = false;
@@ -135,8 +128,7 @@ impl EventLoop {
         if let Err(e) = result {
             log::debug!("write to {}: {e}", conn.peer);
             if conn.closing.is_none() {
-                conn.closing = Some(CloseWhy::WriteError);
-                self.closing.push(key);
+                self.conns.close(key, CloseWhy::WriteError);
             }
         }
     }
@@ -164,16 +156,17 @@ impl EventLoop {
             excess = excess.saturating_sub(pending);
             if let Some(conn) = self.conns.get_mut(key) {
                 log::warn!("{}: {}", conn.peer, CloseWhy::OutputTotal.as_str());
-                self.counters.slow_consumers += 1;
                 conn.closing = Some(CloseWhy::OutputTotal);
-                self.closing.push(key);
+                self.conns.closing.push(key);
+                self.metrics.counters.slow_consumers += 1;
             }
         }
     }
 
     /// The one door out: deregisters, tells the core and frees each closing connection.
     pub(super) fn reap(&mut self, now: Now) {
-        for key in self.closing.drain(..) {
+        let mut closing = std::mem::take(&mut self.conns.closing);
+        for key in closing.drain(..) {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -182,11 +175,14 @@ impl EventLoop {
                 // Best effort: the last answer (an `invalid` before a close) gets out.
                 let _ = conn.flush();
             }
-            let mut conn = self.conns.remove(key);
+            let Some(mut conn) = self.conns.remove(key) else { continue };
             self.output.dropped(conn.pending_output(), conn.output_capacity());
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poller.poll.registry().deregister(&mut conn.stream);
             self.core.on_close(conn.id, now);
             log::debug!("closed {} ({:?}): {}", conn.peer, conn.id, why.as_str());
         }
+        // Closing a connection marks no other (on_close only queues answers), so the list
+        // is still empty; keep its allocation.
+        self.conns.closing = closing;
     }
 }

@@ -12,7 +12,8 @@
 //! and is carried to the next iteration (with a zero poll timeout), because no new event
 //! will come for bytes already waiting. Closing is a mark: the reap phase is the one door out.
 
-use super::conn::Conn;
+use super::connections::Connections;
+use super::listener::Listener;
 use super::metrics::{self, MetricsServer, NetCounters};
 use super::output::OutputBudget;
 use super::relay_socket::RelaySocket;
@@ -23,7 +24,6 @@ use crate::chat::{ConnId, Core, Now};
 use crate::config::NetLimits;
 use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
-use slab::Slab;
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,45 +59,59 @@ pub(super) struct Readiness {
     writable: bool,
 }
 
-pub struct EventLoop {
-    pub(super) poll: Poll,
-    pub(super) events: Events,
-    pub(super) ready: Vec<Readiness>,
-    pub(super) listener: Option<TcpListener>,
-    pub(super) relay: RelaySocket,
-    pub(super) conns: Slab<Conn>,
-    pub(super) generations: Vec<u32>,
-    pub(super) core: Core,
-    pub(super) workers: Workers,
-    pub(super) signals: Signals,
-    pub(super) net: NetLimits,
-    pub(super) start: Instant,
-    pub(super) scratch: Vec<u8>,
-    /// Connections to read and handle this iteration.
-    pub(super) work: Vec<usize>,
-    /// When to come back to connections and to accepting without a readiness event.
-    pub(super) resume: Resume,
-    /// Scratch list of the connections `resume` says are due.
-    due: Vec<usize>,
-    /// Connections with output to write.
-    pub(super) dirty: Vec<usize>,
-    /// Connections marked for closing.
-    pub(super) closing: Vec<usize>,
-    /// Scratch list of connections reading their backlog.
-    pub(super) catching_up: Vec<ConnId>,
+/// The poll and what its last wait reported.
+pub(super) struct Poller {
+    pub poll: Poll,
+    events: Events,
+    pub ready: Vec<Readiness>,
+}
+
+/// The loop's clock: read once per iteration.
+pub(super) struct Clock {
+    pub start: Instant,
+    /// The clock as read at the start of this iteration.
+    pub now: Now,
+}
+
+/// The metrics endpoint, if configured, and what the loop counts for it.
+pub(super) struct Metrics {
+    pub server: Option<MetricsServer>,
+    pub counters: NetCounters,
+}
+
+/// The state of the refill phase: connections reading their backlog (egress.rs).
+pub(super) struct CatchUp {
+    /// Scratch list of the connections catching up.
+    pub ids: Vec<ConnId>,
     /// See [`CATCH_UP_LOW_WATER_MAX`].
-    pub(super) low_water: usize,
-    /// What connections hold of answers not yet written, and its bounds.
-    pub(super) output: OutputBudget,
+    pub low_water: usize,
     /// A backlog stopped on its per-iteration budget, not on a full socket: go on without
     /// sleeping (no writable event will come for a socket that never filled).
-    pub(super) refill_again: bool,
-    pub(super) last_accept_warning_ms: Option<u64>,
-    pub(super) stopping: bool,
-    /// The clock as read at the start of this iteration.
-    pub(super) tick_now: Now,
-    pub(super) metrics: Option<MetricsServer>,
-    pub(super) counters: NetCounters,
+    pub again: bool,
+}
+
+/// The loop's state, grouped by owner: the poll, the listening socket, the connections
+/// and their lists, the relay socket, the worker threads, the signal pipe, the metrics,
+/// the loop's own deadlines, the output budget and the catch-up phase; and the chat core.
+pub struct EventLoop {
+    pub(super) poller: Poller,
+    pub(super) listener: Listener,
+    pub(super) conns: Connections,
+    pub(super) relay: RelaySocket,
+    pub(super) workers: Workers,
+    signals: Signals,
+    pub(super) metrics: Metrics,
+    /// When to come back to connections and to accepting without a readiness event.
+    pub(super) resume: Resume,
+    /// What connections hold of answers not yet written, and its bounds.
+    pub(super) output: OutputBudget,
+    pub(super) catch_up: CatchUp,
+    pub(super) clock: Clock,
+    pub(super) core: Core,
+    pub(super) net: NetLimits,
+    /// Read buffer shared by every connection.
+    pub(super) scratch: Vec<u8>,
+    stopping: bool,
 }
 
 impl EventLoop {
@@ -110,38 +124,26 @@ impl EventLoop {
         workers: Workers,
         signals: Signals,
         net: NetLimits,
+        metrics: Option<MetricsServer>,
         start: Instant,
     ) -> EventLoop {
         let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
-        let output = OutputBudget::new(&net);
         EventLoop {
-            poll,
-            events: Events::with_capacity(1024),
-            ready: Vec::with_capacity(1024),
-            listener: Some(listener),
+            poller: Poller { poll, events: Events::with_capacity(1024), ready: Vec::with_capacity(1024) },
+            listener: Listener::new(listener),
+            conns: Connections::default(),
             relay,
-            conns: Slab::new(),
-            generations: Vec::new(),
-            core,
             workers,
             signals,
-            net,
-            start,
-            scratch: vec![0; READ_CHUNK],
-            work: Vec::new(),
+            metrics: Metrics { server: metrics, counters: NetCounters::default() },
             resume: Resume::default(),
-            due: Vec::new(),
-            dirty: Vec::new(),
-            closing: Vec::new(),
-            catching_up: Vec::new(),
-            low_water,
-            output,
-            refill_again: false,
-            last_accept_warning_ms: None,
+            output: OutputBudget::new(&net),
+            catch_up: CatchUp { ids: Vec::new(), low_water, again: false },
+            clock: Clock { start, now: Now { ms: 0, unix: 0 } },
+            core,
+            net,
+            scratch: vec![0; READ_CHUNK],
             stopping: false,
-            tick_now: Now { ms: 0, unix: 0 },
-            metrics: None,
-            counters: NetCounters::default(),
         }
     }
 
@@ -159,7 +161,7 @@ impl EventLoop {
         self.poll_events()?;
         let started = Instant::now();
         let now = self.now();
-        self.tick_now = now;
+        self.clock.now = now;
         self.handle_events(now);
         self.finish_jobs(now);
         self.read_and_handle(now);
@@ -173,26 +175,26 @@ impl EventLoop {
         self.bound_output_total();
         self.reap(now);
         self.output.maybe_trim(now.ms);
-        self.counters.iteration.observe(started.elapsed());
+        self.metrics.counters.iteration.observe(started.elapsed());
         Ok(())
     }
 
     fn now(&self) -> Now {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        Now { ms: self.start.elapsed().as_millis() as u64, unix }
+        Now { ms: self.clock.start.elapsed().as_millis() as u64, unix }
     }
 
     fn poll_events(&mut self) -> io::Result<()> {
         let timeout = self.poll_timeout();
-        match self.poll.poll(&mut self.events, timeout) {
+        match self.poller.poll.poll(&mut self.poller.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        self.ready.clear();
-        for e in self.events.iter() {
+        self.poller.ready.clear();
+        for e in self.poller.events.iter() {
             let hung_up = e.is_read_closed() || e.is_error();
-            self.ready.push(Readiness {
+            self.poller.ready.push(Readiness {
                 token: e.token(),
                 readable: e.is_readable() || hung_up,
                 hung_up,
@@ -205,31 +207,31 @@ impl EventLoop {
     /// Zero when work is carried over; else until the next deadline of the core, of a
     /// throttled connection or of an accept retry; else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.resume.has_work_now() || self.relay.readable || self.refill_again || self.core.has_output() {
+        if self.resume.has_work_now() || self.relay.readable || self.catch_up.again || self.core.has_output() {
             return Some(Duration::ZERO);
         }
         let next = [
             self.core.next_deadline(),
             self.resume.next_deadline(),
-            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.metrics.server.as_ref().and_then(MetricsServer::next_deadline),
         ]
         .into_iter()
         .flatten()
         .min()?;
-        let now = self.start.elapsed().as_millis() as u64;
+        let now = self.clock.start.elapsed().as_millis() as u64;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
     fn handle_events(&mut self, now: Now) {
-        for i in 0..self.ready.len() {
-            let Readiness { token, readable, hung_up, writable } = self.ready[i];
+        for i in 0..self.poller.ready.len() {
+            let Readiness { token, readable, hung_up, writable } = self.poller.ready[i];
             match token {
                 LISTENER => self.accept(now),
                 UDP => self.relay.readable = true,
                 WAKER => {}
                 METRICS => {
-                    if let Some(m) = self.metrics.as_mut() {
-                        m.accept(self.poll.registry(), now.ms);
+                    if let Some(m) = self.metrics.server.as_mut() {
+                        m.accept(self.poller.poll.registry(), now.ms);
                     }
                 }
                 SIGNAL => {
@@ -240,39 +242,34 @@ impl EventLoop {
                 }
                 // Scrape connections: below the fixed tokens above, above every chat connection.
                 Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
-                    self.counters.relay_send_dropped = self.relay.send_dropped;
-                    self.counters.unsent_bytes = self.output.unsent() as u64;
-                    if let Some(m) = self.metrics.as_mut() {
-                        m.on_ready(token, self.poll.registry(), &mut self.core, &self.counters);
+                    self.metrics.counters.relay_send_dropped = self.relay.send_dropped;
+                    self.metrics.counters.unsent_bytes = self.output.unsent() as u64;
+                    if let Some(m) = self.metrics.server.as_mut() {
+                        m.on_ready(token, self.poller.poll.registry(), &mut self.core, &self.metrics.counters);
                     }
                 }
                 Token(key) => {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
-                    if writable && !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(key);
-                    }
                     conn.hung_up |= hung_up;
+                    conn.readable |= readable;
+                    if writable {
+                        self.conns.mark_dirty(key);
+                    }
                     if readable {
-                        conn.readable = true;
-                        self.schedule(key);
+                        self.conns.schedule(key);
                     }
                 }
             }
         }
-        let mut due = std::mem::take(&mut self.due);
-        let accept = self.resume.due(now.ms, &mut due);
-        for key in due.drain(..) {
-            self.schedule(key);
-        }
-        self.due = due;
+        let conns = &mut self.conns;
+        let accept = self.resume.due(now.ms, |key| conns.schedule(key));
         if accept {
             self.accept(now);
         }
-        if let Some(m) = self.metrics.as_mut() {
-            m.expire(now.ms, self.poll.registry());
+        if let Some(m) = self.metrics.server.as_mut() {
+            m.expire(now.ms, self.poller.poll.registry());
         }
     }
 
@@ -281,18 +278,8 @@ impl EventLoop {
         while let Some(done) = self.workers.try_done() {
             let id = done.conn();
             self.core.on_job_done(done, now);
-            if self.conns.get(id.slot as usize).is_some_and(|c| c.id == id) {
-                self.schedule(id.slot as usize);
-            }
-        }
-    }
-
-    /// Puts a connection on this iteration's work list, once.
-    fn schedule(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.queued {
-                conn.queued = true;
-                self.work.push(key);
+            if self.conns.is_live(id) {
+                self.conns.schedule(id.slot as usize);
             }
         }
     }
@@ -301,8 +288,8 @@ impl EventLoop {
     /// closes every connection. The store was committed by the last iteration.
     fn shutdown(&mut self) {
         let now = self.now();
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
+        if let Some(mut l) = self.listener.socket.take() {
+            let _ = self.poller.poll.registry().deregister(&mut l);
         }
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
@@ -316,7 +303,7 @@ impl EventLoop {
             if !pending || left.is_zero() {
                 break;
             }
-            let _ = self.poll.poll(&mut self.events, Some(left.min(Duration::from_millis(50))));
+            let _ = self.poller.poll.poll(&mut self.poller.events, Some(left.min(Duration::from_millis(50))));
         }
         // Record what the last writes delivered, then close every connection through the
         // core as any other close goes (calls in progress end and are stored as ended),

@@ -17,44 +17,22 @@
 use super::conn::{CloseWhy, Conn, ReadOutcome};
 use super::event_loop::{EventLoop, READ_BUDGET, READ_CHUNK};
 use super::sockopt;
-use crate::chat::{ConnId, Now};
+use crate::chat::Now;
 use crate::token_bucket::TokenBucket;
 use mio::{Interest, Token};
-use std::io;
 
 impl EventLoop {
     /// Accepts until `WouldBlock`. Past `--max-connections`, or past its address's caps
-    /// (`Core::admit`), a connection is accepted and dropped at once. When the process is out of descriptors, accepting pauses for 100 ms
-    /// instead of spinning on the error.
+    /// (`Core::admit`), a connection is accepted and dropped at once.
     pub(super) fn accept(&mut self, now: Now) {
-        if self.resume.accepting_paused() {
-            return;
-        }
-        let Some(listener) = self.listener.as_ref() else {
-            return;
-        };
-        loop {
-            let (mut stream, peer) = match listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                Err(e) => {
-                    if self.last_accept_warning_ms.is_none_or(|t| now.ms >= t + 10_000) {
-                        log::warn!("accept failed ({e}); pausing accepts for 100 ms");
-                        self.last_accept_warning_ms = Some(now.ms);
-                    }
-                    self.resume.pause_accepting_until(now.ms + 100);
-                    return;
-                }
-            };
+        while let Some((mut stream, peer)) = self.listener.next(now.ms, &mut self.resume) {
             if self.conns.len() >= self.net.max_connections {
-                self.counters.refused_full += 1;
+                self.metrics.counters.refused_full += 1;
                 log::debug!("refusing {peer}: {}", CloseWhy::ServerFull.as_str());
                 continue;
             }
             if self.core.admit(peer.ip()).is_err() {
-                self.counters.refused_address += 1;
+                self.metrics.counters.refused_address += 1;
                 log::debug!("refusing {peer}: {}", CloseWhy::AddressFull.as_str());
                 continue;
             }
@@ -62,36 +40,32 @@ impl EventLoop {
                 log::debug!("socket options for {peer}: {e}");
             }
             let local = stream.local_addr().map_or(peer.ip(), |a| a.ip());
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            if self.generations.len() <= key {
-                self.generations.resize(key + 1, 0);
+            let registry = self.poller.poll.registry();
+            let (max_frame, msg_rate) = (self.net.max_frame, self.net.msg_rate);
+            let opened = self.conns.insert_with(|id| {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = registry.register(&mut stream, Token(id.slot as usize), interest) {
+                    log::warn!("cannot register {peer}: {e}");
+                    return None;
+                }
+                let mut conn = Conn::new(stream, id, peer, max_frame);
+                conn.bucket = msg_rate.map(|rate| TokenBucket::full(f64::from(rate) * 2.0, now.ms));
+                Some(conn)
+            });
+            if let Some(id) = opened {
+                self.core.on_open(id, peer.ip(), local, now);
+                log::debug!("accepted {peer} as {id:?}");
             }
-            self.generations[key] = self.generations[key].wrapping_add(1);
-            let id = ConnId { slot: key as u32, generation: self.generations[key] };
-            if let Err(e) =
-                self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
-            {
-                log::warn!("cannot register {peer}: {e}");
-                continue;
-            }
-            let mut conn = Conn::new(stream, id, peer, self.net.max_frame);
-            if let Some(rate) = self.net.msg_rate {
-                conn.bucket = Some(TokenBucket::full(f64::from(rate) * 2.0, now.ms));
-            }
-            entry.insert(conn);
-            self.core.on_open(id, peer.ip(), local, now);
-            log::debug!("accepted {peer} as {id:?}");
         }
     }
 
     pub(super) fn read_and_handle(&mut self, now: Now) {
-        let mut work = std::mem::take(&mut self.work);
+        let mut work = std::mem::take(&mut self.conns.work);
         for &key in &work {
             self.service(key, now);
         }
         work.clear();
-        self.work = work;
+        self.conns.work = work;
     }
 
     /// Handles the frames a connection has buffered and reads more, until it would block,
@@ -116,7 +90,7 @@ impl EventLoop {
                     // Resumed by the flush that takes it back under the mark (egress.rs).
                     if !conn.paused {
                         conn.paused = true;
-                        self.counters.reads_paused += 1;
+                        self.metrics.counters.reads_paused += 1;
                     }
                     break;
                 }
@@ -134,8 +108,8 @@ impl EventLoop {
                     }
                     Err(e) => {
                         match e {
-                            crate::framing::FrameError::TooLarge => self.counters.frames_too_large += 1,
-                            crate::framing::FrameError::NotAnObject => self.counters.frames_not_object += 1,
+                            crate::framing::FrameError::TooLarge => self.metrics.counters.frames_too_large += 1,
+                            crate::framing::FrameError::NotAnObject => self.metrics.counters.frames_not_object += 1,
                         }
                         self.core.on_bad_stream(id, e);
                         conn.closing = Some(e.into());
@@ -151,7 +125,7 @@ impl EventLoop {
             match conn.read_some(&mut self.scratch[..len]) {
                 ReadOutcome::Data(n) => {
                     budget -= n;
-                    self.counters.bytes_in += n as u64;
+                    self.metrics.counters.bytes_in += n as u64;
                     if n > 0 && n < len && !conn.hung_up {
                         conn.readable = false;
                     }
@@ -172,7 +146,7 @@ impl EventLoop {
             conn.closing = Some(CloseWhy::PeerClosed);
         }
         if conn.closing.is_some() {
-            self.closing.push(key);
+            self.conns.closing.push(key);
         } else if deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id)) {
             self.resume.next_iteration(key);
         }

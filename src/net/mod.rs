@@ -3,9 +3,11 @@
 
 mod checkpointer;
 mod conn;
+mod connections;
 mod egress;
 mod event_loop;
 mod ingress;
+mod listener;
 mod lockfile;
 mod memory;
 mod metrics;
@@ -132,8 +134,6 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     };
     log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
-    let mut event_loop = EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), start);
-    event_loop.metrics = metrics;
-    event_loop.run()?;
+    EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), metrics, start).run()?;
     Ok(())
 }

@@ -55,16 +55,18 @@ impl Resume {
         [paused, self.accept_at].into_iter().flatten().min()
     }
 
-    /// Moves every connection due at `now_ms` into `into`; returns true when accepting is
+    /// Hands every connection due at `now_ms` to `serve`; returns true when accepting is
     /// due again (and no longer paused).
-    pub fn due(&mut self, now_ms: u64, into: &mut Vec<usize>) -> bool {
-        into.append(&mut self.next);
+    pub fn due(&mut self, now_ms: u64, mut serve: impl FnMut(usize)) -> bool {
+        for key in self.next.drain(..) {
+            serve(key);
+        }
         while let Some(&Reverse((ms, key))) = self.at.peek() {
             if ms > now_ms {
                 break;
             }
             self.at.pop();
-            into.push(key);
+            serve(key);
         }
         let accept = self.accept_at.is_some_and(|t| t <= now_ms);
         if accept {
@@ -89,14 +91,14 @@ mod tests {
         assert!(r.has_work_now() && r.accepting_paused());
         assert_eq!(r.next_deadline(), Some(100));
         let mut due = Vec::new();
-        assert!(!r.due(150, &mut due));
+        assert!(!r.due(150, |k| due.push(k)));
         assert_eq!(due, vec![9, 5]);
         assert!(!r.has_work_now());
         due.clear();
-        assert!(r.due(250, &mut due), "accepting is due at 200");
+        assert!(r.due(250, |k| due.push(k)), "accepting is due at 200");
         assert!(due.is_empty() && !r.accepting_paused());
         assert_eq!(r.next_deadline(), Some(300));
-        assert!(!r.due(300, &mut due));
+        assert!(!r.due(300, |k| due.push(k)));
         assert_eq!(due, vec![7]);
         assert_eq!(r.next_deadline(), None);
     }

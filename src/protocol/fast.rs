@@ -11,13 +11,44 @@ use super::request::{Message, Request};
 use super::text::Text;
 use std::borrow::Cow;
 
+/// What the hand parser made of a frame.
+#[derive(Debug, PartialEq)]
+pub(super) enum Verdict<'a> {
+    /// A plain personal or global message, read.
+    Message(Request<'a>),
+    /// A message request this parser cannot read (an escape, a duplicate or unknown key, a
+    /// float time...): the general decoder reads it or words its error.
+    CannotTake,
+    /// Not a message request, as far as the parser read before it stopped.
+    NotAMessage,
+}
+
+/// Reads `text` if it is a plain personal or global message.
+pub(super) fn verdict(text: &str) -> Verdict<'_> {
+    let mut ty = None;
+    match read(text, &mut ty) {
+        Some(req) => Verdict::Message(req),
+        None if ty == Some("message") => Verdict::CannotTake,
+        None => Verdict::NotAMessage,
+    }
+}
+
 /// `Some` when `text` is a plain personal or global message.
-pub(super) fn message(text: &str) -> Option<Request<'_>> {
+#[cfg(test)]
+fn message(text: &str) -> Option<Request<'_>> {
+    match verdict(text) {
+        Verdict::Message(req) => Some(req),
+        Verdict::CannotTake | Verdict::NotAMessage => None,
+    }
+}
+
+/// The message in `text`, leaving in `ty` the type it read, if it got that far.
+fn read<'a>(text: &'a str, ty: &mut Option<&'a str>) -> Option<Request<'a>> {
     let mut p = Parser { s: text.as_bytes(), text, at: 0 };
-    let (mut ty, mut event, mut details) = (None, None, None);
+    let (mut event, mut details) = (None, None);
     p.object(|p, key| {
         match key {
-            "type" if ty.is_none() => ty = Some(p.string()?),
+            "type" if ty.is_none() => *ty = Some(p.string()?),
             "event" if event.is_none() => event = Some(p.string()?),
             "details" if details.is_none() => details = Some(p.details()?),
             _ => return None,
@@ -25,7 +56,7 @@ pub(super) fn message(text: &str) -> Option<Request<'_>> {
         Some(())
     })?;
     p.ws();
-    if p.at != p.s.len() || ty? != "message" {
+    if p.at != p.s.len() || (*ty)? != "message" {
         return None;
     }
     let global = match event? {
@@ -34,14 +65,15 @@ pub(super) fn message(text: &str) -> Option<Request<'_>> {
         _ => return None,
     };
     let d = details?;
+    let to = if global { None } else { Some(borrowed(d.to??)) };
     let message = Message {
-        to: if global { None } else { Some(borrowed(d.to??)) },
+        to,
         message: borrowed(d.message??),
         media: d.media.flatten().map(borrowed),
         time: d.time.flatten(),
         client_id: d.client_id.flatten().map(borrowed),
     };
-    Some(if global { Request::Global(message) } else { Request::Personal(message) })
+    Some(message.into_request(global))
 }
 
 fn borrowed(s: &str) -> Text<'_> {
@@ -186,6 +218,17 @@ mod tests {
     use super::*;
     use crate::protocol::request::general;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_message_it_cannot_take_is_told_from_no_message() {
+        let plain = r#"{"type":"message","event":"global","details":{"message":"hi"}}"#;
+        assert!(matches!(verdict(plain), Verdict::Message(Request::Global(_))));
+        let escaped = r#"{"type":"message","event":"global","details":{"message":"a\nb"}}"#;
+        assert_eq!(verdict(escaped), Verdict::CannotTake);
+        let login = r#"{"type":"login","details":{"email":"a@x.org","password":"p"}}"#;
+        assert_eq!(verdict(login), Verdict::NotAMessage);
+        assert_eq!(verdict("{}"), Verdict::NotAMessage);
+    }
 
     #[test]
     fn plain_messages_take_the_fast_path() {

@@ -2,8 +2,10 @@
 //! message. The only module that uses serde; it knows shapes, not rules.
 //!
 //! One decoder with one entry, [`decode`]: the hand parser of `fast.rs` takes the frames it
-//! can read in one pass (plain personal and global messages), and `request.rs`'s serde
-//! decoder every other frame, wording every error. The two agree on every frame the fast
+//! can read in one pass (plain personal and global messages) and tells a message it cannot
+//! take from a frame that is no message; `request.rs`'s serde decoder reads every other
+//! frame, wording every error. One builder (`Message::into_request`) makes a message
+//! whichever of them read it. The two agree on every frame the fast
 //! path accepts (its tests hold it to `request::general`); neither calls the other.
 
 mod fast;
@@ -33,8 +35,8 @@ pub fn decode(frame: &[u8]) -> Result<Request<'_>, DecodeError> {
     // Checked up front because serde_json does not validate strings it skips.
     let text = std::str::from_utf8(frame).map_err(|_| DecodeError::new("unknown", "the frame is not valid UTF-8"))?;
     // Most frames are plain messages: read by hand in one pass.
-    match fast::message(text) {
-        Some(req) => Ok(req),
-        None => request::general(text),
+    match fast::verdict(text) {
+        fast::Verdict::Message(req) => Ok(req),
+        fast::Verdict::CannotTake | fast::Verdict::NotAMessage => request::general(text),
     }
 }

@@ -68,6 +68,18 @@ pub struct Message<'a> {
     pub client_id: Option<Text<'a>>,
 }
 
+impl<'a> Message<'a> {
+    /// The request a message is, whichever parser read it (the one place both decoders
+    /// build it): a global message never carries a recipient.
+    pub(super) fn into_request(self, global: bool) -> Request<'a> {
+        if global {
+            Request::Global(Message { to: None, ..self })
+        } else {
+            Request::Personal(self)
+        }
+    }
+}
+
 /// The voice requests a client may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoiceEvent {
@@ -259,7 +271,7 @@ fn decode_message<'a>(
         time: d.time,
         client_id: d.client_id,
     };
-    Ok(if global { Request::Global(message) } else { Request::Personal(message) })
+    Ok(message.into_request(global))
 }
 
 fn event_name(ty: &str, event: Option<&RawValue>) -> Result<String, DecodeError> {
