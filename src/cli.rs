@@ -4,7 +4,7 @@
 //! flag can also come from the environment as `NATTER_<FLAG>`; a flag given on the command
 //! line wins over the environment.
 
-use crate::config::{Config, Limits, MailTarget, NetLimits};
+use crate::config::{Config, Limits, MailTarget, NetLimits, TlsFilesConfig};
 use crate::password::HashParams;
 use crate::store::Durability;
 use clap::{Args, Parser, Subcommand};
@@ -159,6 +159,23 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_METRICS")]
     pub metrics: Option<SocketAddr>,
 
+    /// PEM certificate chain for TLS on the listening port (with --tls-key) [default: no TLS].
+    #[arg(long, env = "NATTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (RSA, ECDSA or Ed25519) of --tls-cert.
+    #[arg(long, env = "NATTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Refuse the plain (non-TLS) stream from clients that are not on loopback.
+    #[arg(long, env = "NATTER_REQUIRE_TLS", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub require_tls: bool,
+
+    /// Peers whose PROXY protocol headers (v1, v2) are believed: CIDR[,CIDR...] [default: none].
+    #[arg(long, env = "NATTER_PROXY_FROM", value_parser = crate::cidr::parse_list)]
+    pub proxy_from: Option<Vec<crate::cidr::Cidr>>,
+
     /// Voice datagrams per second per party on the relay (burst: one second's worth).
     #[arg(long, env = "NATTER_RELAY_RATE", default_value_t = 200)]
     pub relay_rate: u32,
@@ -223,6 +240,9 @@ impl ServerArgs {
             hash,
             relay_rate: self.relay_rate.max(1),
             metrics: self.metrics,
+            tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFilesConfig { cert, key }),
+            require_tls: self.require_tls,
+            proxy_from: self.proxy_from.unwrap_or_default(),
             hash_threads: self.hash_threads.max(1),
         }
     }

@@ -100,6 +100,13 @@ pub enum MailTarget {
     Smtp(String),
 }
 
+/// `--tls-cert` and `--tls-key`: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFilesConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +124,12 @@ pub struct Config {
     pub hash: HashParams,
     /// Where `/metrics` is served; `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// The certificate pair for TLS on the listening port; `None`: no TLS.
+    pub tls: Option<TlsFilesConfig>,
+    /// Refuse the plain stream from non-loopback clients.
+    pub require_tls: bool,
+    /// Peers whose PROXY headers are believed.
+    pub proxy_from: Vec<crate::cidr::Cidr>,
     /// Voice datagrams per second per party; more are dropped.
     pub relay_rate: u32,
     /// Threads hashing and checking passwords (mail has its own thread).

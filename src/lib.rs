@@ -36,6 +36,7 @@
 pub mod admin;
 pub mod bytescan;
 pub mod chat;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod config_file;

@@ -159,6 +159,16 @@ impl Core {
         Ok(())
     }
 
+    /// A PROXY header named the client behind a trusted proxy (PROTOCOL.md section 13):
+    /// its address stands for the connection from now on (the caps, the throttles, the
+    /// logs, the default `ip` of voice `accept`). `Err` when that address already holds as
+    /// many connections as it may; the loop then closes this one.
+    pub fn readdress(&mut self, conn: ConnId, peer: IpAddr, local: IpAddr) -> Result<(), AddressFull> {
+        self.admit(peer)?;
+        self.sessions.readdress(conn, peer, local);
+        Ok(())
+    }
+
     /// A connection was accepted.
     pub fn on_open(&mut self, conn: ConnId, peer: IpAddr, local: IpAddr, now: Now) {
         let timer = self.timers.insert(now.ms + self.limits.auth_timeout_ms, Timer::Auth(conn));

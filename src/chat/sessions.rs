@@ -136,6 +136,19 @@ impl Sessions {
         count.anonymous += 1;
     }
 
+    /// The client behind a trusted proxy is at `peer`, and reached the server at `local`
+    /// (a PROXY header): the connection counts at that address from now on.
+    pub fn readdress(&mut self, id: ConnId, peer: IpAddr, local: IpAddr) {
+        let Some(s) = self.get_mut(id) else { return };
+        let (old, anonymous) = (s.peer, i32::from(s.member.is_none()));
+        s.peer = peer;
+        s.local = local;
+        self.count(old, -anonymous, -1);
+        let count = self.by_address.entry(address::key(peer)).or_default();
+        count.total += 1;
+        count.anonymous = count.anonymous.saturating_add_signed(anonymous);
+    }
+
     /// The connections open from `peer`'s client address.
     pub fn at_address(&self, peer: IpAddr) -> AddressCount {
         self.by_address.get(&address::key(peer)).copied().unwrap_or_default()

@@ -1,5 +1,5 @@
-//! One TCP client: its socket, its input buffer and frame scanner, its output buffer, and
-//! the readiness it has seen.
+//! One TCP client: its socket, its transport (plain, TLS; see transport.rs), its input
+//! buffer and frame scanner, its output buffer, and the readiness it has seen.
 //!
 //! Input: bytes are appended to `input`; the scanner finds frames in place; the consumed
 //! prefix is dropped after each batch. Output: answers are appended to `output` during the
@@ -7,15 +7,20 @@
 //! next writable event (edge-triggered: we must write until `WouldBlock` before waiting).
 //! Idle connections keep no buffer capacity: both buffers are released when empty.
 
-use super::transport::Transport;
+use super::proxy::Header;
+use super::transport::{Offer, Refusal, Step, Transport};
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
+use crate::protocol::{response, ErrorKind};
 use crate::token_bucket::TokenBucket;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
+
+/// Plaintext encrypted per step of a TLS flush: four full records.
+const TLS_CHUNK: usize = 64 * 1024;
 
 /// Capacity of an output buffer when it is first written after being released: one page,
 /// which is what the first write touches anyway.
@@ -37,8 +42,13 @@ pub enum CloseWhy {
     AuthTimeout,
     ServerFull,
     AddressFull,
-    /// A transport this server does not offer (PROTOCOL.md section 13).
+    /// A transport this server does not offer, or a malformed PROXY header (PROTOCOL.md
+    /// section 13).
     Refused(&'static str),
+    /// The plain stream from a non-loopback client under `--require-tls`.
+    TlsRequired,
+    /// The TLS session failed: not TLS, a protocol error, an alert from the peer.
+    Tls,
 }
 
 impl CloseWhy {
@@ -57,6 +67,8 @@ impl CloseWhy {
             CloseWhy::ServerFull => "too many connections",
             CloseWhy::AddressFull => "too many connections from this address",
             CloseWhy::Refused(why) => why,
+            CloseWhy::TlsRequired => "plain stream refused: --require-tls",
+            CloseWhy::Tls => "TLS error",
         }
     }
 }
@@ -89,10 +101,24 @@ pub enum ReadOutcome {
     Error(io::Error),
 }
 
+/// What the transport learnt while reading, for the loop to act on (the loop owns the
+/// core and the counters; the connection owns neither).
+#[derive(Debug, Default)]
+pub struct TransportNews {
+    /// A PROXY header was read.
+    pub proxied: Option<Header>,
+    /// A TLS handshake finished (`Some(true)`) or failed (`Some(false)`).
+    pub handshake: Option<bool>,
+}
+
 pub struct Conn {
     pub stream: TcpStream,
     pub id: ConnId,
+    /// The client's address: the socket's peer, or the address a PROXY header gave.
     pub peer: SocketAddr,
+    /// The address the client connected to (likewise).
+    pub local: SocketAddr,
+    pub news: TransportNews,
     input: Vec<u8>,
     scanner: FrameScanner,
     output: Vec<u8>,
@@ -124,11 +150,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, id: ConnId, peer: SocketAddr, max_frame: usize) -> Conn {
+    /// `proxy_trusted`: the peer is in `--proxy-from`, so a PROXY header may come first.
+    pub fn new(stream: TcpStream, id: ConnId, peer: SocketAddr, max_frame: usize, proxy_trusted: bool) -> Conn {
+        let local = stream.local_addr().unwrap_or(peer);
         Conn {
             stream,
             id,
             peer,
+            local,
+            news: TransportNews::default(),
             input: Vec::new(),
             scanner: FrameScanner::new(max_frame),
             output: Vec::new(),
@@ -143,24 +173,103 @@ impl Conn {
             closing: None,
             bucket: None,
             paused: false,
-            transport: Transport::Detecting,
+            transport: Transport::new(proxy_trusted),
         }
     }
 
-    /// One `read` into the input buffer through `scratch`.
-    pub fn read_some(&mut self, scratch: &mut [u8]) -> ReadOutcome {
-        match self.stream.read(scratch) {
-            Ok(0) => ReadOutcome::Eof,
-            Ok(n) => {
-                self.input.extend_from_slice(&scratch[..n]);
-                if let Err(why) = self.transport.observe(&self.input) {
-                    self.closing = Some(CloseWhy::Refused(why));
+    /// One `read` through `scratch` into the input buffer, through the transport (which
+    /// `offer` lets it become while it is being told).
+    pub fn read_some(&mut self, scratch: &mut [u8], offer: &Offer) -> ReadOutcome {
+        let n = match self.stream.read(scratch) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return ReadOutcome::Data(0),
+            Err(e) => return ReadOutcome::Error(e),
+        };
+        let handshaking = self.transport.tls().is_some_and(|t| t.is_handshaking());
+        match self.transport.receive(&scratch[..n], &mut self.input) {
+            Ok(r) => {
+                if r.handshake_done {
+                    self.news.handshake = Some(true);
                 }
-                ReadOutcome::Data(n)
+                if r.closed {
+                    // close_notify: what came before it is handled, then the close.
+                    return ReadOutcome::Eof;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
-            Err(e) => ReadOutcome::Error(e),
+            Err(e) => {
+                self.tls_failed(handshaking, &e);
+                return ReadOutcome::Data(n);
+            }
+        }
+        if !self.transport.ready() {
+            self.detect(offer);
+        }
+        ReadOutcome::Data(n)
+    }
+
+    /// Tells the transport from the input so far, taking a PROXY header out of it and
+    /// starting TLS as the bytes say.
+    fn detect(&mut self, offer: &Offer) {
+        loop {
+            match self.transport.step(&mut self.input, self.peer.ip(), offer) {
+                Ok(Step::Decided | Step::Wait) => return,
+                Ok(Step::Proxied(header)) => {
+                    if let Header::Proxied { source, destination } = header {
+                        self.peer = source;
+                        self.local = destination;
+                    }
+                    self.news.proxied = Some(header);
+                }
+                Ok(Step::TlsStarted(r)) => {
+                    if r.handshake_done {
+                        self.news.handshake = Some(true);
+                    }
+                    return;
+                }
+                Err(Refusal::Silent(why)) => {
+                    self.closing = Some(CloseWhy::Refused(why));
+                    return;
+                }
+                Err(Refusal::TlsRequired) => {
+                    let mut answer = Vec::new();
+                    response::error(&mut answer, ErrorKind::Invalid, "unknown", "TLS required");
+                    self.queue(&answer, usize::MAX, None);
+                    self.closing = Some(CloseWhy::TlsRequired);
+                    return;
+                }
+                Err(Refusal::Tls(e)) => {
+                    self.tls_failed(true, &e);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn tls_failed(&mut self, handshaking: bool, e: &super::tls::TlsError) {
+        log::debug!("TLS with {}: {e}", self.peer);
+        if handshaking {
+            self.news.handshake = Some(false);
+        }
+        self.closing = Some(CloseWhy::Tls);
+    }
+
+    /// What the connection speaks, for logs and metrics.
+    pub fn transport_name(&self) -> &'static str {
+        self.transport.name()
+    }
+
+    /// True when the transport has something to write that the core did not queue: TLS
+    /// records (the handshake's, an alert) or the answer to a refused plain stream.
+    pub fn transport_wants_write(&mut self) -> bool {
+        self.closing == Some(CloseWhy::TlsRequired) || self.transport.tls().is_some_and(|t| t.has_records())
+    }
+
+    /// Queues TLS's `close_notify` before a close (no-op for the plain stream).
+    pub fn say_goodbye(&mut self) {
+        if let Some(tls) = self.transport.tls() {
+            tls.close();
         }
     }
 
@@ -247,23 +356,41 @@ impl Conn {
 
     /// Writes as much as the socket takes. `Ok(true)` when everything was written.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n;
-                    self.written_total += n as u64;
+        if let Some(tls) = self.transport.tls() {
+            // Bytes count as written once their records are: rustls holds at most one chunk
+            // of ours, so the output cap sees (nearly) all that waits.
+            loop {
+                let mut delivered = 0;
+                let drained = tls.write_records(&mut self.stream, &mut delivered)?;
+                self.written += delivered;
+                self.written_total += delivered as u64;
+                if !drained || self.written == self.output.len() {
+                    break;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                let end = (self.written + TLS_CHUNK).min(self.output.len());
+                if tls.encrypt(&self.output[self.written..end])? == 0 {
+                    break;
+                }
+            }
+        } else {
+            while self.written < self.output.len() {
+                match self.stream.write(&self.output[self.written..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.written += n;
+                        self.written_total += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         if self.written == self.output.len() {
             self.written = 0;
             self.marks.shrink_to_fit();
             self.output = Vec::new();
-            return Ok(true);
+            return Ok(!self.transport.tls().is_some_and(|t| t.has_records()));
         }
         // Keep the unsent tail at the front once it is the smaller part.
         if self.written > self.output.len() / 2 {

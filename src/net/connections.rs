@@ -67,6 +67,17 @@ impl Connections {
         self.slab.iter_mut()
     }
 
+    /// Open connections by transport, in the order of `metrics::TRANSPORTS` (for a scrape:
+    /// one pass over the table).
+    pub fn count_by_transport(&self) -> [u64; 3] {
+        let mut n = [0; 3];
+        for (_, c) in self.slab.iter() {
+            let i = super::metrics::TRANSPORTS.iter().position(|t| *t == c.transport_name()).unwrap_or(0);
+            n[i] += 1;
+        }
+        n
+    }
+
     /// Puts a connection on this iteration's work list, once.
     pub fn schedule(&mut self, key: usize) {
         if let Some(conn) = self.slab.get_mut(key) {

@@ -172,7 +172,11 @@ impl EventLoop {
             };
             let Some(why) = conn.closing else { continue };
             if !matches!(why, CloseWhy::SlowConsumer | CloseWhy::OutputTotal) {
-                // Best effort: the last answer (an `invalid` before a close) gets out.
+                // Best effort: the last answer (an `invalid` before a close, a TLS alert or
+                // close_notify) gets out.
+                if why != CloseWhy::Tls {
+                    conn.say_goodbye();
+                }
                 let _ = conn.flush();
             }
             let Some(mut conn) = self.conns.remove(key) else { continue };

@@ -22,7 +22,6 @@ use super::signals::Signals;
 use super::worker::Workers;
 use crate::chat::{ConnId, Core, Now};
 use crate::config::NetLimits;
-use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use std::io;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -118,7 +117,7 @@ impl EventLoop {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         poll: Poll,
-        listener: TcpListener,
+        listener: Listener,
         relay: RelaySocket,
         core: Core,
         workers: Workers,
@@ -130,7 +129,7 @@ impl EventLoop {
         let low_water = (net.max_output / 4).clamp(1, CATCH_UP_LOW_WATER_MAX);
         EventLoop {
             poller: Poller { poll, events: Events::with_capacity(1024), ready: Vec::with_capacity(1024) },
-            listener: Listener::new(listener),
+            listener,
             conns: Connections::default(),
             relay,
             workers,
@@ -235,7 +234,11 @@ impl EventLoop {
                     }
                 }
                 SIGNAL => {
-                    if self.signals.drain() {
+                    let got = self.signals.drain();
+                    if got.reload {
+                        self.listener.reload_tls();
+                    }
+                    if got.stop {
                         log::info!("signal received: shutting down");
                         self.stopping = true;
                     }
@@ -244,6 +247,7 @@ impl EventLoop {
                 Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
                     self.metrics.counters.relay_send_dropped = self.relay.send_dropped;
                     self.metrics.counters.unsent_bytes = self.output.unsent() as u64;
+                    self.metrics.counters.by_transport = self.conns.count_by_transport();
                     if let Some(m) = self.metrics.server.as_mut() {
                         m.on_ready(token, self.poller.poll.registry(), &mut self.core, &self.metrics.counters);
                     }

@@ -16,6 +16,7 @@
 
 use super::conn::{CloseWhy, Conn, ReadOutcome};
 use super::event_loop::{EventLoop, READ_BUDGET, READ_CHUNK};
+use super::proxy::Header;
 use super::sockopt;
 use crate::chat::Now;
 use crate::token_bucket::TokenBucket;
@@ -31,7 +32,10 @@ impl EventLoop {
                 log::debug!("refusing {peer}: {}", CloseWhy::ServerFull.as_str());
                 continue;
             }
-            if self.core.admit(peer.ip()).is_err() {
+            // A proxy's own address holds every client behind it: its clients are counted
+            // at their own addresses once their PROXY headers name them.
+            let trusted = self.listener.trusts(peer.ip());
+            if !trusted && self.core.admit(peer.ip()).is_err() {
                 self.metrics.counters.refused_address += 1;
                 log::debug!("refusing {peer}: {}", CloseWhy::AddressFull.as_str());
                 continue;
@@ -48,7 +52,7 @@ impl EventLoop {
                     log::warn!("cannot register {peer}: {e}");
                     return None;
                 }
-                let mut conn = Conn::new(stream, id, peer, max_frame);
+                let mut conn = Conn::new(stream, id, peer, max_frame, trusted);
                 conn.bucket = msg_rate.map(|rate| TokenBucket::full(f64::from(rate) * 2.0, now.ms));
                 Some(conn)
             });
@@ -122,12 +126,30 @@ impl EventLoop {
                 break;
             }
             let len = budget.min(READ_CHUNK);
-            match conn.read_some(&mut self.scratch[..len]) {
+            match conn.read_some(&mut self.scratch[..len], &self.listener.offer) {
                 ReadOutcome::Data(n) => {
                     budget -= n;
                     self.metrics.counters.bytes_in += n as u64;
                     if n > 0 && n < len && !conn.hung_up {
                         conn.readable = false;
+                    }
+                    let news = std::mem::take(&mut conn.news);
+                    if let Some(header) = news.proxied {
+                        self.metrics.counters.proxy_headers += 1;
+                        if let Header::Proxied { source, destination } = header {
+                            if self.core.readdress(id, source.ip(), destination.ip()).is_err() {
+                                self.metrics.counters.refused_address += 1;
+                                conn.closing = Some(CloseWhy::AddressFull);
+                            }
+                        }
+                    }
+                    match news.handshake {
+                        Some(true) => self.metrics.counters.handshakes_ok += 1,
+                        Some(false) => self.metrics.counters.handshakes_failed += 1,
+                        None => {}
+                    }
+                    if let Some(CloseWhy::Refused(_)) = conn.closing {
+                        self.metrics.counters.transports_refused += 1;
                     }
                 }
                 ReadOutcome::WouldBlock => conn.readable = false,
@@ -145,9 +167,17 @@ impl EventLoop {
         if eof && conn.closing.is_none() {
             conn.closing = Some(CloseWhy::PeerClosed);
         }
-        if conn.closing.is_some() {
+        // A TLS handshake's records, or an answer the transport queued, go out with this
+        // iteration's flush.
+        let transport_output = conn.transport_wants_write();
+        let closing = conn.closing.is_some();
+        let carry = deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id));
+        if transport_output {
+            self.conns.mark_dirty(key);
+        }
+        if closing {
             self.conns.closing.push(key);
-        } else if deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id)) {
+        } else if carry {
             self.resume.next_iteration(key);
         }
     }

@@ -62,6 +62,9 @@ impl Histogram {
     }
 }
 
+/// The transports of [`NetCounters::by_transport`], in order.
+pub const TRANSPORTS: [&str; 3] = ["detecting", "plain", "tls"];
+
 /// What the loop counts itself.
 #[derive(Debug, Default, Clone)]
 pub struct NetCounters {
@@ -78,6 +81,15 @@ pub struct NetCounters {
     pub reads_paused: u64,
     /// Unsent output of all connections, as of the scrape.
     pub unsent_bytes: u64,
+    /// Open connections by transport (detecting, plain, tls), as of the scrape.
+    pub by_transport: [u64; 3],
+    pub handshakes_ok: u64,
+    pub handshakes_failed: u64,
+    /// PROXY headers read from `--proxy-from` peers.
+    pub proxy_headers: u64,
+    /// Connections closed without an answer for what their first bytes were (a PROXY
+    /// header from an untrusted peer or a malformed one, TLS without a certificate).
+    pub transports_refused: u64,
     pub commit: Histogram,
     pub iteration: Histogram,
 }
@@ -285,6 +297,36 @@ fn render(core: &mut Core, net: &NetCounters) -> String {
     for (reason, n) in [("server_full", net.refused_full), ("address_full", net.refused_address)] {
         let _ = writeln!(o, "natter_connections_refused_total{{reason=\"{reason}\"}} {n}");
     }
+    let _ = writeln!(
+        o,
+        "# HELP natter_connections_open Open connections by transport.\n# TYPE natter_connections_open gauge"
+    );
+    for (transport, n) in TRANSPORTS.iter().zip(net.by_transport) {
+        let _ = writeln!(o, "natter_connections_open{{transport=\"{transport}\"}} {n}");
+    }
+    let _ = writeln!(
+        o,
+        "# HELP natter_tls_handshakes_total TLS handshakes by result.\n# TYPE natter_tls_handshakes_total counter"
+    );
+    let _ = writeln!(
+        o,
+        "natter_tls_handshakes_total{{result=\"ok\"}} {}\nnatter_tls_handshakes_total{{result=\"failed\"}} {}",
+        net.handshakes_ok, net.handshakes_failed
+    );
+    metric(
+        &mut o,
+        "natter_proxy_headers_total",
+        "counter",
+        "PROXY headers accepted from --proxy-from peers.",
+        net.proxy_headers,
+    );
+    metric(
+        &mut o,
+        "natter_transports_refused_total",
+        "counter",
+        "Connections closed unanswered for their first bytes: PROXY from an untrusted peer or malformed, TLS without a certificate.",
+        net.transports_refused,
+    );
     let _ = writeln!(o, "# HELP natter_logins_total Login attempts by result.\n# TYPE natter_logins_total counter");
     let _ = writeln!(
         o,

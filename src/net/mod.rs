@@ -13,11 +13,13 @@ mod memory;
 mod metrics;
 mod output;
 mod priority;
+pub mod proxy;
 mod relay_socket;
 mod resume;
 mod signals;
 mod sockopt;
-mod transport;
+mod tls;
+pub mod transport;
 mod udp_batch;
 mod worker;
 
@@ -54,6 +56,7 @@ pub enum ServeError {
     Hash(password::HashError),
     /// Another natter server runs on the same database.
     AlreadyRunning(std::path::PathBuf),
+    Tls(tls::LoadError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -66,6 +69,7 @@ impl std::fmt::Display for ServeError {
             }
             ServeError::Io(e) => write!(f, "{e}"),
             ServeError::Hash(e) => write!(f, "{e}"),
+            ServeError::Tls(e) => write!(f, "{e}"),
             ServeError::AlreadyRunning(lock) => {
                 write!(f, "another natter server is running on this database (it holds {})", lock.display())
             }
@@ -92,6 +96,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let _checkpointer = checkpointer::start(config.db.clone())?;
     let mailer = Mailer::new(&config.mail, &config.mail_from).map_err(ServeError::Mail)?;
 
+    let tls = match &config.tls {
+        Some(files) => Some(tls::TlsFiles::load(&files.cert, &files.key).map_err(ServeError::Tls)?),
+        None => None,
+    };
     let mut listener = TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;
     let tcp_addr = listener.local_addr()?;
     let udp_addr = config.udp.unwrap_or(tcp_addr);
@@ -132,8 +140,28 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
         None => None,
     };
+    log::info!("transports on {tcp_addr}: {}", transports(&config));
     log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
+    let listener = listener::Listener::new(listener, tls, config.require_tls, config.proxy_from.clone());
     EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), metrics, start).run()?;
     Ok(())
+}
+
+/// The start-up line's list of what the port speaks.
+fn transports(config: &Config) -> String {
+    let mut on = Vec::new();
+    match (&config.tls, config.require_tls) {
+        (Some(files), true) => {
+            on.push(format!("TLS ({}); plain JSON from loopback only (--require-tls)", files.cert.display()))
+        }
+        (Some(files), false) => on.push(format!("TLS ({}), plain JSON", files.cert.display())),
+        (None, true) => on.push("plain JSON from loopback only (--require-tls without a certificate)".to_owned()),
+        (None, false) => on.push("plain JSON (no TLS: --tls-cert is not set)".to_owned()),
+    }
+    if !config.proxy_from.is_empty() {
+        let from: Vec<String> = config.proxy_from.iter().map(ToString::to_string).collect();
+        on.push(format!("PROXY headers from {}", from.join(",")));
+    }
+    on.join("; ")
 }

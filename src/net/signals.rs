@@ -1,7 +1,8 @@
-//! SIGINT and SIGTERM as a readable pipe in the poll loop (the self-pipe trick).
+//! SIGINT, SIGTERM and SIGHUP as a readable pipe in the poll loop (the self-pipe trick).
 //!
-//! The handler only writes one byte to a non-blocking pipe, which is async-signal-safe; the
-//! loop sees the read end become readable and shuts down in order.
+//! The handler only writes the signal's number as one byte to a non-blocking pipe, which
+//! is async-signal-safe; the loop sees the read end become readable and shuts down in
+//! order (SIGINT, SIGTERM) or reloads the TLS certificate (SIGHUP).
 
 use mio::unix::pipe;
 use std::io::{self, Read};
@@ -10,16 +11,25 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     let fd = WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
-        // SAFETY: write(2) and errno access are async-signal-safe; the buffer is static.
+        let byte = sig as u8;
+        // SAFETY: write(2) and errno access are async-signal-safe; the buffer is on the
+        // handler's stack and outlives the call.
         unsafe {
             let errno = *libc::__errno_location();
-            libc::write(fd, b"s".as_ptr().cast(), 1);
+            libc::write(fd, (&byte as *const u8).cast(), 1);
             *libc::__errno_location() = errno;
         }
     }
+}
+
+/// What the signals that arrived ask for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Received {
+    pub stop: bool,
+    pub reload: bool,
 }
 
 /// The read end of the signal pipe; register it with the poll.
@@ -29,11 +39,11 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers for SIGINT and SIGTERM.
+    /// Installs the handlers for SIGINT, SIGTERM and SIGHUP.
     pub fn install() -> io::Result<Signals> {
         let (sender, receiver) = pipe::new()?;
         WRITE_FD.store(sender.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: a zeroed sigaction is valid; the handler is an extern "C" fn that only
             // does async-signal-safe work.
             unsafe {
@@ -49,15 +59,21 @@ impl Signals {
         Ok(Signals { receiver, _sender: sender })
     }
 
-    /// Empties the pipe; true when a signal arrived.
-    pub fn drain(&mut self) -> bool {
+    /// Empties the pipe and says what the signals in it ask for.
+    pub fn drain(&mut self) -> Received {
         let mut buf = [0u8; 64];
-        let mut got = false;
+        let mut got = Received::default();
         while let Ok(n) = self.receiver.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            got = true;
+            for &sig in &buf[..n] {
+                if i32::from(sig) == libc::SIGHUP {
+                    got.reload = true;
+                } else {
+                    got.stop = true;
+                }
+            }
         }
         got
     }

@@ -1,24 +1,28 @@
 //! What a connection speaks, told apart by its first bytes (PROTOCOL.md section 13), and
-//! how its socket bytes become frame bytes.
+//! how its socket bytes become frame bytes and back.
 //!
-//! One port serves every transport. Today only the plain JSON stream is spoken; this is
-//! where TLS, PROXY headers and WebSocket come in as further variants, each turning socket
-//! bytes into the frame bytes the scanner reads (and back), so that neither the chat core
-//! nor the scanner learns about them. Detection looks at no more bytes than it needs:
+//! One port serves every transport. Each state owns what it needs: detection only looks,
+//! a PROXY header is read and dropped (its addresses go to the connection), TLS owns its
+//! rustls session. The chat core and the frame scanner never learn which one a connection
+//! speaks. Detection looks at no more bytes than it needs:
 //!
-//! | first bytes | today |
+//! | first bytes | transport |
 //! | --- | --- |
-//! | `{` or JSON whitespace | the plain stream |
+//! | `{` or JSON whitespace | the plain stream (refused from a non-loopback client under `--require-tls`) |
 //! | a prefix of the PROXY v2 signature (it starts with CR LF, also whitespace) | wait for more |
-//! | `PROXY ` or the v2 signature | closed without an answer (no `--proxy-from` yet) |
-//! | `0x16`, a TLS handshake record | closed at once (no certificate configured yet) |
+//! | `PROXY ` or the v2 signature | from a `--proxy-from` peer: the header, then detection again; else closed without an answer |
+//! | `0x16`, a TLS handshake record | TLS with `--tls-cert`; the plain stream inside. Without a certificate: closed at once |
 //! | anything else, HTTP included | the plain stream, whose scanner answers `invalid` and closes (section 1) |
 //!
-//! Pure: bytes in, a verdict out. Never touches sockets.
+//! The HTTP row of section 13 comes in as one more variant here and one more row in
+//! [`detect`].
 
-/// The 12-byte signature that starts a PROXY protocol v2 header.
-const PROXY_V2: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
-const PROXY_V1: &[u8] = b"PROXY ";
+use super::proxy::{self, Header};
+use super::tls::{Received, TlsError, TlsLink};
+use rustls::ServerConfig;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 /// The content type of a TLS handshake record, the first byte of every ClientHello.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -29,57 +33,143 @@ pub enum Detected {
     NeedMore,
     /// The plain JSON stream of sections 1-12.
     Plain,
-    /// A transport this server does not offer: close without a word.
-    Refuse(&'static str),
+    /// A PROXY protocol header, v1 or v2.
+    Proxy,
+    /// A TLS ClientHello.
+    Tls,
 }
 
-/// Tells the transport from the bytes received so far (at least one).
+/// Tells the transport from the bytes received so far (at least one). Pure.
 pub fn detect(first: &[u8]) -> Detected {
     if first.is_empty() {
         return Detected::NeedMore;
     }
-    for signature in [&PROXY_V2[..], PROXY_V1] {
+    for signature in [&proxy::V2_SIGNATURE[..], proxy::V1_PREFIX] {
         let n = first.len().min(signature.len());
         if first[..n] == signature[..n] {
-            return if n < signature.len() {
-                Detected::NeedMore
-            } else {
-                Detected::Refuse("PROXY header from a peer not in --proxy-from")
-            };
+            return if n < signature.len() { Detected::NeedMore } else { Detected::Proxy };
         }
     }
     if first[0] == TLS_HANDSHAKE {
-        return Detected::Refuse("TLS handshake, but no certificate is configured");
+        return Detected::Tls;
     }
     Detected::Plain
 }
 
+/// What the listening port offers a new connection, from the configuration.
+#[derive(Clone, Default)]
+pub struct Offer {
+    /// The TLS configuration, when `--tls-cert` is set.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// `--require-tls`: the plain stream only from loopback clients.
+    pub require_tls: bool,
+}
+
+/// Why a connection is refused while its transport is being told.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Closed without a word (a transport not offered, a malformed PROXY header).
+    Silent(&'static str),
+    /// The plain stream from a non-loopback client under `--require-tls`: answered, then
+    /// closed.
+    TlsRequired,
+    /// The TLS session failed (not TLS after all, a protocol error or an alert).
+    Tls(TlsError),
+}
+
+/// What one step of detection found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The transport is known (or was already): frames can be read.
+    Decided,
+    /// Not enough bytes yet.
+    Wait,
+    /// A PROXY header was read and taken out of the input; detection goes on.
+    Proxied(Header),
+    /// A TLS session began; its first records were taken.
+    TlsStarted(Received),
+}
+
 /// What a connection speaks, as far as its bytes so far tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// Nothing read yet, or too little to tell: its bytes wait.
-    Detecting,
+    /// Nothing read yet, or too little to tell: its bytes wait. `proxy`: the peer is in
+    /// `--proxy-from` and no header has been read yet.
+    Detecting { proxy: bool },
     /// The plain JSON stream: socket bytes are frame bytes.
     Plain,
+    /// TLS; the plain stream inside.
+    Tls(Box<TlsLink>),
 }
 
 impl Transport {
-    /// Looks at the input received so far while the transport is not known; `Err` with
-    /// the reason when the connection must be closed without an answer.
-    pub fn observe(&mut self, input: &[u8]) -> Result<(), &'static str> {
-        if *self == Transport::Detecting {
-            match detect(input) {
-                Detected::NeedMore => {}
-                Detected::Plain => *self = Transport::Plain,
-                Detected::Refuse(why) => return Err(why),
+    pub fn new(proxy_trusted: bool) -> Transport {
+        Transport::Detecting { proxy: proxy_trusted }
+    }
+
+    /// Takes bytes read from the socket into `input`: as they are, or decrypted.
+    pub fn receive(&mut self, bytes: &[u8], input: &mut Vec<u8>) -> Result<Received, TlsError> {
+        match self {
+            Transport::Tls(link) => link.receive(bytes, input),
+            Transport::Detecting { .. } | Transport::Plain => {
+                input.extend_from_slice(bytes);
+                Ok(Received { closed: false, handshake_done: false })
             }
         }
-        Ok(())
+    }
+
+    /// One step of telling the transport from `input`, for a client at `peer` (its address
+    /// after any PROXY header). Call until it says [`Step::Decided`] or [`Step::Wait`].
+    pub fn step(&mut self, input: &mut Vec<u8>, peer: IpAddr, offer: &Offer) -> Result<Step, Refusal> {
+        let Transport::Detecting { proxy } = *self else { return Ok(Step::Decided) };
+        match detect(input) {
+            Detected::NeedMore => Ok(Step::Wait),
+            Detected::Proxy if !proxy => Err(Refusal::Silent("PROXY header from a peer not in --proxy-from")),
+            Detected::Proxy => match proxy::parse(input) {
+                Ok(None) => Ok(Step::Wait),
+                Ok(Some((header, len))) => {
+                    input.drain(..len);
+                    *self = Transport::Detecting { proxy: false };
+                    Ok(Step::Proxied(header))
+                }
+                Err(e) => Err(Refusal::Silent(e.as_str())),
+            },
+            Detected::Tls => {
+                let Some(config) = offer.tls.as_ref() else {
+                    return Err(Refusal::Silent("TLS handshake, but no certificate is configured"));
+                };
+                let link = TlsLink::new(config).map_err(Refusal::Tls)?;
+                *self = Transport::Tls(Box::new(link));
+                let raw = std::mem::take(input);
+                let Transport::Tls(link) = self else { unreachable!("just set") };
+                link.receive(&raw, input).map(Step::TlsStarted).map_err(Refusal::Tls)
+            }
+            Detected::Plain if offer.require_tls && !peer.is_loopback() => Err(Refusal::TlsRequired),
+            Detected::Plain => {
+                *self = Transport::Plain;
+                Ok(Step::Decided)
+            }
+        }
     }
 
     /// True once frames can be read from the input.
-    pub fn ready(self) -> bool {
-        self != Transport::Detecting
+    pub fn ready(&self) -> bool {
+        !matches!(self, Transport::Detecting { .. })
+    }
+
+    /// The name used in logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Detecting { .. } => "detecting",
+            Transport::Plain => "plain",
+            Transport::Tls(_) => "tls",
+        }
+    }
+
+    pub fn tls(&mut self) -> Option<&mut TlsLink> {
+        match self {
+            Transport::Tls(link) => Some(link),
+            _ => None,
+        }
     }
 }
 
@@ -96,25 +186,65 @@ mod tests {
         assert_eq!(detect(b"\r"), Detected::NeedMore);
         assert_eq!(detect(b"\r\n\r\n\0\r\nQUI"), Detected::NeedMore);
         assert_eq!(detect(b"\r\n{"), Detected::Plain);
-        assert!(matches!(detect(b"\r\n\r\n\0\r\nQUIT\n\x21"), Detected::Refuse(_)));
+        assert_eq!(detect(b"\r\n\r\n\0\r\nQUIT\n\x21"), Detected::Proxy);
         assert_eq!(detect(b"PRO"), Detected::NeedMore);
-        assert!(matches!(detect(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), Detected::Refuse(_)));
-        assert!(matches!(detect(b"\x16\x03\x01\x02\x00"), Detected::Refuse(_)));
+        assert_eq!(detect(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), Detected::Proxy);
+        assert_eq!(detect(b"\x16\x03\x01\x02\x00"), Detected::Tls);
         // HTTP and anything else: the plain stream, which refuses it as section 1 says.
         assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Detected::Plain);
         assert_eq!(detect(b"PRX"), Detected::Plain);
         assert_eq!(detect(b"\x00"), Detected::Plain);
     }
 
+    fn loopback() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
     #[test]
     fn a_transport_is_ready_once_its_bytes_tell_it() {
-        let mut t = Transport::Detecting;
-        assert_eq!(t.observe(b"\r\n"), Ok(()));
+        let offer = Offer::default();
+        let mut t = Transport::new(false);
+        let mut input = b"\r\n".to_vec();
+        assert_eq!(t.step(&mut input, loopback(), &offer).unwrap(), Step::Wait);
         assert!(!t.ready());
-        assert_eq!(t.observe(b"\r\n{"), Ok(()));
+        input.push(b'{');
+        assert_eq!(t.step(&mut input, loopback(), &offer).unwrap(), Step::Decided);
         assert!(t.ready());
         // Decided once: later bytes are frames, not first bytes.
-        assert_eq!(t.observe(b"\x16"), Ok(()));
-        assert!(Transport::Detecting.observe(b"\x16").is_err());
+        let mut tls = vec![0x16];
+        assert_eq!(t.step(&mut tls, loopback(), &offer).unwrap(), Step::Decided);
+        assert!(matches!(Transport::new(false).step(&mut tls, loopback(), &offer), Err(Refusal::Silent(_))));
+    }
+
+    #[test]
+    fn a_proxy_header_is_taken_from_trusted_peers_only_and_detection_goes_on() {
+        let offer = Offer::default();
+        let mut input = b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 5050\r\n{\"type\"".to_vec();
+        let mut untrusted = Transport::new(false);
+        assert!(matches!(untrusted.step(&mut input.clone(), loopback(), &offer), Err(Refusal::Silent(_))));
+        let mut t = Transport::new(true);
+        let Ok(Step::Proxied(Header::Proxied { source, .. })) = t.step(&mut input, loopback(), &offer) else {
+            panic!("a trusted header is read")
+        };
+        assert_eq!(source.ip(), IpAddr::from([203, 0, 113, 7]));
+        assert_eq!(input, b"{\"type\"");
+        assert_eq!(t.step(&mut input, source.ip(), &offer).unwrap(), Step::Decided);
+        // One header only: a second one is refused like any untrusted one.
+        let mut twice = b"PROXY UNKNOWN\r\nPROXY UNKNOWN\r\n".to_vec();
+        let mut t = Transport::new(true);
+        assert!(matches!(t.step(&mut twice, loopback(), &offer), Ok(Step::Proxied(Header::Local))));
+        assert!(matches!(t.step(&mut twice, loopback(), &offer), Err(Refusal::Silent(_))));
+    }
+
+    #[test]
+    fn require_tls_refuses_the_plain_stream_from_other_hosts_only() {
+        let offer = Offer { tls: None, require_tls: true };
+        let mut input = b"{}".to_vec();
+        assert!(matches!(
+            Transport::new(false).step(&mut input, IpAddr::from([192, 0, 2, 1]), &offer),
+            Err(Refusal::TlsRequired)
+        ));
+        assert_eq!(Transport::new(false).step(&mut input, loopback(), &offer).unwrap(), Step::Decided);
+        assert_eq!(Transport::new(false).step(&mut input, "::1".parse().unwrap(), &offer).unwrap(), Step::Decided);
     }
 }
