@@ -31,16 +31,6 @@ fn server(extra: &[&str]) -> Server {
     Server::start_with(&args)
 }
 
-/// A field of /proc/PID/status in KiB (VmRSS: now; VmHWM: the peak so far).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the server is alive");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
 /// `ann` with 200 notes to herself of 4,096 `\u0001` characters: each answers 6 bytes
 /// per character in JSON, so one `history` of them is 4.9 MB. Returns the server and how
 /// many bytes one such answer has.
@@ -84,6 +74,8 @@ fn pipelined_history_attack(s: &Server, requests: usize) -> (u64, u64) {
     let peak_before = status_kib(pid, "VmHWM:");
     let mut attacker = logged_in(s, &email("ann"), &plain("ann"));
     attacker.send_raw(&history_request().repeat(requests));
+    // Kept: the attack runs for 2 s (no event says the server is done with it); the peak
+    // is read after.
     thread::sleep(Duration::from_secs(2));
     // Others are still served, at once.
     let mut other = s.connect();
@@ -143,6 +135,8 @@ fn many_connections_that_never_read_are_bounded_together() {
         // A small receive buffer, so the kernel holds little of it for us.
         a.send_raw(&history_request());
     }
+    // Kept: the attack runs for 3 s, long enough for the bound to cut connections; the
+    // figures are read after.
     thread::sleep(Duration::from_secs(3));
     let metrics = metrics_of(&s);
     let unsent = metric_value(&metrics, "natter_output_unsent_bytes").unwrap_or_else(|| panic!("{metrics}"));
@@ -365,6 +359,7 @@ fn one_address_cannot_fill_every_slot_or_outstay_the_auth_timeout() {
         for &i in &open {
             let _ = squatters[i].try_send_raw(b"{\"type\":\"ping\"}\n");
         }
+        // Kept: a ping every 0.5 s is the squatters' schedule.
         thread::sleep(Duration::from_millis(500));
     }
     for &i in &open {
@@ -473,6 +468,7 @@ fn idle_connections_cannot_block_metrics_scrapes() {
     let addr: std::net::SocketAddr =
         line.rsplit("http://").next().unwrap().trim_end_matches("/metrics").trim().parse().unwrap();
     let mut idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Kept: no event says the server has accepted them all; 200 ms lets it, before the scrape.
     thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let body = metrics_of(&s);

@@ -23,25 +23,15 @@ fn cli(server: &Server, args: &[&str]) -> Command {
     cmd
 }
 
+/// How long a one-shot natter-cli may run.
+const CLI_LIMIT: Duration = Duration::from_secs(20);
+
 /// Runs a one-shot command with `stdin` as its input; gives up after 20 s.
 fn run(mut cmd: Command, stdin: &str) -> Output {
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn natter-cli");
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    wait_output(child)
-}
-
-fn wait_output(mut child: Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("natter-cli did not finish: {}", text(&out));
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+    wait_output(child, CLI_LIMIT, "natter-cli")
 }
 
 fn text(out: &Output) -> String {
@@ -69,7 +59,7 @@ fn one_shot_register_login_send_and_receive() {
     input.write_all(b"secret\n").unwrap();
     let otp = server.wait_otp("ann@example.org");
     input.write_all(format!("{otp}\n").as_bytes()).unwrap();
-    let out = wait_output(child);
+    let out = wait_output(child, CLI_LIMIT, "natter-cli register");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(stdout(&out).contains("OTP sent to ann@example.org"), "{}", text(&out));
     assert!(stdout(&out).contains("registered"), "{}", text(&out));
@@ -306,15 +296,14 @@ impl Tty {
         t.c_lflag & libc::ECHO != 0
     }
 
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "natter-cli did not exit: {:?}", self.screen());
-            thread::sleep(Duration::from_millis(10));
-        }
+    /// Waits (at most 10 s) for natter-cli to exit after `what`; returns its status.
+    fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
+        let mut status = None;
+        poll_until(Duration::from_secs(10), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap_or_else(|| panic!("natter-cli did not exit on {what}: {:?}", self.screen()))
     }
 
     fn screen(&self) -> String {
@@ -327,15 +316,12 @@ impl Tty {
 
     /// Waits (at most 10 s) until `what` is on screen after byte `from`; returns where it ends.
     fn wait_for(&self, what: &str, from: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let screen = self.screen();
-            if let Some(at) = screen.get(from..).and_then(|s| s.find(what)) {
-                return from + at + what.len();
-            }
-            assert!(Instant::now() < deadline, "{what:?} never appeared; screen:\n{screen:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
+        let mut end = None;
+        poll_until(Duration::from_secs(10), || {
+            end = self.screen().get(from..).and_then(|s| s.find(what)).map(|at| from + at + what.len());
+            end.is_some()
+        });
+        end.unwrap_or_else(|| panic!("{what:?} never appeared; screen:\n{:?}", self.screen()))
     }
 }
 
@@ -420,14 +406,7 @@ fn interactive_prompt_shows_messages_while_typing() {
 
     // Ctrl-C on an empty line leaves, with status 0.
     tty.keys("\x03");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = tty.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "natter-cli did not exit on Ctrl-C: {:?}", tty.screen());
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = tty.wait_exit("Ctrl-C");
     assert_eq!(status.code(), Some(0), "{:?}", tty.screen());
 }
 
@@ -440,7 +419,7 @@ fn a_prompt_killed_with_sigterm_gives_the_terminal_back() {
     assert!(!tty.echoes(), "the prompt runs the terminal without echo");
     let pid = tty.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tty.wait_exit();
+    let status = tty.wait_exit("SIGTERM");
     assert_eq!(status.signal(), Some(libc::SIGTERM), "it still dies of the signal: {status:?}");
     assert!(tty.echoes(), "echo is back on after SIGTERM");
 }

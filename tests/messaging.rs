@@ -1049,6 +1049,7 @@ fn slow_consumer_is_cut_off_while_others_keep_flowing() {
         assert_eq!(m, incoming(&id, &text, None, &p, rounds));
         worst = worst.max(t0.elapsed());
         rounds += 1;
+        // Kept: the pair's pace during the flood.
         thread::sleep(Duration::from_millis(10));
     }
     let ids = flood.join().unwrap().unwrap_or_else(|e| panic!("flood: {e}\n{}", s.tail()));

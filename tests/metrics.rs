@@ -53,15 +53,12 @@ fn counters_match_a_known_sequence_of_actions() {
 
     // Deliveries count as such in the store once the watermark is written, within 200 ms:
     // scrape until they do (at most 5 s).
-    let waiting = std::time::Instant::now();
-    let m = loop {
-        let m = scrape(&url);
-        if m.get("natter_messages_pending_offline") == Some(&1.0) {
-            break m;
-        }
-        assert!(waiting.elapsed() < std::time::Duration::from_secs(5), "pending offline stays {m:?}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let mut m = scrape(&url);
+    let stored = poll_until(std::time::Duration::from_secs(5), || {
+        m = scrape(&url);
+        m.get("natter_messages_pending_offline") == Some(&1.0)
+    });
+    assert!(stored, "pending offline stays {m:?}");
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("{k} missing"));
     assert_eq!(get("natter_connections{state=\"logged_in\"}"), 2.0);
     assert_eq!(get("natter_connections{state=\"anonymous\"}"), 1.0);

@@ -28,6 +28,7 @@ fn object_written_byte_by_byte() {
     let frame = br#"{"type":"ping","note":"a \"quoted\" {brace} [x]"}"#;
     for (i, b) in frame.iter().enumerate() {
         c.send_raw(&[*b]);
+        // Kept: a pause so every byte is a read of its own.
         thread::sleep(Duration::from_millis(3));
         if i == frame.len() / 2 {
             // Half an object is not an answerable frame.
@@ -39,6 +40,7 @@ fn object_written_byte_by_byte() {
     let req = serde_json::to_vec(&registration("bytes@example.com", &md5_hex("pw"), "bytes")).unwrap();
     for b in &req {
         c.send_raw(&[*b]);
+        // Kept: as above.
         thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(c.recv(), sent_otp("bytes@example.com"));
@@ -158,6 +160,7 @@ fn every_two_way_split_of_a_stream_gives_the_same_answers() {
     let expected = [pong(), json!({"event":"invalid","type":"users","message":"log in or register first"}), pong()];
     for cut in 1..stream.len() {
         c.send_raw(&stream[..cut]);
+        // Kept: a pause so the two parts arrive as two reads.
         thread::sleep(Duration::from_millis(2));
         c.send_raw(&stream[cut..]);
         c.send_raw(b"\n");
