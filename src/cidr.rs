@@ -64,8 +64,15 @@ impl fmt::Display for Cidr {
 }
 
 /// A comma-separated list of ranges, as `--proxy-from` takes it.
-pub fn parse_list(s: &str) -> Result<Vec<Cidr>, String> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::parse).collect()
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidrList(pub Vec<Cidr>);
+
+impl FromStr for CidrList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CidrList, String> {
+        s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::parse).collect::<Result<_, _>>().map(CidrList)
+    }
 }
 
 #[cfg(test)]
@@ -100,7 +107,7 @@ mod tests {
             let e = bad.parse::<Cidr>().unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
-        assert_eq!(parse_list("10.0.0.0/8, ::1").unwrap().len(), 2);
-        assert!(parse_list("10.0.0.0/8,nope").is_err());
+        assert_eq!("10.0.0.0/8, ::1".parse::<CidrList>().unwrap().0.len(), 2);
+        assert!("10.0.0.0/8,nope".parse::<CidrList>().is_err());
     }
 }

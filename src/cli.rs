@@ -173,8 +173,8 @@ pub struct ServerArgs {
     pub require_tls: bool,
 
     /// Peers whose PROXY protocol headers (v1, v2) are believed: CIDR[,CIDR...] [default: none].
-    #[arg(long, env = "NATTER_PROXY_FROM", value_parser = crate::cidr::parse_list)]
-    pub proxy_from: Option<Vec<crate::cidr::Cidr>>,
+    #[arg(long, env = "NATTER_PROXY_FROM")]
+    pub proxy_from: Option<crate::cidr::CidrList>,
 
     /// Voice datagrams per second per party on the relay (burst: one second's worth).
     #[arg(long, env = "NATTER_RELAY_RATE", default_value_t = 200)]
@@ -242,7 +242,7 @@ impl ServerArgs {
             metrics: self.metrics,
             tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFilesConfig { cert, key }),
             require_tls: self.require_tls,
-            proxy_from: self.proxy_from.unwrap_or_default(),
+            proxy_from: self.proxy_from.unwrap_or_default().0,
             hash_threads: self.hash_threads.max(1),
         }
     }

@@ -193,6 +193,12 @@ impl Core {
         self.out.invalid(conn, "unknown", msg);
     }
 
+    /// The plain stream from a client that is not on loopback, under `--require-tls`
+    /// (PROTOCOL.md section 13): answer `invalid`; the loop closes it after the flush.
+    pub fn on_plain_refused(&mut self, conn: ConnId) {
+        self.out.invalid(conn, "unknown", "TLS required");
+    }
+
     /// True when the core holds output the loop has not taken yet (produced outside the
     /// handle phase, e.g. by a connection closing): the loop must not sleep on it.
     pub fn has_output(&self) -> bool {

@@ -11,7 +11,6 @@ use super::proxy::Header;
 use super::transport::{Offer, Refusal, Step, Transport};
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
-use crate::protocol::{response, ErrorKind};
 use crate::token_bucket::TokenBucket;
 use mio::net::TcpStream;
 use std::collections::VecDeque;
@@ -233,9 +232,7 @@ impl Conn {
                     return;
                 }
                 Err(Refusal::TlsRequired) => {
-                    let mut answer = Vec::new();
-                    response::error(&mut answer, ErrorKind::Invalid, "unknown", "TLS required");
-                    self.queue(&answer, usize::MAX, None);
+                    // The loop has the core answer it (the answer goes out like any other).
                     self.closing = Some(CloseWhy::TlsRequired);
                     return;
                 }
@@ -261,9 +258,9 @@ impl Conn {
     }
 
     /// True when the transport has something to write that the core did not queue: TLS
-    /// records (the handshake's, an alert) or the answer to a refused plain stream.
+    /// records (the handshake's, an alert).
     pub fn transport_wants_write(&mut self) -> bool {
-        self.closing == Some(CloseWhy::TlsRequired) || self.transport.tls().is_some_and(|t| t.has_records())
+        self.transport.tls().is_some_and(|t| t.has_records())
     }
 
     /// Queues TLS's `close_notify` before a close (no-op for the plain stream).

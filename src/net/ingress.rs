@@ -148,8 +148,10 @@ impl EventLoop {
                         Some(false) => self.metrics.counters.handshakes_failed += 1,
                         None => {}
                     }
-                    if let Some(CloseWhy::Refused(_)) = conn.closing {
-                        self.metrics.counters.transports_refused += 1;
+                    match conn.closing {
+                        Some(CloseWhy::Refused(_)) => self.metrics.counters.transports_refused += 1,
+                        Some(CloseWhy::TlsRequired) => self.core.on_plain_refused(id),
+                        _ => {}
                     }
                 }
                 ReadOutcome::WouldBlock => conn.readable = false,
