@@ -1,4 +1,4 @@
-//! Fuzzing on the stable toolchain: bounded proptest runs over the two places where raw
+//! Fuzzing on the stable toolchain: bounded proptest runs over the places where raw
 //! bytes from the network first meet our code. Each property runs `PROPTEST_CASES` cases
 //! (proptest's default, 256, under `cargo test`; `.ci/run` raises it so that each target
 //! runs for about a minute). Run longer, for example:
@@ -12,6 +12,8 @@
 
 use natter::chat::relay::{DropReason, Relay, Verdict, MAX_DATAGRAM};
 use natter::framing::FrameScanner;
+use natter::net::proxy;
+use natter::net::transport::{detect, Offer, Step, Transport};
 use natter::protocol::decode;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -27,6 +29,21 @@ const SEEDS: &[&str] = &[
     r#"{"type":"history","details":{"with":"b@c.org","before":"9","limit":3}}"#,
     r#"{"type":"ack","details":{"id":"7"}}"#,
     r#"{"type":"ping"}"#,
+];
+
+/// The first bytes of connections: PROXY headers (v1, v2 over IPv4 and IPv6, LOCAL, with
+/// a TLV), a TLS start, JSON, HTTP.
+const FIRST_BYTES: &[&[u8]] = &[
+    b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 5050\r\n{\"type\":\"ping\"}\n",
+    b"PROXY TCP6 2001:db8::1 2001:db8::2 1 65535\r\n",
+    b"PROXY UNKNOWN\r\n",
+    b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x07\xc0\x00\x02\x01\xdc\x04\x13\xba{}",
+    b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x9c\x40\x13\xba",
+    b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+    b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x11\xcb\x00\x71\x07\xc0\x00\x02\x01\xdc\x04\x13\xba\x05\x00\x02id",
+    b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03",
+    b"{\"type\":\"ping\"}\n",
+    b"GET / HTTP/1.1\r\n\r\n",
 ];
 
 /// The frame limit of these targets.
@@ -120,7 +137,68 @@ fn padded_seeds_reach_the_frame_limit() {
     }
 }
 
+/// `seed` with a few byte-level mutations.
+fn mutated_first_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let edits = prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..5);
+    (prop::sample::select(FIRST_BYTES), edits).prop_map(|(seed, edits)| {
+        let mut b = seed.to_vec();
+        for (at, byte, kind) in edits {
+            let i = at % (b.len() + 1);
+            match kind {
+                0 if i < b.len() => b[i] = byte,
+                1 => b.insert(i, byte),
+                _ if i < b.len() => {
+                    b.remove(i);
+                }
+                _ => {}
+            }
+        }
+        b
+    })
+}
+
 proptest! {
+    /// Detection and the PROXY parser never panic, read a header the same whether its
+    /// bytes come at once or in pieces, never take more bytes than they were given, and
+    /// leave the bytes after a header untouched for the next transport.
+    #[test]
+    fn fuzz_transport_detection_and_proxy_headers(
+        bytes in mutated_first_bytes(),
+        cuts in prop::collection::vec(1usize..20, 1..6),
+    ) {
+        let _ = detect(&bytes);
+        let whole = proxy::parse(&bytes);
+        if let Ok(Some((_, n))) = whole {
+            prop_assert!(n <= bytes.len());
+            for end in n..=bytes.len() {
+                prop_assert_eq!(proxy::parse(&bytes[..end]), whole);
+            }
+            for end in 0..n {
+                prop_assert!(matches!(proxy::parse(&bytes[..end]), Ok(None) | Err(_)));
+            }
+        }
+        // As a connection from a trusted proxy reads them, in pieces.
+        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let mut transport = Transport::new(true);
+        let mut input = Vec::new();
+        let (mut at, mut i) = (0, 0);
+        let mut taken = 0;
+        'feed: while at < bytes.len() {
+            let end = (at + cuts[i % cuts.len()]).min(bytes.len());
+            input.extend_from_slice(&bytes[at..end]);
+            at = end;
+            i += 1;
+            loop {
+                match transport.step(&mut input, peer, &Offer::default()) {
+                    Ok(Step::Proxied(_)) => taken = at - input.len(),
+                    Ok(Step::Wait) => break,
+                    Ok(_) | Err(_) => break 'feed,
+                }
+            }
+        }
+        prop_assert!(bytes[taken..].starts_with(&input[..input.len().min(bytes.len() - taken)]));
+    }
+
     #[test]
     fn fuzz_framing_and_decoding_never_panic(
         frames in prop::collection::vec(mutated(), 1..6),
