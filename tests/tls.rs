@@ -501,3 +501,21 @@ fn tls_without_a_certificate_is_closed_at_once() {
     let (_, first) = TlsPipe::python(s.addr, &ca, &[]);
     assert!(first.starts_with("FAILED"), "{first}");
 }
+
+#[test]
+fn voice_accept_names_the_address_the_proxied_client_connected_to() {
+    let s = Server::start_with(&["--proxy-from", "127.0.0.1/32"]);
+    s.user_add("ann@x.org", "ann", "pw");
+    s.user_add("bob@x.org", "bob", "pw");
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    // bob reached the balancer's public address 192.0.2.44; the relay is there too.
+    let mut bob = s.connect();
+    bob.send_raw(b"PROXY TCP4 198.51.100.20 192.0.2.44 40000 5050\r\n");
+    assert_eq!(bob.request(&login_req(None, Some("bob@x.org"), &md5_hex("pw")))["event"], "success");
+    ann.send(&json!({"type":"voice","event":"call","details":{"email":"bob@x.org"}}));
+    assert_eq!(bob.recv()["event"], "request");
+    bob.send(&json!({"type":"voice","event":"accept","details":{"email":"ann@x.org"}}));
+    let accept = bob.recv();
+    assert_eq!(accept["event"], "accept", "{accept}");
+    assert_eq!(accept["details"]["ip"], "192.0.2.44", "the callee's accept: {accept}");
+}
