@@ -6,11 +6,14 @@
 //! frame scanner; output goes the other way through [`TlsLink::encrypt`] and
 //! [`TlsLink::write_records`]. No thread per connection, no second runtime. The crypto
 //! provider is `ring`, which needs only a C compiler to build (README, Dependencies).
+//! Never touches the socket except to write records it is handed.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
-use std::io::{self, Read, Write};
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::ServerConfig;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -81,14 +84,15 @@ fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, LoadError
 pub enum TlsError {
     /// Not TLS, a protocol violation, or an alert from the peer.
     Protocol(rustls::Error),
-    Io(io::Error),
+    /// A record could not be encrypted (rustls refused it).
+    Encrypt(String),
 }
 
 impl std::fmt::Display for TlsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TlsError::Protocol(e) => write!(f, "{e}"),
-            TlsError::Io(e) => write!(f, "{e}"),
+            TlsError::Encrypt(e) => write!(f, "{e}"),
         }
     }
 }
@@ -102,93 +106,234 @@ pub struct Received {
     pub handshake_done: bool,
 }
 
-/// One connection's TLS session. Boxed by the connection: most of its size is rustls's
-/// own state, which a plain connection does not pay for.
+/// One connection's TLS session, on rustls's unbuffered API: the buffers are ours, so an
+/// idle session holds none (the buffered API keeps a 4 KiB read buffer per connection),
+/// and records are read from and written to them without further copies.
 pub struct TlsLink {
-    session: ServerConnection,
-    /// Plaintext handed to rustls whose records are not all written yet.
+    session: UnbufferedServerConnection,
+    /// Records received and not yet processed (a partial one, usually nothing).
+    incoming: Vec<u8>,
+    /// Records to write to the socket, from `sent` on.
+    outgoing: Vec<u8>,
+    sent: usize,
+    /// Plaintext encrypted into `outgoing` whose records are not all written yet.
     in_flight: usize,
+    /// Application data may be sent: the handshake is done.
+    established: bool,
+    /// rustls reported an error: the session is over, and is never processed again (it
+    /// would report the same bad bytes a second time).
+    failed: bool,
 }
+
+/// Bytes a record adds to its plaintext at most (header, tag, content type, with room).
+const RECORD_OVERHEAD: usize = 64;
+/// The largest plaintext of one record.
+const RECORD_PLAINTEXT: usize = 16 * 1024;
 
 impl TlsLink {
     pub fn new(config: &Arc<ServerConfig>) -> Result<TlsLink, TlsError> {
-        let session = ServerConnection::new(Arc::clone(config)).map_err(TlsError::Protocol)?;
-        Ok(TlsLink { session, in_flight: 0 })
+        let session = UnbufferedServerConnection::new(Arc::clone(config)).map_err(TlsError::Protocol)?;
+        Ok(TlsLink {
+            session,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            sent: 0,
+            in_flight: 0,
+            established: false,
+            failed: false,
+        })
     }
 
-    /// Decrypts socket bytes, appending the plaintext to `plain`. On `Err`, rustls may
-    /// have queued an alert: write the records before closing.
-    pub fn receive(&mut self, mut bytes: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
-        let was_handshaking = self.session.is_handshaking();
-        let mut closed = false;
-        while !bytes.is_empty() {
-            match self.session.read_tls(&mut bytes) {
-                // After close_notify rustls takes nothing more; what follows is ignored.
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(TlsError::Io(e)),
-            }
-            let state = self.session.process_new_packets().map_err(TlsError::Protocol)?;
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                let start = plain.len();
-                plain.resize(start + n, 0);
-                self.session.reader().read_exact(&mut plain[start..]).map_err(TlsError::Io)?;
-            }
-            closed |= state.peer_has_closed();
+    /// Decrypts socket bytes, appending the plaintext to `plain`. On `Err`, an alert may
+    /// have been queued: write the records before closing.
+    pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
+        let was_established = self.established;
+        self.incoming.extend_from_slice(bytes);
+        let result = self.process(Some(plain));
+        if self.incoming.is_empty() {
+            self.incoming = Vec::new();
         }
-        Ok(Received { closed, handshake_done: was_handshaking && !self.session.is_handshaking() })
+        let closed = result?;
+        Ok(Received { closed, handshake_done: !was_established && self.established })
+    }
+
+    /// Runs rustls over the incoming records until it needs more bytes or is ready to
+    /// send application data; handshake records and alerts go to `outgoing`, plaintext to
+    /// `plain`. True when the peer sent `close_notify`.
+    fn process(&mut self, mut plain: Option<&mut Vec<u8>>) -> Result<bool, TlsError> {
+        if self.failed {
+            return Err(TlsError::Encrypt("the session already failed".to_owned()));
+        }
+        let mut closed = false;
+        loop {
+            let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut self.incoming);
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.failed = true;
+                    // Nothing more is read; the alert rustls queued for the error, if any,
+                    // is encoded next.
+                    self.incoming = Vec::new();
+                    self.encode_pending();
+                    return Err(TlsError::Protocol(e));
+                }
+            };
+            let mut stop = false;
+            match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        let Ok(record) = record else { continue };
+                        if let Some(plain) = plain.as_deref_mut() {
+                            plain.extend_from_slice(record.payload);
+                        }
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    // Not offered (no 0-RTT); drop whatever claims to be it.
+                    while early.next_record().is_some() {}
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    let start = self.outgoing.len();
+                    let mut room = 4096;
+                    loop {
+                        self.outgoing.resize(start + room, 0);
+                        match encode.encode(&mut self.outgoing[start..]) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+                            Err(e) => {
+                                self.outgoing.truncate(start);
+                                return Err(TlsError::Encrypt(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                // The encoded records wait in `outgoing`, in order, for the next flush.
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::PeerClosed => closed = true,
+                ConnectionState::WriteTraffic(_) => {
+                    self.established = true;
+                    stop = true;
+                }
+                ConnectionState::BlockedHandshake | ConnectionState::Closed => stop = true,
+                _ => stop = true,
+            }
+            self.incoming.drain(..discard);
+            if stop {
+                return Ok(closed);
+            }
+        }
+    }
+
+    /// After an error: encodes the alert rustls queued for it, best effort.
+    fn encode_pending(&mut self) {
+        for _ in 0..4 {
+            let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut self.incoming);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
+                self.incoming.drain(..discard);
+                return;
+            };
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + 512, 0);
+            let encoded = encode.encode(&mut self.outgoing[start..]);
+            self.incoming.drain(..discard);
+            match encoded {
+                Ok(n) => self.outgoing.truncate(start + n),
+                Err(_) => {
+                    self.outgoing.truncate(start);
+                    return;
+                }
+            }
+        }
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.session.is_handshaking()
+        !self.established
     }
 
     /// True when records (handshake, data or an alert) wait to be written.
     pub fn has_records(&self) -> bool {
-        self.session.wants_write()
+        self.sent < self.outgoing.len()
     }
 
-    /// Plaintext handed over and not yet written to the socket in full.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    /// Writes waiting records until the socket would block. `Ok(true)` when none is left,
-    /// and then the plaintext in flight is delivered: returns it as `delivered`.
+    /// Writes waiting records until the socket would block. `Ok(true)` when none is left;
+    /// then the plaintext in flight is delivered, and is returned in `delivered`.
     pub fn write_records(&mut self, socket: &mut impl Write, delivered: &mut usize) -> io::Result<bool> {
-        while self.session.wants_write() {
-            match self.session.write_tls(socket) {
+        while self.sent < self.outgoing.len() {
+            match socket.write(&self.outgoing[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        // All written: an idle session keeps no buffer.
+        self.outgoing = Vec::new();
+        self.sent = 0;
         *delivered = std::mem::take(&mut self.in_flight);
         Ok(true)
     }
 
     /// Encrypts a chunk of plaintext into records, once the handshake is done and no
-    /// records wait (so rustls never holds more than one chunk of ours); returns how many
-    /// bytes it took.
+    /// records wait (so that at most one chunk is held twice); returns how many bytes it
+    /// took.
     pub fn encrypt(&mut self, plain: &[u8]) -> io::Result<usize> {
-        if self.session.is_handshaking() || self.session.wants_write() || plain.is_empty() {
+        if self.failed || !self.established || self.has_records() || plain.is_empty() {
             return Ok(0);
         }
-        let n = self.session.writer().write(plain)?;
-        self.in_flight += n;
-        Ok(n)
+        let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut self.incoming);
+        let Ok(ConnectionState::WriteTraffic(mut write)) = state else {
+            // Not ready to send after all (rustls has records of its own to emit first);
+            // the next read or flush comes back here.
+            return Ok(0);
+        };
+        let room = plain.len() + (plain.len() / RECORD_PLAINTEXT + 1) * RECORD_OVERHEAD;
+        self.outgoing.clear();
+        self.outgoing.resize(room, 0);
+        let n = match write.encrypt(plain, &mut self.outgoing) {
+            Ok(n) => n,
+            Err(EncryptError::InsufficientSize(e)) => {
+                self.outgoing.resize(e.required_size, 0);
+                write.encrypt(plain, &mut self.outgoing).map_err(|e| io::Error::other(e.to_string()))?
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        };
+        self.outgoing.truncate(n);
+        self.sent = 0;
+        self.incoming.drain(..discard);
+        self.in_flight = plain.len();
+        Ok(plain.len())
     }
 
     /// Queues `close_notify` (written by the last flush before the close).
     pub fn close(&mut self) {
-        self.session.send_close_notify();
+        if self.failed || !self.established {
+            return;
+        }
+        let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut self.incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut write)) = state {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + RECORD_OVERHEAD, 0);
+            match write.queue_close_notify(&mut self.outgoing[start..]) {
+                Ok(n) => self.outgoing.truncate(start + n),
+                Err(_) => self.outgoing.truncate(start),
+            }
+        }
+        self.incoming.drain(..discard);
     }
+}
 
-    /// The application protocol agreed in the handshake, if any.
-    pub fn alpn(&self) -> Option<&[u8]> {
-        self.session.alpn_protocol()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_session_is_small() {
+        // The figure behind README's "idle TLS connection" memory: the session itself,
+        // boxed, with no buffers while idle.
+        assert!(std::mem::size_of::<TlsLink>() < 1400, "{}", std::mem::size_of::<TlsLink>());
     }
 }
