@@ -21,6 +21,8 @@
 //! - [`config`], [`cli`], [`config_file`]: settings, the command line and `--config`;
 //!   [`admin`]: `natter user ...` and `natter backup`.
 //! - [`password`], [`secret`], [`mailer`]: argon2id, OTPs and tokens, lettre.
+//! - [`line_client`]: not the server's: the client side of a line connection (connect,
+//!   queue, flush, bounded line splitting) that natter-cli and natter-bench share.
 //!
 //! # Invariants
 //!
@@ -41,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod framing;
+pub mod line_client;
 pub mod mailer;
 pub mod net;
 pub mod password;

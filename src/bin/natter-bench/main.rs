@@ -6,6 +6,7 @@
 //! workload counts what it expected and what arrived: anything lost, duplicated or
 //! corrupted is an error, reported and turned into a non-zero exit status.
 
+mod answer;
 mod net;
 mod server;
 mod stats;

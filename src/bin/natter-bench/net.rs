@@ -3,19 +3,18 @@
 //! Lines the server sends are collected into one arena per poll round and handed to the
 //! workload; what the workload sends is appended to each client's output and written in one
 //! go per round (as the server does), so the generator costs few system calls per message.
+//! Each client's buffers and line splitting are natter's shared [`LineClient`].
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use std::io::{self, Read, Write};
+use natter::line_client::{self, LineClient};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
 pub struct Client {
-    stream: TcpStream,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    written: usize,
+    conn: LineClient<TcpStream>,
     pub open: bool,
 }
 
@@ -46,45 +45,31 @@ impl Clients {
 
     /// Opens a client; returns its index.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<usize> {
-        let std = std::net::TcpStream::connect(addr)?;
-        std.set_nonblocking(true)?;
-        std.set_nodelay(true)?;
-        let mut stream = TcpStream::from_std(std);
+        let mut conn = LineClient::new(TcpStream::from_std(line_client::connect(addr, None)?));
         let i = self.clients.len();
-        self.poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        self.clients.push(Client { stream, input: Vec::new(), output: Vec::new(), written: 0, open: true });
+        self.poll.registry().register(conn.stream_mut(), Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        self.clients.push(Client { conn, open: true });
         Ok(i)
     }
 
     /// Queues bytes for client `i`; they go out at the next [`flush`](Self::flush).
     pub fn send(&mut self, i: usize, bytes: &[u8]) {
         let c = &mut self.clients[i];
-        if c.output.len() == c.written {
+        if c.conn.unsent() == 0 {
             self.dirty.push(i);
         }
-        c.output.extend_from_slice(bytes);
+        c.conn.queue(bytes);
     }
 
     /// Writes every client's queued bytes as far as the sockets take them.
     pub fn flush(&mut self) {
         for i in std::mem::take(&mut self.dirty) {
             let c = &mut self.clients[i];
-            while c.written < c.output.len() {
-                match c.stream.write(&c.output[c.written..]) {
-                    Ok(n) => c.written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        c.open = false;
-                        break;
-                    }
-                }
-            }
-            if c.written == c.output.len() {
-                c.output.clear();
-                c.written = 0;
-            } else {
-                self.dirty.push(i);
+            match c.conn.flush() {
+                Ok(true) => {}
+                Ok(false) => self.dirty.push(i),
+                // The queue is dropped with the connection; nothing is left to retry.
+                Err(_) => c.open = false,
             }
         }
     }
@@ -104,7 +89,7 @@ impl Clients {
         let ready: Vec<(usize, bool, bool)> =
             self.events.iter().map(|e| (e.token().0, e.is_readable() || e.is_read_closed(), e.is_writable())).collect();
         for (i, readable, writable) in ready {
-            if writable && !self.dirty.contains(&i) && self.clients[i].written < self.clients[i].output.len() {
+            if writable && !self.dirty.contains(&i) && self.clients[i].conn.unsent() > 0 {
                 self.dirty.push(i);
             }
             if readable {
@@ -114,31 +99,20 @@ impl Clients {
         Ok(())
     }
 
+    /// Reads client `i` until it would block, appending its complete lines to the arena. A
+    /// closed, broken or overflowing connection is marked closed; the workload counts what
+    /// it then misses.
     fn read_client(&mut self, i: usize) {
+        let (arena, lines) = (&mut self.arena, &mut self.lines);
         let c = &mut self.clients[i];
-        loop {
-            match c.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    c.open = false;
-                    break;
-                }
-                Ok(n) => c.input.extend_from_slice(&self.scratch[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    c.open = false;
-                    break;
-                }
-            }
+        let read = c.conn.read_lines(&mut self.scratch, |line| {
+            let a = arena.len();
+            arena.extend_from_slice(line);
+            lines.push((i, a..arena.len()));
+        });
+        if read.is_err() {
+            c.open = false;
         }
-        let mut start = 0;
-        while let Some(nl) = c.input[start..].iter().position(|&b| b == b'\n') {
-            let a = self.arena.len();
-            self.arena.extend_from_slice(&c.input[start..start + nl]);
-            self.lines.push((i, a..self.arena.len()));
-            start += nl + 1;
-        }
-        c.input.drain(..start);
     }
 
     /// Runs rounds, handing every line to `on_line`, until it returns true or `limit`

@@ -18,10 +18,10 @@ use clap::{Parser, ValueEnum};
 use editor::Editor;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
+use natter::line_client::{self, LineClient, LineError};
 use render::Paint;
 use session::{Action, Options, Output, Session};
 use std::io::{self, BufRead, Read, Write};
-use std::net::ToSocketAddrs;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -71,6 +71,7 @@ enum Colour {
 const SOCKET: Token = Token(0);
 const STDIN: Token = Token(1);
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 enum Input {
     Bytes(Vec<u8>),
@@ -116,9 +117,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
-    let mut stream = connect(&args.addr)?;
+    let mut conn = LineClient::new(TcpStream::from_std(line_client::connect(args.addr.as_str(), Some(CONNECT_WAIT))?));
     let mut poll = Poll::new()?;
-    poll.registry().register(&mut stream, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+    poll.registry().register(conn.stream_mut(), SOCKET, Interest::READABLE | Interest::WRITABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), STDIN)?);
 
     let tty = term::is_tty(0) && term::is_tty(1);
@@ -130,7 +131,6 @@ fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
     let thread_waker = Arc::clone(&waker);
     std::thread::spawn(move || read_stdin(tty, &tx, &thread_waker));
 
-    let mut conn = Conn { stream, out: Vec::new(), partial: Vec::new() };
     screen.redraw();
     let mut pending = session.start();
     let mut events = Events::with_capacity(16);
@@ -138,19 +138,19 @@ fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
     loop {
         for action in pending.drain(..) {
             match action {
-                Action::Send(line) => conn.queue(&line),
+                Action::Send(line) => conn.queue_line(line.as_bytes()),
                 Action::Print(text) => screen.print(&text, false),
                 Action::Warn(text) => screen.print(&text, true),
                 Action::Ask { prompt, hidden } => screen.ask(&prompt, hidden),
                 Action::Idle(prompt) => screen.idle(&prompt, !one_shot),
                 Action::Exit(code) => {
-                    conn.flush()?;
+                    flush(&mut conn);
                     screen.finish();
                     return Ok(code as u8);
                 }
             }
         }
-        conn.flush()?;
+        flush(&mut conn);
         // Piped input has ended: its answers get a while to arrive (an unfinished JSON
         // frame would otherwise keep the ping behind it, and us, waiting forever).
         if session.draining() && drain_deadline.is_none() {
@@ -165,12 +165,24 @@ fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
         for event in events.iter() {
             match event.token() {
                 SOCKET => {
-                    let (lines, open) = conn.read()?;
+                    let mut lines = Vec::new();
+                    let read = conn.read_lines(&mut [0u8; 16 * 1024], |line| {
+                        let text = String::from_utf8_lossy(line);
+                        let text = text.trim();
+                        if !text.is_empty() {
+                            lines.push(text.to_owned());
+                        }
+                    });
                     for line in lines {
                         pending.extend(session.on_server_line(&line));
                     }
-                    if !open {
-                        pending.extend(session.on_closed());
+                    match read {
+                        Ok(()) => {}
+                        Err(e @ LineError::TooLong { .. }) => {
+                            screen.print(&format!("natter-cli: {e}"), true);
+                            pending.extend(session.on_closed());
+                        }
+                        Err(_) => pending.extend(session.on_closed()),
                     }
                 }
                 _ => {
@@ -195,21 +207,6 @@ fn monotonic_ms() -> f64 {
 
 fn now_unix() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-fn connect(addr: &str) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
-    for a in addr.to_socket_addrs().map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))? {
-        match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-            Ok(s) => {
-                s.set_nonblocking(true)?;
-                s.set_nodelay(true)?;
-                return Ok(TcpStream::from_std(s));
-            }
-            Err(e) => last = io::Error::new(e.kind(), format!("cannot connect to {a}: {e}")),
-        }
-    }
-    Err(last)
 }
 
 /// The stdin thread: keypresses from a terminal, lines from anything else, then `End`.
@@ -237,64 +234,9 @@ fn read_stdin(tty: bool, tx: &mpsc::Sender<Input>, waker: &Waker) {
     }
 }
 
-/// The connection: bytes to write, and the unfinished line read so far.
-struct Conn {
-    stream: TcpStream,
-    out: Vec<u8>,
-    partial: Vec<u8>,
-}
-
-impl Conn {
-    fn queue(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.push(b'\n');
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        while !self.out.is_empty() {
-            match self.stream.write(&self.out) {
-                Ok(n) => drop(self.out.drain(..n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A broken connection shows up as a close on the read side.
-                Err(_) => {
-                    self.out.clear();
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Complete lines read until the socket would block, and whether it is still open.
-    fn read(&mut self) -> io::Result<(Vec<String>, bool)> {
-        let mut buf = [0u8; 16 * 1024];
-        let mut open = true;
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => {
-                    open = false;
-                    break;
-                }
-                Ok(n) => self.partial.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        let mut lines = Vec::new();
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line).trim().to_owned();
-            if !text.is_empty() {
-                lines.push(text);
-            }
-        }
-        Ok((lines, open))
-    }
+/// Writes what the socket takes. A broken connection shows up as a close on the read side.
+fn flush(conn: &mut LineClient<TcpStream>) {
+    let _ = conn.flush();
 }
 
 /// What the user sees: printed lines above the prompt and the line being typed.

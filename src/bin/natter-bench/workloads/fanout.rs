@@ -1,7 +1,8 @@
 //! `fanout`: one sender, S logged-in receivers, M global messages. Measures deliveries per
 //! second (first send to last receipt) and delivery latency.
 
-use super::{global_frame, login_all, message_text, own_cpu, payload, Env, Report};
+use super::{delivered, global_frame, login_all, own_cpu, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::stats::{Ledger, Samples};
 
@@ -36,18 +37,19 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let done = cl
         .until(env.limit, |_, ci, line| {
             let r = receiver_of[ci];
-            if r == usize::MAX || !line.starts_with(b"{\"event\":\"global\"") {
-                other += 1;
-            } else {
-                let now = env.now_ns();
-                match message_text(line).and_then(|t| payload(t, p.size)) {
-                    Some((_, seq, t)) => {
-                        ledger.record(r, seq);
-                        lat.push(now.saturating_sub(t));
+            match Answer::parse(line) {
+                Some(a) if r != usize::MAX && a.event == "global" => {
+                    let now = env.now_ns();
+                    match delivered(&a, p.size) {
+                        Some((_, seq, t)) => {
+                            ledger.record(r, seq);
+                            lat.push(now.saturating_sub(t));
+                        }
+                        None => ledger.corrupted += 1,
                     }
-                    None => ledger.corrupted += 1,
+                    last = now;
                 }
-                last = now;
+                _ => other += 1,
             }
             ledger.received + ledger.duplicated >= total || other > 0
         })

@@ -1,7 +1,8 @@
 //! `latency`: one pair at a fixed rate for a fixed time: the latency distribution when the
 //! server is not saturated.
 
-use super::{is_personal, is_sent, login_all, message_text, payload, personal_frame, Env, Report};
+use super::{delivered, login_all, personal_frame, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::stats::{Ledger, Samples};
 use std::time::{Duration, Instant};
@@ -35,19 +36,16 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
         cl.round(wait.min(Duration::from_millis(1))).map_err(|e| e.to_string())?;
         let now_ns = env.now_ns();
         for (ci, range) in &cl.lines {
-            let line = &cl.arena[range.clone()];
-            if *ci == ids[0] && is_sent(line) {
-                answered += 1;
-            } else if *ci == ids[1] && is_personal(line) {
-                match message_text(line).and_then(|t| payload(t, p.size)) {
+            match Answer::parse(&cl.arena[range.clone()]) {
+                Some(a) if *ci == ids[0] && a.is("sent", "message") => answered += 1,
+                Some(a) if *ci == ids[1] && a.event == "personal" => match delivered(&a, p.size) {
                     Some((_, seq, t)) => {
                         ledger.record(0, seq);
                         lat.push(now_ns.saturating_sub(t));
                     }
                     None => ledger.corrupted += 1,
-                }
-            } else {
-                other += 1;
+                },
+                _ => other += 1,
             }
         }
     }

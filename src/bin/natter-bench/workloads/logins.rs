@@ -1,7 +1,8 @@
 //! `logins`: C clients connect and log in at once while one pair streams messages at a
 //! fixed rate. Measures logins per second and the pair's latency during the storm.
 
-use super::{is_personal, login_all, message_text, payload, personal_frame, Env, Report};
+use super::{delivered, login_all, personal_frame, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::server::{email, PASSWORD};
 use crate::stats::Samples;
@@ -43,18 +44,18 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
         cl.round(Duration::from_millis(1)).map_err(|e| e.to_string())?;
         let now = env.now_ns();
         for (ci, range) in &cl.lines {
-            let line = &cl.arena[range.clone()];
-            if *ci == pair[1] && is_personal(line) {
-                if let Some((_, _, t)) = message_text(line).and_then(|t| payload(t, p.size)) {
-                    lat.push(now.saturating_sub(t));
+            match Answer::parse(&cl.arena[range.clone()]) {
+                Some(a) if *ci == pair[1] && a.event == "personal" => {
+                    if let Some((_, _, t)) = delivered(&a, p.size) {
+                        lat.push(now.saturating_sub(t));
+                    }
                 }
-            } else if *ci >= stormers[0] {
-                if line.starts_with(b"{\"event\":\"success\",\"type\":\"login\"") {
+                _ if *ci < stormers[0] => {}
+                Some(a) if a.is("success", "login") => {
                     logged_in += 1;
                     t_last_login = now;
-                } else {
-                    failed += 1;
                 }
+                _ => failed += 1,
             }
         }
     }

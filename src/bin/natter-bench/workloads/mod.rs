@@ -9,6 +9,7 @@ pub mod offline;
 pub mod pairs;
 pub mod relay;
 
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::server::{email, PASSWORD};
 use std::io::Write;
@@ -76,10 +77,12 @@ pub fn login_all(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Re
     let mut failed = None;
     let ok = cl
         .until(env.limit, |_, i, line| {
-            if line.starts_with(b"{\"event\":\"success\",\"type\":\"login\"") {
-                pending.remove(&i);
-            } else if line.starts_with(b"{\"event\":\"failed\",\"type\":\"login\"") {
-                failed = Some(String::from_utf8_lossy(line).into_owned());
+            match Answer::parse(line) {
+                Some(a) if a.is("success", "login") => {
+                    pending.remove(&i);
+                }
+                Some(a) if a.is("failed", "login") => failed = Some(String::from_utf8_lossy(line).into_owned()),
+                _ => {}
             }
             pending.is_empty() || failed.is_some()
         })
@@ -121,15 +124,6 @@ pub fn global_frame(out: &mut Vec<u8>, stream: usize, seq: u64, t_ns: u64, size:
     out.extend_from_slice(b"\"}}\n");
 }
 
-/// The `message` text of a personal or global message line, without JSON parsing (the
-/// payload never needs escapes).
-pub fn message_text(line: &[u8]) -> Option<&[u8]> {
-    const KEY: &[u8] = b"\"message\":\"";
-    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let len = line[at..].iter().position(|&b| b == b'"')?;
-    Some(&line[at..at + len])
-}
-
 /// Parses a payload; `None` when it is corrupted (wrong shape, length or padding).
 pub fn payload(text: &[u8], size: usize) -> Option<(usize, u64, u64)> {
     if text.len() != size {
@@ -143,12 +137,9 @@ pub fn payload(text: &[u8], size: usize) -> Option<(usize, u64, u64)> {
     parts.next()?.iter().all(|&b| b == b'x').then_some((stream, seq, t))
 }
 
-pub fn is_personal(line: &[u8]) -> bool {
-    line.starts_with(b"{\"event\":\"personal\"")
-}
-
-pub fn is_sent(line: &[u8]) -> bool {
-    line.starts_with(b"{\"event\":\"sent\",\"type\":\"message\"")
+/// The payload of a delivered message; `None` when it is missing or corrupted.
+pub fn delivered(a: &Answer, size: usize) -> Option<(usize, u64, u64)> {
+    a.message().and_then(|t| payload(t, size))
 }
 
 #[cfg(test)]
@@ -159,8 +150,10 @@ mod tests {
     fn payloads_round_trip_and_corruption_is_seen() {
         let mut f = Vec::new();
         personal_frame(&mut f, 3, 7, 42, 123456, 100);
-        let text = message_text(&f).unwrap();
-        assert_eq!(payload(text, 100), Some((7, 42, 123456)));
+        // The request has the shape of its delivery: event, type and details.message.
+        let a = Answer::parse(&f).unwrap();
+        assert_eq!(delivered(&a, 100), Some((7, 42, 123456)));
+        let text = a.message().unwrap();
         let mut bad = text.to_vec();
         bad[90] = b'y';
         assert_eq!(payload(&bad, 100), None);

@@ -1,7 +1,8 @@
 //! `offline`: N personal messages stored for a user who is not connected; then it logs in.
 //! Measures the time from its login answer to the last message.
 
-use super::{is_personal, is_sent, login_all, message_text, payload, personal_frame, Env, Report};
+use super::{delivered, login_all, personal_frame, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::server::{email, PASSWORD};
 use crate::stats::Ledger;
@@ -25,7 +26,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     }
     let stored = cl
         .until(env.limit, |cl, _, line| {
-            if is_sent(line) {
+            if Answer::parse(line).is_some_and(|a| a.is("sent", "message")) {
                 answered += 1;
                 if sent < p.messages {
                     let mut f = Vec::with_capacity(p.size + 100);
@@ -51,14 +52,16 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
             if ci != me {
                 return false;
             }
-            if line.starts_with(b"{\"event\":\"success\",\"type\":\"login\"") {
-                t_login = env.now_ns();
-            } else if is_personal(line) {
-                match message_text(line).and_then(|t| payload(t, p.size)) {
-                    Some((_, seq, _)) => ledger.record(0, seq),
-                    None => ledger.corrupted += 1,
+            match Answer::parse(line) {
+                Some(a) if a.is("success", "login") => t_login = env.now_ns(),
+                Some(a) if a.event == "personal" => {
+                    match delivered(&a, p.size) {
+                        Some((_, seq, _)) => ledger.record(0, seq),
+                        None => ledger.corrupted += 1,
+                    }
+                    t_last = env.now_ns();
                 }
-                t_last = env.now_ns();
+                _ => {}
             }
             ledger.received + ledger.duplicated >= p.messages
         })

@@ -2,7 +2,8 @@
 //! a `sent` answer. Measures delivered messages per second (first send to last receipt),
 //! latency from the send time carried in each message, and server CPU per message.
 
-use super::{is_personal, is_sent, login_all, message_text, own_cpu, payload, personal_frame, Env, Report};
+use super::{delivered, login_all, own_cpu, personal_frame, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::stats::{Ledger, Samples};
 
@@ -50,17 +51,17 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let total = p.pairs as u64 * p.messages;
     let done = cl
         .until(env.limit, |cl, ci, line| {
-            match role[ci] {
-                Role::Sender(i) if is_sent(line) => {
+            match (role[ci], Answer::parse(line)) {
+                (Role::Sender(i), Some(a)) if a.is("sent", "message") => {
                     answered += 1;
                     if sent[i] < p.messages {
                         send_next(cl, i, &mut sent, &mut frame);
                     }
                 }
-                Role::Sender(_) => failed += 1,
-                Role::Receiver if is_personal(line) => {
+                (Role::Sender(_), _) => failed += 1,
+                (Role::Receiver, Some(a)) if a.event == "personal" => {
                     let now = env.now_ns();
-                    match message_text(line).and_then(|t| payload(t, p.size)) {
+                    match delivered(&a, p.size) {
                         Some((stream, seq, t)) => {
                             ledger.record(stream, seq);
                             lat.push(now.saturating_sub(t));
@@ -69,7 +70,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
                     }
                     last = now;
                 }
-                Role::Receiver => failed += 1,
+                (Role::Receiver, _) => failed += 1,
             }
             (ledger.received >= total && answered >= total) || failed > 0
         })

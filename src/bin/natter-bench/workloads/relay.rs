@@ -4,6 +4,7 @@
 //! drop counter (system-wide, /proc/net/snmp) is reported beside the loss.
 
 use super::{login_all, Env, Report};
+use crate::answer::Answer;
 use crate::net::Clients;
 use crate::server::email;
 use crate::stats::{Ledger, Samples};
@@ -17,14 +18,6 @@ pub struct Params {
     pub per_second: u64,
     pub seconds: f64,
     pub size: usize,
-}
-
-/// The value of `"key":"..."` in a line.
-fn field<'a>(line: &'a [u8], key: &str) -> Option<&'a str> {
-    let k = format!("\"{key}\":\"");
-    let at = line.windows(k.len()).position(|w| w == k.as_bytes())? + k.len();
-    let len = line[at..].iter().position(|&b| b == b'"')?;
-    std::str::from_utf8(&line[at..at + len]).ok()
 }
 
 /// Sets up the calls; returns each party's (token, relay address), caller then callee.
@@ -44,25 +37,27 @@ fn set_up(cl: &mut Clients, env: &Env, ids: &[usize], calls: usize) -> Result<Ve
     let ok = cl
         .until(env.limit, |cl, ci, line| {
             let k = party_of[&ci];
-            if line.starts_with(b"{\"type\":\"voice\",\"event\":\"request\"") {
-                let frame = format!(
-                    "{{\"type\":\"voice\",\"event\":\"accept\",\"details\":{{\"email\":\"{}\"}}}}\n",
-                    email(k - 1)
-                );
-                cl.send(ci, frame.as_bytes());
-            } else if line.starts_with(b"{\"type\":\"voice\",\"event\":\"accept\"") {
-                let addr = field(line, "ip")
-                    .zip(field(line, "port"))
-                    .and_then(|(ip, port)| format!("{ip}:{port}").parse::<SocketAddr>().ok());
-                match (field(line, "token"), addr) {
-                    (Some(t), Some(a)) if accepted[k].is_none() => {
-                        accepted[k] = Some((t.to_owned(), a));
-                        left -= 1;
-                    }
-                    _ => error = Some(String::from_utf8_lossy(line).into_owned()),
+            match Answer::parse(line) {
+                Some(a) if a.is("request", "voice") => {
+                    let frame = format!(
+                        "{{\"type\":\"voice\",\"event\":\"accept\",\"details\":{{\"email\":\"{}\"}}}}\n",
+                        email(k - 1)
+                    );
+                    cl.send(ci, frame.as_bytes());
                 }
-            } else {
-                error = Some(String::from_utf8_lossy(line).into_owned());
+                Some(a) if a.is("accept", "voice") => {
+                    let d = &a.details;
+                    let addr =
+                        d.ip.zip(d.port).and_then(|(ip, port)| format!("{ip}:{port}").parse::<SocketAddr>().ok());
+                    match (d.token, addr) {
+                        (Some(t), Some(addr)) if accepted[k].is_none() => {
+                            accepted[k] = Some((t.to_owned(), addr));
+                            left -= 1;
+                        }
+                        _ => error = Some(String::from_utf8_lossy(line).into_owned()),
+                    }
+                }
+                _ => error = Some(String::from_utf8_lossy(line).into_owned()),
             }
             left == 0 || error.is_some()
         })
