@@ -51,4 +51,5 @@ pub mod protocol;
 pub mod secret;
 pub mod store;
 pub mod timer_wheel;
+pub mod tls_client;
 pub mod token_bucket;

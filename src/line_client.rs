@@ -201,7 +201,12 @@ impl<S: Read + Write> LineClient<S> {
         }
         self.output.clear();
         self.written = 0;
-        Ok(true)
+        // A stream with a buffer of its own (TLS records) writes it out here.
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn drop_output(&mut self, e: io::Error) -> io::Error {

@@ -26,6 +26,8 @@ fn make_pair(dir: &Path, name: &str, kind: &str) -> (PathBuf, PathBuf) {
         .args(newkey)
         .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
         .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // A server certificate, not a CA: webpki (natter-cli's verifier) insists.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -518,4 +520,29 @@ fn voice_accept_names_the_address_the_proxied_client_connected_to() {
     let accept = bob.recv();
     assert_eq!(accept["event"], "accept", "{accept}");
     assert_eq!(accept["details"]["ip"], "192.0.2.44", "the callee's accept: {accept}");
+}
+
+#[test]
+fn natter_cli_refuses_an_unknown_certificate_and_works_with_its_ca() {
+    let (s, _certs, cert, _key) = tls_server("ec", &[]);
+    s.user_add("ann@x.org", "ann", "pw");
+    let cli = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_natter-cli"));
+        cmd.args(["--addr", &format!("localhost:{}", s.addr.port()), "--login", "ann@x.org"])
+            .args(extra)
+            .arg("users")
+            .env("NATTER_PASSWORD", "pw")
+            .env_remove("NATTER_ADDR")
+            .stdin(Stdio::null());
+        wait_output(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), READ_TIMEOUT, "natter-cli")
+    };
+    let refused = cli(&["--tls"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    assert!(err.contains("not signed by a CA") && err.contains("--ca"), "{err}");
+    let ok = cli(&["--ca", cert.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{out}{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(out.contains("ann <ann@x.org>"), "{out}");
 }

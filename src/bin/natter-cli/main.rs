@@ -19,6 +19,7 @@ use editor::Editor;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use natter::line_client::{self, LineClient, LineError};
+use natter::tls_client::{self, Link};
 use render::Paint;
 use session::{Action, Options, Output, Session};
 use std::io::{self, BufRead, Read, Write};
@@ -44,6 +45,14 @@ struct Args {
     /// The server's address.
     #[arg(long, env = "NATTER_ADDR", default_value = "127.0.0.1:5050")]
     addr: String,
+    /// Speak TLS, verifying the server's certificate against the system's CA roots and the
+    /// host of --addr.
+    #[arg(long)]
+    tls: bool,
+    /// Verify the server's certificate against this PEM file instead (a private CA or a
+    /// self-signed certificate); implies --tls.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// Log in as this email or username first.
     #[arg(long, value_name = "EMAIL|USERNAME")]
     login: Option<String>,
@@ -117,9 +126,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args, mut session: Session, one_shot: bool) -> io::Result<u8> {
-    let mut conn = LineClient::new(TcpStream::from_std(line_client::connect(args.addr.as_str(), Some(CONNECT_WAIT))?));
+    let link = if args.tls || args.ca.is_some() {
+        let config = tls_client::config(args.ca.as_deref()).map_err(io::Error::other)?;
+        let session = tls_client::connect(&args.addr, CONNECT_WAIT, &config)?;
+        Link::Tls(Box::new(session.map_socket(TcpStream::from_std)))
+    } else {
+        Link::Plain(TcpStream::from_std(line_client::connect(args.addr.as_str(), Some(CONNECT_WAIT))?))
+    };
+    let mut conn = LineClient::new(link);
     let mut poll = Poll::new()?;
-    poll.registry().register(conn.stream_mut(), SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+    poll.registry().register(conn.stream_mut().socket_mut(), SOCKET, Interest::READABLE | Interest::WRITABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), STDIN)?);
 
     let tty = term::is_tty(0) && term::is_tty(1);
@@ -235,7 +251,7 @@ fn read_stdin(tty: bool, tx: &mpsc::Sender<Input>, waker: &Waker) {
 }
 
 /// Writes what the socket takes. A broken connection shows up as a close on the read side.
-fn flush(conn: &mut LineClient<TcpStream>) {
+fn flush(conn: &mut LineClient<Link<TcpStream>>) {
     let _ = conn.flush();
 }
 
