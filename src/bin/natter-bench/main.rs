@@ -31,6 +31,7 @@ enum Workload {
     Logins,
     Idle,
     Relay,
+    Handshakes,
 }
 
 #[derive(Debug, Parser)]
@@ -69,6 +70,20 @@ struct Cli {
     /// argon2id iterations for the users of `logins` and for a spawned server.
     #[arg(long, default_value_t = 1)]
     argon2_iterations: u32,
+    /// Clients speak TLS (with --spawn: to a server given a fresh self-signed ECDSA P-256
+    /// certificate, made with openssl).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls and --addr: the CA (or self-signed certificate) to verify the server
+    /// against [default: the system's roots].
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// handshakes: threads opening TLS connections.
+    #[arg(long, default_value_t = 2)]
+    handshake_threads: usize,
+    /// handshakes: seconds.
+    #[arg(long, default_value_t = 5.0)]
+    handshake_seconds: f64,
     /// Upper bound in seconds on any phase of a workload.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -125,6 +140,7 @@ impl Cli {
         (self.pairs, self.messages, self.receivers, self.fanout_messages) = (2, 300, 5, 50);
         (self.rates, self.seconds, self.backlog, self.clients) = (vec![200], 0.5, 500, 10);
         (self.idle, self.calls, self.dps, self.relay_seconds) = (50, 3, 20, 0.5);
+        (self.handshake_threads, self.handshake_seconds) = (1, 0.5);
     }
 
     /// How many bench users a workload needs.
@@ -132,7 +148,7 @@ impl Cli {
         match w {
             Workload::Pairs => 2 * self.pairs,
             Workload::Fanout => self.receivers + 1,
-            Workload::Latency | Workload::Offline => 2,
+            Workload::Latency | Workload::Offline | Workload::Handshakes => 2,
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
@@ -149,7 +165,12 @@ impl Cli {
 /// thing measured.
 const CHEAP: HashParams = HashParams { memory_kib: 64, iterations: 1 };
 
-fn target(cli: &Cli, w: Workload) -> Result<Target, String> {
+/// Whether a workload's clients speak TLS.
+fn uses_tls(cli: &Cli, w: Workload) -> bool {
+    cli.tls || w == Workload::Handshakes
+}
+
+fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
     let n = cli.users(w);
     let logins = if w == Workload::Logins { cli.clients } else { 0 };
     let provision = |db: &std::path::Path| {
@@ -162,7 +183,7 @@ fn target(cli: &Cli, w: Workload) -> Result<Target, String> {
     if let Some(addr) = cli.addr {
         let db = cli.db.as_ref().ok_or("--addr needs --db (the server's database) to create bench users")?;
         provision(db)?;
-        return Ok(Target::attach(addr, cli.server_pid));
+        return Ok((Target::attach(addr, cli.server_pid), cli.ca.clone()));
     }
     let mut extra = vec![
         "--durability".to_owned(),
@@ -175,12 +196,18 @@ fn target(cli: &Cli, w: Workload) -> Result<Target, String> {
     if let Some(more) = &cli.server_args {
         extra.extend(more.split_whitespace().map(str::to_owned));
     }
-    Target::spawn(&extra, provision)
+    let pair = if uses_tls(cli, w) { Some(server::make_certificate()?) } else { None };
+    if let Some((cert, key)) = &pair {
+        extra.extend(["--tls-cert".to_owned(), cert.display().to_string()]);
+        extra.extend(["--tls-key".to_owned(), key.display().to_string()]);
+    }
+    Ok((Target::spawn(&extra, provision)?, pair.map(|(cert, _)| cert)))
 }
 
 fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
-    let t = target(cli, w)?;
-    let env = Env { addr: t.addr, pid: t.pid, base: Instant::now(), limit: Duration::from_secs(cli.timeout) };
+    let (t, ca) = target(cli, w)?;
+    let tls = if uses_tls(cli, w) { Some(natter::tls_client::config(ca.as_deref())?) } else { None };
+    let env = Env { addr: t.addr, pid: t.pid, base: Instant::now(), limit: Duration::from_secs(cli.timeout), tls };
     Ok(match w {
         Workload::Pairs => vec![workloads::pairs::run(
             &env,
@@ -215,6 +242,15 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
                 per_second: cli.dps,
                 seconds: cli.relay_seconds,
                 size: cli.datagram,
+            },
+        )?],
+        Workload::Handshakes => vec![workloads::handshakes::run(
+            &env,
+            &workloads::handshakes::Params {
+                threads: cli.handshake_threads,
+                seconds: cli.handshake_seconds,
+                rate: 1000,
+                size: cli.size,
             },
         )?],
         Workload::All => Vec::new(),
@@ -277,6 +313,7 @@ fn main() -> ExitCode {
             Workload::Logins,
             Workload::Idle,
             Workload::Relay,
+            Workload::Handshakes,
         ];
     }
     let mut reports = Vec::new();

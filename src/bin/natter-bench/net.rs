@@ -8,18 +8,23 @@
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use natter::line_client::{self, LineClient};
+use natter::tls_client::{self, Link};
+use rustls::ClientConfig;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Client {
-    conn: LineClient<TcpStream>,
+    conn: LineClient<Link<TcpStream>>,
     pub open: bool,
 }
 
 /// All clients of a workload.
 pub struct Clients {
+    /// Connect over TLS with this configuration (`--tls`).
+    tls: Option<Arc<ClientConfig>>,
     poll: Poll,
     events: Events,
     pub clients: Vec<Client>,
@@ -31,8 +36,9 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new() -> io::Result<Clients> {
+    pub fn new(tls: Option<Arc<ClientConfig>>) -> io::Result<Clients> {
         Ok(Clients {
+            tls,
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
             clients: Vec::new(),
@@ -43,11 +49,19 @@ impl Clients {
         })
     }
 
-    /// Opens a client; returns its index.
+    /// Opens a client (its TLS handshake done, with `--tls`); returns its index.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<usize> {
-        let mut conn = LineClient::new(TcpStream::from_std(line_client::connect(addr, None)?));
+        let link = match &self.tls {
+            Some(config) => {
+                let session = tls_client::connect(&addr.to_string(), Duration::from_secs(10), config)?;
+                Link::Tls(Box::new(session.map_socket(TcpStream::from_std)))
+            }
+            None => Link::Plain(TcpStream::from_std(line_client::connect(addr, None)?)),
+        };
+        let mut conn = LineClient::new(link);
         let i = self.clients.len();
-        self.poll.registry().register(conn.stream_mut(), Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;
         self.clients.push(Client { conn, open: true });
         Ok(i)
     }

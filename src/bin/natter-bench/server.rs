@@ -111,3 +111,30 @@ pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashPar
     }
     store.commit().map_err(|e| e.to_string())
 }
+
+/// A fresh self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost, made with
+/// openssl in a temp folder (left for the OS to clean: it holds two small files); returns
+/// the certificate and key files.
+pub fn make_certificate() -> Result<(PathBuf, PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("natter-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|e| format!("--tls makes a certificate with openssl, which did not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("openssl req failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok((cert, key))
+}

@@ -13,6 +13,10 @@ impl Samples {
         self.sorted = false;
     }
 
+    pub fn len(&self) -> usize {
+        self.ns.len()
+    }
+
     /// The q-quantile (0..=1) in microseconds; 0 when there are no samples.
     pub fn quantile_us(&mut self, q: f64) -> f64 {
         if self.ns.is_empty() {

@@ -2,6 +2,7 @@
 //! its stream, sequence number and send time, and the report.
 
 pub mod fanout;
+pub mod handshakes;
 pub mod idle;
 pub mod latency;
 pub mod logins;
@@ -42,6 +43,8 @@ pub struct Env {
     pub base: Instant,
     /// Upper bound on any one phase of a workload.
     pub limit: Duration,
+    /// Clients speak TLS with this configuration (`--tls`).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Env {
