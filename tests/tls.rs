@@ -546,3 +546,41 @@ fn natter_cli_refuses_an_unknown_certificate_and_works_with_its_ca() {
     assert!(ok.status.success(), "{out}{}", String::from_utf8_lossy(&ok.stderr));
     assert!(out.contains("ann <ann@x.org>"), "{out}");
 }
+
+fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
+    let out = Command::new("curl").args(["-sS", "--max-time", "5", url]).output().expect("curl is installed");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(n, v)| Some((n.to_owned(), v.parse().ok()?))))
+        .collect()
+}
+
+#[test]
+fn metrics_count_transports_handshakes_and_proxy_headers() {
+    let (s, _certs, cert, _key) = tls_server("ec", &["--metrics", "127.0.0.1:0", "--proxy-from", "127.0.0.1/32"]);
+    let url = s.log_lines().iter().find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned)).expect("metrics url");
+    let (mut tls, first) = TlsPipe::python(s.addr, &cert, &[]);
+    assert!(first.starts_with("CONNECTED"), "{first}");
+    tls.request(&json!({"type":"ping"}));
+    let mut plain = s.connect();
+    plain.ping();
+    let mut bad = s.connect();
+    bad.send_raw(b"\x16\x03\x01\x00\x05junk!");
+    bad.expect_closed();
+    let mut proxied = s.connect();
+    proxied.send_raw(b"PROXY TCP4 198.51.100.1 127.0.0.1 1 2\r\n");
+    proxied.ping();
+    let mut untrusted = s.connect_from(3);
+    untrusted.send_raw(b"PROXY TCP4 198.51.100.1 127.0.0.1 1 2\r\n");
+    untrusted.expect_closed();
+    let m = scrape(&url);
+    let get = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing from {m:?}"));
+    assert_eq!(get("natter_tls_handshakes_total{result=\"ok\"}"), 1.0);
+    assert_eq!(get("natter_tls_handshakes_total{result=\"failed\"}"), 1.0);
+    assert_eq!(get("natter_proxy_headers_total"), 1.0);
+    assert_eq!(get("natter_transports_refused_total"), 1.0);
+    assert_eq!(get("natter_connections_open{transport=\"tls\"}"), 1.0);
+    assert_eq!(get("natter_connections_open{transport=\"plain\"}"), 2.0, "plain and proxied");
+}

@@ -144,13 +144,14 @@ impl TlsLink {
         })
     }
 
-    /// Decrypts socket bytes, appending the plaintext to `plain`. On `Err`, an alert may
-    /// have been queued: write the records before closing.
+    /// Decrypts socket bytes, appending the plaintext to `plain`. After an `Err` the session
+    /// is over.
     pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
         let was_established = self.established;
         self.incoming.extend_from_slice(bytes);
         let result = self.process(Some(plain));
         if self.incoming.is_empty() {
+            // Nothing of it is held by rustls (an empty buffer has no partial record).
             self.incoming = Vec::new();
         }
         let closed = result?;
@@ -170,11 +171,11 @@ impl TlsLink {
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
+                    // rustls is not called again: it would deframe the same bad bytes a
+                    // second time (and panic in a debug build sending a second alert), and
+                    // its record of the buffer forbids dropping them. So no alert goes out:
+                    // the peer sees the connection close.
                     self.failed = true;
-                    // Nothing more is read; the alert rustls queued for the error, if any,
-                    // is encoded next.
-                    self.incoming = Vec::new();
-                    self.encode_pending();
                     return Err(TlsError::Protocol(e));
                 }
             };
@@ -223,28 +224,6 @@ impl TlsLink {
             self.incoming.drain(..discard);
             if stop {
                 return Ok(closed);
-            }
-        }
-    }
-
-    /// After an error: encodes the alert rustls queued for it, best effort.
-    fn encode_pending(&mut self) {
-        for _ in 0..4 {
-            let UnbufferedStatus { discard, state } = self.session.process_tls_records(&mut self.incoming);
-            let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
-                self.incoming.drain(..discard);
-                return;
-            };
-            let start = self.outgoing.len();
-            self.outgoing.resize(start + 512, 0);
-            let encoded = encode.encode(&mut self.outgoing[start..]);
-            self.incoming.drain(..discard);
-            match encoded {
-                Ok(n) => self.outgoing.truncate(start + n),
-                Err(_) => {
-                    self.outgoing.truncate(start);
-                    return;
-                }
             }
         }
     }
