@@ -98,3 +98,42 @@ DROP INDEX messages_to;
 CREATE INDEX messages_to ON messages(recipient_id);
 DROP INDEX messages_pair;
 CREATE INDEX messages_pair ON messages(sender_id, recipient_id);
+
+-- version: 6
+-- Groups (PROTOCOL.md section 14). A group message is one row whatever the number of
+-- members; its id comes from the same sequence as personal messages (`meta`), so one
+-- watermark per user (`users.delivered_upto`) says what was delivered of both. A member
+-- may read a group's messages from `from_id` on (the next id at its latest joining);
+-- `joined` orders the members by joining (the earliest becomes owner when the owner
+-- leaves). `last_id` orders a user's groups by activity.
+CREATE TABLE groups (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    owner_id   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_id    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE group_members (
+    group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    joined   INTEGER NOT NULL,
+    from_id  INTEGER NOT NULL,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+-- A user's groups (login catch-up, `groups`, account deletion).
+CREATE INDEX group_members_by_user ON group_members(user_id);
+-- No foreign keys, as for personal messages: deleting a group deletes its messages.
+CREATE TABLE group_messages (
+    id          INTEGER PRIMARY KEY,
+    group_id    INTEGER NOT NULL,
+    sender_id   INTEGER NOT NULL,
+    body        TEXT NOT NULL,
+    media       TEXT,
+    client_time INTEGER NOT NULL,
+    server_time INTEGER NOT NULL,
+    client_id   TEXT
+);
+-- A group's messages in id order (catch-up per membership, history): the rowid ends it.
+CREATE INDEX group_messages_by_group ON group_messages(group_id);
+CREATE UNIQUE INDEX group_messages_client_id ON group_messages(sender_id, client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX group_messages_by_sender ON group_messages(sender_id);

@@ -138,6 +138,14 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_CALL_ATTEMPTS", default_value_t = 10)]
     pub call_attempts: u32,
 
+    /// Members of one group, its owner included.
+    #[arg(long, env = "NATTER_MAX_GROUP_MEMBERS", default_value_t = 1000)]
+    pub max_group_members: usize,
+
+    /// Groups one user may be in.
+    #[arg(long, env = "NATTER_MAX_GROUPS_PER_USER", default_value_t = 500)]
+    pub max_groups_per_user: usize,
+
     /// Unsent bytes all connections together may hold; past it the connections holding the
     /// most are closed as slow consumers.
     #[arg(long, env = "NATTER_MAX_OUTPUT_TOTAL", default_value_t = 128 << 20)]
@@ -227,6 +235,8 @@ impl ServerArgs {
                 call_attempts_per_minute: self.call_attempts,
                 max_connections_per_ip: self.max_connections_per_ip,
                 max_anonymous_per_ip: self.max_anonymous_per_ip,
+                max_group_members: self.max_group_members.max(1),
+                max_groups_per_user: self.max_groups_per_user.max(1),
                 ..Limits::default()
             },
             net: NetLimits {

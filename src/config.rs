@@ -39,6 +39,10 @@ pub struct Limits {
     pub max_connections_per_ip: u32,
     /// Anonymous connections from one client address; more are accepted and closed at once.
     pub max_anonymous_per_ip: u32,
+    /// Members of one group, its owner included; more are `failed`.
+    pub max_group_members: usize,
+    /// Groups one user may be in; joining one more is `failed`.
+    pub max_groups_per_user: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,8 @@ impl Default for Limits {
             call_attempts_per_minute: 10,
             max_connections_per_ip: 256,
             max_anonymous_per_ip: 32,
+            max_group_members: 1000,
+            max_groups_per_user: 500,
         }
     }
 }

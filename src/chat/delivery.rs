@@ -1,5 +1,5 @@
-//! Getting personal messages to every connection of their recipient, and knowing when
-//! they count as delivered.
+//! Getting personal and group messages to every connection of their recipients, and
+//! knowing when they count as delivered.
 //!
 //! Each logged-in connection is fed in id order: first its backlog, read from the store in
 //! batches after the watermark (catch-up, paced by how fast its socket drains), then live.
@@ -15,7 +15,7 @@
 
 use super::sessions::{ConnId, Feed, Sessions};
 use super::{Core, OnCommitFail};
-use crate::protocol::response::{self, PersonalOut};
+use crate::protocol::response::{self, GroupMessageOut, PersonalOut};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -125,17 +125,69 @@ pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize, max_bytes: u
     let out = &mut core.out;
     let start = out.bytes.len();
     let mut full = false;
-    let read = core.store.messages_after(user, cursor, limit, |m| {
-        last = m.id;
-        if !skip.contains(&m.id) {
-            let to = (m.sender == user).then_some(&*email);
-            let msg = PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
-            let range = out.encode(|b| response::personal(b, &msg));
-            out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+    let in_groups = match core.store.memberships(user) {
+        Ok(m) => !m.is_empty(),
+        Err(e) => {
+            log::error!("reading the groups of user {user} failed: {e}");
+            true
         }
-        full = out.bytes.len() - start >= max_bytes;
-        !full
-    });
+    };
+    let read = if !in_groups {
+        // Personal messages only: read in place from the rows, nothing copied.
+        core.store.messages_after(user, cursor, limit, |m| {
+            last = m.id;
+            if !skip.contains(&m.id) {
+                let to = (m.sender == user).then_some(&*email);
+                let msg =
+                    PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
+                let range = out.encode(|b| response::personal(b, &msg));
+                out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+            }
+            full = out.bytes.len() - start >= max_bytes;
+            !full
+        })
+    } else {
+        // Personal messages and the messages of its groups, merged in id order.
+        core.store.backlog_after(user, cursor, limit).map(|rows| {
+            let n = rows.len();
+            for m in &rows {
+                last = m.id;
+                if !skip.contains(&m.id) {
+                    let range = match m.group {
+                        None => {
+                            let to = (m.sender == user).then_some(&*email);
+                            let msg = PersonalOut {
+                                id: m.id,
+                                message: &m.body,
+                                media: m.media.as_deref(),
+                                from: &m.sender_email,
+                                time: m.time,
+                                to,
+                            };
+                            out.encode(|b| response::personal(b, &msg))
+                        }
+                        Some(group) => {
+                            let msg = GroupMessageOut {
+                                id: m.id,
+                                group,
+                                message: &m.body,
+                                media: m.media.as_deref(),
+                                from: &m.sender_email,
+                                time: m.time,
+                            };
+                            out.encode(|b| response::group_message(b, &msg))
+                        }
+                    };
+                    out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+                }
+                full = out.bytes.len() - start >= max_bytes;
+                if full {
+                    break;
+                }
+            }
+            n
+        })
+    };
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     s.last_sent = s.last_sent.max(last);
     match read {

@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, calls, messages, Core, Now, OnCommitFail};
+use super::{accounts, calls, groups, messages, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
@@ -30,7 +30,14 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         }
         (_, true) => {}
     }
-    if matches!(req, Request::Personal(_) | Request::Verify { .. } | Request::Voice { .. }) {
+    if matches!(
+        req,
+        Request::Personal(_)
+            | Request::Verify { .. }
+            | Request::Voice { .. }
+            | Request::Group(_)
+            | Request::GroupMessage { .. }
+    ) {
         core.begin_write(now);
         if logged_in && core.sessions.get(conn).is_some_and(|s| s.member.is_none()) {
             // Its account was deleted by another process just now; it got `logout`.
@@ -50,7 +57,10 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Users => accounts::users(core, conn),
         Request::Personal(m) => messages::personal(core, conn, &m, now),
         Request::Global(m) => messages::global(core, conn, &m, now),
-        Request::History { with, before, limit } => messages::history(core, conn, &with, before, limit),
+        Request::History { of, before, limit } => messages::history(core, conn, &of, before, limit),
+        Request::Group(g) => groups::request(core, conn, &g, now),
+        Request::Groups => groups::list(core, conn),
+        Request::GroupMessage { group, message } => groups::message(core, conn, &group, &message, now),
         Request::Ack { id } => messages::ack(core, conn, id, now),
         Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }

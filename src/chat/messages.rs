@@ -1,4 +1,5 @@
-//! Personal and global messages, history and receipts (PROTOCOL.md sections 7, 8, 11).
+//! Personal and global messages, history and receipts (PROTOCOL.md sections 7, 8, 11);
+//! group messages are groups.rs's.
 //!
 //! A personal message is validated, stored in the iteration's transaction, answered `sent`
 //! and handed to the recipient's connections that are live; all of these sends wait for the
@@ -7,9 +8,9 @@
 //! the time its backlog read reaches it. Bytes for many receivers are encoded once.
 
 use super::sessions::{ConnId, Feed};
-use super::{delivery, validate, Core, Now, OnCommitFail};
+use super::{delivery, groups, validate, Core, Now, OnCommitFail};
 use crate::protocol::response::{self, HistoryItem, PersonalOut};
-use crate::protocol::Message;
+use crate::protocol::{Conversation, Message};
 use crate::store::messages::NewMessage;
 use crate::store::StoreError;
 use std::rc::Rc;
@@ -99,13 +100,17 @@ pub(super) fn global(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
     }
 }
 
-pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<i64>, limit: Option<i64>) {
+pub(super) fn history(core: &mut Core, conn: ConnId, of: &Conversation, before: Option<i64>, limit: Option<i64>) {
     const H: &str = "history";
     let Some(me) = core.sessions.get(conn).and_then(|s| s.member.clone()) else { return };
     let limit = match limit {
         None => 50,
         Some(n) if n <= 0 => return core.out.invalid(conn, H, "`limit` must be a positive integer"),
         Some(n) => n.min(200) as usize,
+    };
+    let with = match of {
+        Conversation::With(with) => with,
+        Conversation::Group(group) => return groups::history(core, conn, group, before, limit),
     };
     let (peer_id, peer_email) = match core.user_by_email(with) {
         Ok(Some(u)) => u,
@@ -130,7 +135,8 @@ pub(super) fn history(core: &mut Core, conn: ConnId, with: &str, before: Option<
             rows.iter().map(|r| HistoryItem {
                 id: r.id,
                 from: email(r.sender),
-                to: email(r.recipient),
+                to: Some(email(r.recipient)),
+                group: None,
                 message: &r.body,
                 media: r.media.as_deref(),
                 time: r.time,
@@ -150,8 +156,8 @@ pub(super) fn ack(core: &mut Core, conn: ConnId, id: i64, now: Now) {
     core.schedule_watermarks(now);
 }
 
-/// The value rules of section 7 shared by personal and global messages.
-fn check(m: &Message) -> Result<(), &'static str> {
+/// The value rules of section 7 shared by personal, global and group messages.
+pub(super) fn check(m: &Message) -> Result<(), &'static str> {
     validate::text(&m.message)?;
     if let Some(media) = m.media.as_deref() {
         validate::media(media)?;

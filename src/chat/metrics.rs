@@ -19,6 +19,11 @@ pub struct Counters {
     /// Requests answered `invalid` because the connection was not logged in.
     pub frames_not_logged_in: u64,
     pub calls: [u64; 5],
+    pub groups_created: u64,
+    /// Group messages stored.
+    pub group_messages: u64,
+    /// Group messages handed to members' connections (one per receiving connection).
+    pub group_deliveries: u64,
 }
 
 impl Counters {

@@ -17,6 +17,7 @@ mod contacts;
 mod delivery;
 mod directory;
 mod dispatch;
+mod groups;
 mod guards;
 mod messages;
 pub mod metrics;
@@ -109,6 +110,8 @@ pub struct Core {
     calls: calls::Calls,
     /// Accounts by email, cached for the lookups of every message.
     directory: directory::Directory,
+    /// Groups in use, cached.
+    groups: groups::Groups,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
@@ -137,6 +140,7 @@ impl Core {
             contacts: contacts::Contacts::default(),
             calls: calls::Calls::new(voice),
             directory: directory::Directory::default(),
+            groups: groups::Groups::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
         }
@@ -269,6 +273,7 @@ impl Core {
             log::error!("commit failed, answering `failed` to the iteration's writers: {e}");
             self.store.rollback();
             self.out.commit_failed();
+            self.groups.forget();
         }
         self.ledger.committed(result.is_ok(), &mut self.sessions);
         self.contacts.committed(result.is_ok());
@@ -316,6 +321,7 @@ impl Core {
     /// that no longer exist (`natter user del`) with the `logout` event.
     fn after_external_change(&mut self, now: Now) {
         self.directory.clear();
+        self.groups.forget();
         self.contacts.forget();
         let online: Vec<i64> = self.sessions.online_users().collect();
         for user in online {

@@ -72,6 +72,18 @@ pub fn media(m: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A group's name: 1 to 64 characters, not only spaces, no control characters.
+pub fn group_name(name: &str) -> Result<(), &'static str> {
+    let n = name.chars().count();
+    if n == 0 || n > 64 || name.trim().is_empty() {
+        return Err("a group's name has 1 to 64 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a group's name has no control characters");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

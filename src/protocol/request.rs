@@ -16,17 +16,60 @@ use serde_json::value::RawValue;
 /// A decoded client request, borrowing from the frame.
 #[derive(Debug, PartialEq)]
 pub enum Request<'a> {
-    Registration { email: Text<'a>, password: Text<'a>, username: Text<'a> },
-    Verify { otp: Text<'a> },
+    Registration {
+        email: Text<'a>,
+        password: Text<'a>,
+        username: Text<'a>,
+    },
+    Verify {
+        otp: Text<'a>,
+    },
     Login(Login<'a>),
     Logout,
     Users,
     Ping,
     Personal(Message<'a>),
     Global(Message<'a>),
-    Voice { event: VoiceEvent, email: Text<'a> },
-    History { with: Text<'a>, before: Option<i64>, limit: Option<i64> },
-    Ack { id: i64 },
+    Voice {
+        event: VoiceEvent,
+        email: Text<'a>,
+    },
+    History {
+        of: Conversation<'a>,
+        before: Option<i64>,
+        limit: Option<i64>,
+    },
+    Ack {
+        id: i64,
+    },
+    /// A change to a group (PROTOCOL.md section 14).
+    Group(GroupRequest<'a>),
+    /// The caller's groups.
+    Groups,
+    /// A message to a group.
+    GroupMessage {
+        group: Text<'a>,
+        message: Message<'a>,
+    },
+}
+
+/// Whose messages `history` pages.
+#[derive(Debug, PartialEq)]
+pub enum Conversation<'a> {
+    /// With one user (`with`).
+    With(Text<'a>),
+    /// Of a group (`group`).
+    Group(Text<'a>),
+}
+
+/// The group requests (`{"type":"group","event":E,...}`).
+#[derive(Debug, PartialEq)]
+pub enum GroupRequest<'a> {
+    Create { name: Text<'a>, members: Vec<Text<'a>> },
+    Add { group: Text<'a>, members: Vec<Text<'a>> },
+    Remove { group: Text<'a>, members: Vec<Text<'a>> },
+    Rename { group: Text<'a>, name: Text<'a> },
+    Leave { group: Text<'a> },
 }
 
 impl Request<'_> {
@@ -39,7 +82,9 @@ impl Request<'_> {
             Request::Logout => "logout",
             Request::Users => "users",
             Request::Ping => "ping",
-            Request::Personal(_) | Request::Global(_) => "message",
+            Request::Personal(_) | Request::Global(_) | Request::GroupMessage { .. } => "message",
+            Request::Group(_) => "group",
+            Request::Groups => "groups",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -142,6 +187,8 @@ struct MessageDetails<'a> {
     #[serde(borrow, default)]
     to: Option<Text<'a>>,
     #[serde(borrow, default)]
+    group: Option<Text<'a>>,
+    #[serde(borrow, default)]
     message: Option<Text<'a>>,
     #[serde(borrow, default)]
     media: Option<Text<'a>>,
@@ -158,9 +205,21 @@ struct EmailDetails<'a> {
 }
 
 #[derive(Deserialize)]
+struct GroupDetails<'a> {
+    #[serde(borrow, default)]
+    group: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    name: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    members: Option<Vec<Text<'a>>>,
+}
+
+#[derive(Deserialize)]
 struct HistoryDetails<'a> {
     #[serde(borrow, default)]
     with: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    group: Option<Text<'a>>,
     #[serde(default)]
     before: Option<WireId>,
     #[serde(default)]
@@ -240,8 +299,37 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "history" => {
             let d: HistoryDetails = details(ty, env.details)?;
-            Ok(Request::History { with: required(ty, "with", d.with)?, before: d.before.map(|b| b.0), limit: d.limit })
+            let of = match (d.with, d.group) {
+                (Some(with), None) => Conversation::With(with),
+                (None, Some(group)) => Conversation::Group(group),
+                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `with` or `group`, not both")),
+                (None, None) => return Err(DecodeError::new(ty, "missing field `with`")),
+            };
+            Ok(Request::History { of, before: d.before.map(|b| b.0), limit: d.limit })
         }
+        "group" => {
+            let event = event_name(ty, env.event)?;
+            let d: GroupDetails = details(ty, env.details)?;
+            Ok(Request::Group(match event.as_str() {
+                "create" => {
+                    GroupRequest::Create { name: required(ty, "name", d.name)?, members: d.members.unwrap_or_default() }
+                }
+                "add" => GroupRequest::Add {
+                    group: required(ty, "group", d.group)?,
+                    members: required(ty, "members", d.members)?,
+                },
+                "remove" => GroupRequest::Remove {
+                    group: required(ty, "group", d.group)?,
+                    members: required(ty, "members", d.members)?,
+                },
+                "rename" => {
+                    GroupRequest::Rename { group: required(ty, "group", d.group)?, name: required(ty, "name", d.name)? }
+                }
+                "leave" => GroupRequest::Leave { group: required(ty, "group", d.group)? },
+                other => return Err(DecodeError::new(ty, format!("unknown group event `{}`", clip(other)))),
+            }))
+        }
+        "groups" => Ok(Request::Groups),
         "ack" => {
             let d: AckDetails = details(ty, env.details)?;
             Ok(Request::Ack { id: required(ty, "id", d.id)?.0 })
@@ -261,6 +349,18 @@ fn decode_message<'a>(
     let global = match event_name(ty, event)?.as_str() {
         "personal" => false,
         "global" => true,
+        "group" => {
+            let d: MessageDetails = details(ty, raw)?;
+            let group = required(ty, "group", d.group)?;
+            let message = Message {
+                to: None,
+                message: required(ty, "message", d.message)?,
+                media: d.media,
+                time: d.time,
+                client_id: d.client_id,
+            };
+            return Ok(Request::GroupMessage { group, message });
+        }
         other => return Err(DecodeError::new(ty, format!("unknown message event `{}`", clip(other)))),
     };
     let d: MessageDetails = details(ty, raw)?;

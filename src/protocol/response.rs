@@ -23,12 +23,14 @@ pub struct PersonalOut<'a> {
     pub to: Option<&'a str>,
 }
 
-/// A stored message as listed by `history`.
+/// A stored message as listed by `history`: of a conversation with a user (`to`) or of a
+/// group (`group`).
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryItem<'a> {
     pub id: i64,
     pub from: &'a str,
-    pub to: &'a str,
+    pub to: Option<&'a str>,
+    pub group: Option<i64>,
     pub message: &'a str,
     pub media: Option<&'a str>,
     pub time: i64,
@@ -168,8 +170,15 @@ pub fn history<'a>(buf: &mut Vec<u8>, max: usize, items: impl Iterator<Item = Hi
         integer(buf, m.id);
         buf.extend_from_slice(b"\",\"from\":");
         string(buf, m.from);
-        buf.extend_from_slice(b",\"to\":");
-        string(buf, m.to);
+        if let Some(to) = m.to {
+            buf.extend_from_slice(b",\"to\":");
+            string(buf, to);
+        }
+        if let Some(group) = m.group {
+            buf.extend_from_slice(b",\"group\":\"");
+            integer(buf, group);
+            buf.push(b'"');
+        }
         buf.extend_from_slice(b",\"message\":");
         string(buf, m.message);
         if let Some(media) = m.media {
@@ -182,6 +191,94 @@ pub fn history<'a>(buf: &mut Vec<u8>, max: usize, items: impl Iterator<Item = Hi
     }
     buf.extend_from_slice(b"]}\n");
     buf.len() - start <= max
+}
+
+/// A group as answers and updates carry it (G of PROTOCOL.md section 14).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupOut<'a, M> {
+    pub id: i64,
+    pub name: &'a str,
+    pub owner: &'a str,
+    /// Member emails in joining order.
+    pub members: M,
+}
+
+fn group_object<'a, M: Iterator<Item = &'a str>>(buf: &mut Vec<u8>, g: GroupOut<'_, M>) {
+    buf.extend_from_slice(b"{\"group\":\"");
+    integer(buf, g.id);
+    buf.extend_from_slice(b"\",\"name\":");
+    string(buf, g.name);
+    buf.extend_from_slice(b",\"owner\":");
+    string(buf, g.owner);
+    buf.extend_from_slice(b",\"members\":[");
+    for (i, m) in g.members.enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, m);
+    }
+    buf.extend_from_slice(b"]}");
+}
+
+/// `{"event":EVENT,"type":"group","details":G}`: `success` to the requester, `update` to
+/// the members.
+pub fn group<'a, M: Iterator<Item = &'a str>>(buf: &mut Vec<u8>, event: &str, g: GroupOut<'_, M>) {
+    buf.extend_from_slice(b"{\"event\":");
+    string(buf, event);
+    buf.extend_from_slice(b",\"type\":\"group\",\"details\":");
+    group_object(buf, g);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// `{"event":"success","type":"groups","details":[G,...]}`. Stops and returns false once
+/// the answer passes `max` bytes.
+pub fn groups<'a, M: Iterator<Item = &'a str>>(
+    buf: &mut Vec<u8>,
+    max: usize,
+    groups: impl Iterator<Item = GroupOut<'a, M>>,
+) -> bool {
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"groups\",\"details\":[");
+    for (i, g) in groups.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
+        if i > 0 {
+            buf.push(b',');
+        }
+        group_object(buf, g);
+    }
+    buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
+}
+
+/// A group message as delivered to its members' connections.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupMessageOut<'a> {
+    pub id: i64,
+    pub group: i64,
+    pub message: &'a str,
+    pub media: Option<&'a str>,
+    pub from: &'a str,
+    pub time: i64,
+}
+
+pub fn group_message(buf: &mut Vec<u8>, m: &GroupMessageOut) {
+    buf.extend_from_slice(b"{\"event\":\"group\",\"type\":\"message\",\"details\":{\"id\":\"");
+    integer(buf, m.id);
+    buf.extend_from_slice(b"\",\"group\":\"");
+    integer(buf, m.group);
+    buf.extend_from_slice(b"\",\"message\":");
+    string(buf, m.message);
+    if let Some(media) = m.media {
+        buf.extend_from_slice(b",\"media\":");
+        string(buf, media);
+    }
+    buf.extend_from_slice(b",\"from\":");
+    string(buf, m.from);
+    buf.extend_from_slice(b",\"time\":");
+    integer(buf, m.time);
+    buf.extend_from_slice(b"}}\n");
 }
 
 /// `{"type":"voice","event":EVENT,"details":{"email":EMAIL}}`: request, reject, time,

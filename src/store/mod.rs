@@ -10,6 +10,7 @@
 //! from client input. This module never decides protocol rules and never touches sockets.
 
 pub mod calls;
+pub mod groups;
 pub mod messages;
 mod schema;
 pub mod users;
@@ -104,7 +105,7 @@ pub struct Store {
     conn: Connection,
     in_tx: bool,
     /// The last message id handed out; stored in `meta` with each commit that used one.
-    last_message_id: i64,
+    pub(crate) last_message_id: i64,
     /// Ids up to this are reserved in `meta` within the open transaction, or committed.
     reserved_upto: i64,
     /// Ids up to this are reserved by a committed transaction.

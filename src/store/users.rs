@@ -80,6 +80,7 @@ impl Store {
     pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
         let Some(user) = self.user_by_email(email)? else { return Ok(false) };
         self.flush_staged()?;
+        self.leave_all_groups(user.id)?;
         let conn = self.write()?;
         conn.execute("DELETE FROM messages WHERE recipient_id = ?1", [user.id])?;
         conn.execute("DELETE FROM messages WHERE sender_id = ?1", [user.id])?;
