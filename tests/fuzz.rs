@@ -28,6 +28,11 @@ const SEEDS: &[&str] = &[
     r#"{"type":"voice","event":"call","details":{"email":"b@c.org"}}"#,
     r#"{"type":"history","details":{"with":"b@c.org","before":"9","limit":3}}"#,
     r#"{"type":"ack","details":{"id":"7"}}"#,
+    r#"{"type":"group","event":"create","details":{"name":"team","members":["b@c.org","d@e.org"]}}"#,
+    r#"{"type":"group","event":"rename","details":{"group":"3","name":"x"}}"#,
+    r#"{"event":"group","type":"message","details":{"group":"3","message":"hi","client_id":"c"}}"#,
+    r#"{"type":"history","details":{"group":"3","before":"9","limit":3}}"#,
+    r#"{"type":"groups"}"#,
     r#"{"type":"ping"}"#,
 ];
 

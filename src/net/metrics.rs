@@ -261,6 +261,15 @@ fn render(core: &mut Core, net: &NetCounters) -> String {
         "Global messages handed to receiving connections.",
         c.global_deliveries,
     );
+    metric(&mut o, "natter_groups_created_total", "counter", "Groups created.", c.groups_created);
+    metric(&mut o, "natter_group_messages_total", "counter", "Group messages stored (one row each).", c.group_messages);
+    metric(
+        &mut o,
+        "natter_group_deliveries_total",
+        "counter",
+        "Group messages handed to members' live connections (one per connection).",
+        c.group_deliveries,
+    );
     metric(&mut o, "natter_bytes_received_total", "counter", "Bytes read from TCP clients.", net.bytes_in);
     metric(&mut o, "natter_bytes_sent_total", "counter", "Bytes written to TCP clients.", net.bytes_out);
     let _ = writeln!(o, "# HELP natter_frames_rejected_total Frames answered invalid, by reason.\n# TYPE natter_frames_rejected_total counter");
