@@ -38,6 +38,9 @@ pub struct Details<'a> {
     pub port: Option<&'a str>,
     #[serde(borrow)]
     pub token: Option<&'a str>,
+    /// A group's id (group answers and updates).
+    #[serde(borrow)]
+    pub group: Option<&'a str>,
 }
 
 impl<'a> Answer<'a> {
@@ -47,7 +50,7 @@ impl<'a> Answer<'a> {
         Answer::message_line(line).or_else(|| serde_json::from_slice(line).ok())
     }
 
-    /// The hot lines (`sent`, `personal` and `global` of type `message`) read in one pass
+    /// The hot lines (`sent`, `personal`, `global` and `group` of type `message`) read in one pass
     /// without a parser; `None` leaves the line to serde. Order-independent and exact on
     /// compact JSON (PROTOCOL.md section 1): a quote inside a string is escaped, so outside
     /// an escape `"event":"` can only start that field. A line with an escape, with spaces
@@ -78,7 +81,7 @@ impl<'a> Answer<'a> {
         }
         match (event?, kind?) {
             ("sent", "message") => Some(Answer { event: "sent", kind: "message", details: Details::default() }),
-            (event @ ("personal" | "global"), "message") => {
+            (event @ ("personal" | "global" | "group"), "message") => {
                 let details = Details { message: Some(Cow::Borrowed(message?)), ..Details::default() };
                 Some(Answer { event, kind: "message", details })
             }

@@ -32,6 +32,7 @@ enum Workload {
     Idle,
     Relay,
     Handshakes,
+    Groups,
 }
 
 #[derive(Debug, Parser)]
@@ -78,6 +79,18 @@ struct Cli {
     /// against [default: the system's roots].
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// groups: members of the fan-out group, all online.
+    #[arg(long, default_value_t = 1000)]
+    group_members: usize,
+    /// groups: messages to the fan-out group.
+    #[arg(long, default_value_t = 200)]
+    group_messages: u64,
+    /// groups: groups the offline member is in.
+    #[arg(long, default_value_t = 20)]
+    member_groups: usize,
+    /// groups: messages sent to them while it is offline.
+    #[arg(long, default_value_t = 10_000)]
+    group_backlog: u64,
     /// handshakes: threads opening TLS connections.
     #[arg(long, default_value_t = 2)]
     handshake_threads: usize,
@@ -141,6 +154,7 @@ impl Cli {
         (self.rates, self.seconds, self.backlog, self.clients) = (vec![200], 0.5, 500, 10);
         (self.idle, self.calls, self.dps, self.relay_seconds) = (50, 3, 20, 0.5);
         (self.handshake_threads, self.handshake_seconds) = (1, 0.5);
+        (self.group_members, self.group_messages, self.member_groups, self.group_backlog) = (5, 20, 3, 60);
     }
 
     /// How many bench users a workload needs.
@@ -149,6 +163,7 @@ impl Cli {
             Workload::Pairs => 2 * self.pairs,
             Workload::Fanout => self.receivers + 1,
             Workload::Latency | Workload::Offline | Workload::Handshakes => 2,
+            Workload::Groups => self.group_members.max(2),
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
@@ -253,6 +268,16 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
                 size: cli.size,
             },
         )?],
+        Workload::Groups => workloads::groups::run(
+            &env,
+            &workloads::groups::Params {
+                members: cli.group_members.max(2),
+                messages: cli.group_messages,
+                groups: cli.member_groups.max(1),
+                backlog: cli.group_backlog,
+                size: cli.size,
+            },
+        )?,
         Workload::All => Vec::new(),
     })
 }
@@ -314,6 +339,7 @@ fn main() -> ExitCode {
             Workload::Idle,
             Workload::Relay,
             Workload::Handshakes,
+            Workload::Groups,
         ];
     }
     let mut reports = Vec::new();

@@ -2,6 +2,7 @@
 //! its stream, sequence number and send time, and the report.
 
 pub mod fanout;
+pub mod groups;
 pub mod handshakes;
 pub mod idle;
 pub mod latency;
