@@ -342,3 +342,31 @@ fn deleting_an_account_takes_it_out_of_its_groups_as_leave_would() {
     assert_eq!(sqlite(&s, &format!("SELECT count(*) FROM groups WHERE id = {solo}")), 0, "its group of one is gone");
     assert_eq!(sqlite(&s, "SELECT count(*) FROM group_messages"), 0, "the messages it sent are gone");
 }
+
+#[test]
+fn natter_cli_creates_a_group_sends_to_it_and_shows_it_by_name() {
+    let s = server_with_users(&[]);
+    let mut bob = on(&s, "bob");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_natter-cli"))
+            .args(["--addr", &s.addr.to_string(), "--login", "ann@x.org", "--color", "never"])
+            .args(args)
+            .env("NATTER_PASSWORD", "pw")
+            .env_remove("NATTER_ADDR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("natter-cli runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let created = cli(&["group", "create", "team", "bob@x.org"]);
+    assert!(created.contains("group team (1), owner ann@x.org: ann@x.org, bob@x.org"), "{created}");
+    bob.recv();
+    let sent = cli(&["gsend", "1", "hello", "team"]);
+    assert!(sent.contains("sent, id"), "{sent}");
+    expect_group_message(&mut bob, "1", "hello team", "ann@x.org");
+    let listed = cli(&["groups"]);
+    assert!(listed.contains("1 groups") && listed.contains("team (1)"), "{listed}");
+    let history = cli(&["ghistory", "1"]);
+    assert!(history.contains("ann@x.org -> group 1: hello team"), "{history}");
+}

@@ -27,6 +27,20 @@ pub enum Cmd {
         with: String,
         limit: Option<u32>,
     },
+    /// A group change: `create NAME [EMAIL...]`, `add|remove GROUP EMAIL...`,
+    /// `rename GROUP NAME`, `leave GROUP`.
+    Group {
+        request: Value,
+    },
+    Groups,
+    GroupSend {
+        group: String,
+        text: String,
+    },
+    GroupHistory {
+        group: String,
+        limit: Option<u32>,
+    },
     Call {
         email: String,
     },
@@ -57,6 +71,13 @@ commands (USER is an email or a username):
   global TEXT               message to everyone online
   users                     every account
   history USER [LIMIT]      the conversation with USER, oldest first
+  group create NAME [EMAIL...]   a group with you and these members
+  group add|remove GROUP EMAIL...  change its members (its owner only)
+  group rename GROUP NAME   rename it (its owner only)
+  group leave GROUP         leave it
+  groups                    your groups (GROUP is the id they show)
+  gsend GROUP TEXT          message to a group
+  ghistory GROUP [LIMIT]    a group's messages, oldest first
   call USER                 ring USER
   accept [USER]             answer the ringing call
   reject [USER]             refuse the ringing call
@@ -105,6 +126,20 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
             };
             Ok(Cmd::History { with, limit })
         }
+        "group" => group(arg, tail),
+        "groups" => none_after(Cmd::Groups),
+        "gsend" => {
+            let group = need("GROUP TEXT", arg)?;
+            Ok(Cmd::GroupSend { group, text: need("GROUP TEXT", tail)? })
+        }
+        "ghistory" => {
+            let group = need("GROUP [LIMIT]", arg)?;
+            let limit = match tail {
+                "" => None,
+                n => Some(n.parse().map_err(|_| format!("ghistory: LIMIT must be a number, not {n:?}"))?),
+            };
+            Ok(Cmd::GroupHistory { group, limit })
+        }
         "call" => Ok(Cmd::Call { email: need("USER", rest)? }),
         "accept" => Ok(Cmd::Accept { email: optional(rest) }),
         "reject" => Ok(Cmd::Reject { email: optional(rest) }),
@@ -122,6 +157,44 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
         "quit" | "exit" => Ok(Cmd::Quit),
         "" => Err(String::new()),
         other => Err(format!("unknown command {other:?}; type `help`")),
+    }
+}
+
+/// `group EVENT ...`: the request it sends.
+fn group(event: &str, rest: &str) -> Result<Cmd, String> {
+    let (first, tail) = split_word(rest);
+    let words = |s: &str| -> Vec<String> { s.split_whitespace().map(str::to_owned).collect() };
+    let usage = |u: &str| Err(format!("usage: group {u}"));
+    let request = match event {
+        "create" if !first.is_empty() => {
+            json!({"type":"group","event":"create","details":{"name":first,"members":words(tail)}})
+        }
+        "create" => return usage("create NAME [EMAIL...]"),
+        "add" | "remove" if !first.is_empty() && !tail.is_empty() => {
+            json!({"type":"group","event":event,"details":{"group":first,"members":words(tail)}})
+        }
+        "add" | "remove" => return usage(&format!("{event} GROUP EMAIL...")),
+        "rename" if !first.is_empty() && !tail.is_empty() => {
+            json!({"type":"group","event":"rename","details":{"group":first,"name":tail}})
+        }
+        "rename" => return usage("rename GROUP NAME"),
+        "leave" if !first.is_empty() && tail.is_empty() => {
+            json!({"type":"group","event":"leave","details":{"group":first}})
+        }
+        "leave" => return usage("leave GROUP"),
+        _ => return usage("create|add|remove|rename|leave ..."),
+    };
+    Ok(Cmd::Group { request })
+}
+
+pub fn group_message(group: &str, text: &str, now: i64) -> Value {
+    json!({"event":"group","type":"message","details":{"group":group,"message":text,"time":now}})
+}
+
+pub fn group_history(group: &str, limit: Option<u32>) -> Value {
+    match limit {
+        Some(l) => json!({"type":"history","details":{"group":group,"limit":l}}),
+        None => json!({"type":"history","details":{"group":group}}),
     }
 }
 
@@ -191,6 +264,21 @@ mod tests {
         assert!(parse("history b@x.org lots").unwrap_err().contains("LIMIT"));
         assert!(parse("users now").is_err());
         assert!(parse("frobnicate").unwrap_err().contains("help"));
+        assert_eq!(
+            parse("group create team a@x.org b@x.org").unwrap(),
+            Cmd::Group {
+                request: json!({"type":"group","event":"create","details":{"name":"team","members":["a@x.org","b@x.org"]}})
+            }
+        );
+        assert_eq!(
+            parse("group rename 7 the A team").unwrap(),
+            Cmd::Group {
+                request: json!({"type":"group","event":"rename","details":{"group":"7","name":"the A team"}})
+            }
+        );
+        assert!(parse("group add 7").unwrap_err().contains("usage"));
+        assert_eq!(parse("gsend 7 hi there").unwrap(), Cmd::GroupSend { group: "7".into(), text: "hi there".into() });
+        assert_eq!(parse("ghistory 7 3").unwrap(), Cmd::GroupHistory { group: "7".into(), limit: Some(3) });
     }
 
     #[test]

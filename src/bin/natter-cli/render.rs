@@ -122,7 +122,8 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 /// One readable line (or a few) for a server event; `None` when the event says nothing a
 /// person needs (a `sent` in the middle of a conversation, say, is shown compactly).
 /// `now` (unix seconds) decides whether message times show their date.
-pub fn human(v: &Value, paint: Paint, now: i64) -> String {
+/// `groups` names the groups seen so far by id, for group messages.
+pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashMap<String, String>) -> String {
     let event = s(v, "event");
     let ty = s(v, "type");
     let d = &v["details"];
@@ -136,6 +137,21 @@ pub fn human(v: &Value, paint: Paint, now: i64) -> String {
             message_line(d, &who, paint, now)
         }
         ("global", "message") => message_line(d, &format!("{} (everyone)", s(d, "from")), paint, now),
+        ("group", "message") => {
+            let id = s(d, "group");
+            let group = groups.get(id).map_or_else(|| format!("group {id}"), |name| format!("{name} ({id})"));
+            message_line(d, &format!("{} @ {group}", s(d, "from")), paint, now)
+        }
+        ("success" | "update", "group") => {
+            let what = if event == "update" { "group changed" } else { "group" };
+            group_line(d, what, paint)
+        }
+        ("success", "groups") => {
+            let list = d.as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut lines = vec![paint.info(&format!("{} groups", list.len()))];
+            lines.extend(list.iter().map(|g| group_line(g, " ", paint)));
+            lines.join("\n")
+        }
         ("sent", "otp") => paint.info(&format!("{}; type the code", s(v, "message"))),
         ("sent", "message") => paint.info(&format!("sent, id {}", s(v, "id"))),
         ("success", "verify") => paint.good("registered; now log in"),
@@ -167,13 +183,26 @@ pub fn human(v: &Value, paint: Paint, now: i64) -> String {
             let lines: Vec<String> = items
                 .iter()
                 .rev()
-                .map(|m| message_line(m, &format!("{} -> {}", s(m, "from"), s(m, "to")), paint, now))
+                .map(|m| {
+                    let to = match m.get("group").and_then(Value::as_str) {
+                        Some(g) => groups.get(g).map_or_else(|| format!("group {g}"), |name| format!("{name} ({g})")),
+                        None => s(m, "to").to_owned(),
+                    };
+                    message_line(m, &format!("{} -> {to}", s(m, "from")), paint, now)
+                })
                 .collect();
             lines.join("\n")
         }
         (_, "voice") => voice(event, d, paint),
         _ => paint.info(&v.to_string()),
     }
+}
+
+/// `group NAME (ID), owner X: a, b, c`.
+fn group_line(g: &Value, what: &str, paint: Paint) -> String {
+    let members: Vec<&str> = g["members"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let members = if members.is_empty() { "no members left".to_owned() } else { members.join(", ") };
+    format!("{what} {} ({}), owner {}: {members}", paint.wrap(BOLD, s(g, "name")), s(g, "group"), s(g, "owner"))
 }
 
 fn message_line(d: &Value, who: &str, paint: Paint, now: i64) -> String {
@@ -212,6 +241,7 @@ fn voice(event: &str, d: &Value, paint: Paint) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::HashMap;
 
     #[test]
     fn pretty_keeps_order_and_text() {
@@ -235,17 +265,22 @@ mod tests {
         let p = Paint::Plain;
         let m =
             json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":0}});
-        let line = human(&m, p, 0);
+        let line = human(&m, p, 0, &HashMap::new());
         assert!(line.ends_with("a@x.org: hi #7"), "{line}");
         let f = json!({"event":"failed","type":"login","message":"invalid credentials"});
-        assert_eq!(human(&f, p, 0), "failed login: invalid credentials");
+        assert_eq!(human(&f, p, 0, &HashMap::new()), "failed login: invalid credentials");
         let h = json!({"event":"success","type":"history","details":[
             {"id":"2","from":"b@x.org","to":"a@x.org","message":"second","time":0},
             {"id":"1","from":"a@x.org","to":"b@x.org","message":"first","time":0}]});
-        let lines: Vec<String> = human(&h, p, 0).lines().map(String::from).collect();
+        let lines: Vec<String> = human(&h, p, 0, &HashMap::new()).lines().map(String::from).collect();
         assert!(lines[0].contains("first") && lines[1].contains("second"), "{lines:?}");
         let call = json!({"type":"voice","event":"request","details":{"email":"a@x.org"}});
-        assert_eq!(human(&call, p, 0), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
+        assert_eq!(human(&call, p, 0, &HashMap::new()), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
+        let names = HashMap::from([("7".to_owned(), "team".to_owned())]);
+        let gm = json!({"event":"group","type":"message","details":{"id":"9","group":"7","message":"hi","from":"a@x.org","time":0}});
+        assert!(human(&gm, p, 0, &names).contains("a@x.org @ team (7): hi"), "{}", human(&gm, p, 0, &names));
+        let upd = json!({"event":"update","type":"group","details":{"group":"7","name":"team","owner":"a@x.org","members":["a@x.org","b@x.org"]}});
+        assert_eq!(human(&upd, p, 0, &names), "group changed team (7), owner a@x.org: a@x.org, b@x.org");
     }
 
     /// A message of another day shows its date, so that a history of several days reads in
@@ -255,9 +290,9 @@ mod tests {
         let p = Paint::Plain;
         let at = |t: i64| json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":t}});
         let now = 1_800_000_000;
-        let today = human(&at(now - 1), p, now);
+        let today = human(&at(now - 1), p, now, &HashMap::new());
         assert!(today.starts_with('[') && today.as_bytes()[9] == b']', "{today}");
-        let old = human(&at(now - 3 * 86_400), p, now);
+        let old = human(&at(now - 3 * 86_400), p, now, &HashMap::new());
         let stamp = &old[1..old.find(']').unwrap()];
         assert_eq!(stamp.len(), "2027-01-12 08:00:00".len(), "{old}");
         assert!(stamp.starts_with("2027-01-1"), "{old}");

@@ -103,6 +103,8 @@ pub struct Session {
     input_ended: bool,
     /// Emails by lowercased username, from the user list and the friends list.
     directory: HashMap<String, String>,
+    /// Group names by id, from every group answer and update seen.
+    group_names: HashMap<String, String>,
     /// The user list was read for the command about to run: a name it lacks is unknown.
     directory_fresh: bool,
     /// When (ms) each ping in flight was sent, oldest first: pongs come back in order.
@@ -130,6 +132,7 @@ impl Session {
             typed: VecDeque::new(),
             input_ended: false,
             directory: HashMap::new(),
+            group_names: HashMap::new(),
             directory_fresh: false,
             ping_starts: VecDeque::new(),
         }
@@ -249,6 +252,10 @@ impl Session {
             }
             Cmd::Users => (command::simple("users"), Wait::Answer("users")),
             Cmd::History { with, limit } => (command::history(&with, limit), Wait::Answer("history")),
+            Cmd::Group { request } => (request, Wait::Answer("group")),
+            Cmd::Groups => (command::simple("groups"), Wait::Answer("groups")),
+            Cmd::GroupSend { group, text } => (command::group_message(&group, &text, now), Wait::Answer("message")),
+            Cmd::GroupHistory { group, limit } => (command::group_history(&group, limit), Wait::Answer("history")),
             Cmd::Call { email } => {
                 self.note(&format!("calling {email}..."), out);
                 self.calling = Some(email.clone());
@@ -480,7 +487,7 @@ impl Session {
 
     fn show(&self, line: &str, v: &Value) -> String {
         match self.opts.output {
-            Output::Human => render::human(v, self.opts.paint, (self.opts.clock)()),
+            Output::Human => render::human(v, self.opts.paint, (self.opts.clock)(), &self.group_names),
             Output::Json { pretty: true } => render::pretty_json(line, self.opts.paint),
             Output::Json { pretty: false } => line.to_owned(),
         }
@@ -502,7 +509,9 @@ impl Session {
                 None => {}
             }
         }
-        if let (Some(Wait::Messages(Some(left))), "personal" | "global", "message") = (self.waiting, event, ty) {
+        if let (Some(Wait::Messages(Some(left))), "personal" | "global" | "group", "message") =
+            (self.waiting, event, ty)
+        {
             self.waiting = (left > 1).then_some(Wait::Messages(Some(left - 1)));
         }
         self.next(out);
@@ -521,6 +530,12 @@ impl Session {
                 out.push(Action::Idle(self.idle_prompt()));
             }
             ("success", "users") => self.learn_users(v),
+            ("success" | "update", "group") => self.learn_group(d),
+            ("success", "groups") => {
+                for g in d.as_array().into_iter().flatten() {
+                    self.learn_group(g);
+                }
+            }
             ("success", "logout") => {
                 self.me = None;
                 out.push(Action::Idle(self.idle_prompt()));
@@ -539,6 +554,12 @@ impl Session {
                 self.ringing_from = None;
             }
             _ => {}
+        }
+    }
+
+    fn learn_group(&mut self, g: &Value) {
+        if let (Some(id), Some(name)) = (g["group"].as_str(), g["name"].as_str()) {
+            self.group_names.insert(id.to_owned(), name.to_owned());
         }
     }
 
@@ -583,7 +604,11 @@ fn answer(wait: Wait, event: &str, ty: &str) -> Option<bool> {
         Wait::Answer("voice") => (ty == "voice" && event != "request").then_some(event == "accept"),
         // Registration succeeds with `sent otp` (handled by `track`, which asks for the code).
         Wait::Answer("registration") => (failed && matches!(ty, "otp" | "registration")).then_some(false),
-        Wait::Answer("message") => (ty == "message" && !matches!(event, "personal" | "global")).then_some(!failed),
+        Wait::Answer("message") => {
+            (ty == "message" && !matches!(event, "personal" | "global" | "group")).then_some(!failed)
+        }
+        // Another member's change is an `update`, not the answer to ours.
+        Wait::Answer("group") => (ty == "group" && event != "update").then_some(!failed),
         Wait::Answer(t) => (ty == t).then_some(!failed),
     }
 }
