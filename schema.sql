@@ -137,3 +137,12 @@ CREATE TABLE group_messages (
 CREATE INDEX group_messages_by_group ON group_messages(group_id);
 CREATE UNIQUE INDEX group_messages_client_id ON group_messages(sender_id, client_id) WHERE client_id IS NOT NULL;
 CREATE INDEX group_messages_by_sender ON group_messages(sender_id);
+
+-- version: 7
+-- Blocks (PROTOCOL.md section 16): one row per blocker and blocked user. Read whole at
+-- start (blocks are few), so a message checks them in memory.
+CREATE TABLE blocks (
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    blocked_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, blocked_id)
+) WITHOUT ROWID;

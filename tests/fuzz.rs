@@ -33,6 +33,8 @@ const SEEDS: &[&str] = &[
     r#"{"event":"group","type":"message","details":{"group":"3","message":"hi","client_id":"c"}}"#,
     r#"{"type":"history","details":{"group":"3","before":"9","limit":3}}"#,
     r#"{"type":"groups"}"#,
+    r#"{"type":"block","details":{"email":"b@c.org"}}"#,
+    r#"{"type":"blocked"}"#,
     r#"{"type":"ping"}"#,
 ];
 

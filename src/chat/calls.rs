@@ -158,6 +158,9 @@ fn place(core: &mut Core, conn: ConnId, me: i64, my_email: &str, callee_email: &
     if callee.id == me {
         return core.out.failed(conn, T, "you cannot call yourself");
     }
+    if super::blocks::blocks(core, callee.id, me) {
+        return core.out.failed(conn, T, "not accepted by this recipient");
+    }
     let callee_conns = core.sessions.conns_of(callee.id).to_vec();
     if callee_conns.is_empty() {
         core.out.send(conn, OnCommitFail::Keep, |b| response::voice(b, "offline", &callee.email));

@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, calls, groups, messages, Core, Now, OnCommitFail};
+use super::{accounts, blocks, calls, groups, messages, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
@@ -37,6 +37,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
             | Request::Voice { .. }
             | Request::Group(_)
             | Request::GroupMessage { .. }
+            | Request::Block { .. }
     ) {
         core.begin_write(now);
         if logged_in && core.sessions.get(conn).is_some_and(|s| s.member.is_none()) {
@@ -61,6 +62,8 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Group(g) => groups::request(core, conn, &g, now),
         Request::Groups => groups::list(core, conn),
         Request::GroupMessage { group, message } => groups::message(core, conn, &group, &message, now),
+        Request::Block { block, email } => blocks::request(core, conn, block, &email),
+        Request::Blocked => blocks::list(core, conn),
         Request::Ack { id } => messages::ack(core, conn, id, now),
         Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }

@@ -8,7 +8,7 @@
 //! the time its backlog read reaches it. Bytes for many receivers are encoded once.
 
 use super::sessions::{ConnId, Feed};
-use super::{delivery, groups, validate, Core, Now, OnCommitFail};
+use super::{blocks, delivery, groups, validate, Core, Now, OnCommitFail};
 use crate::protocol::response::{self, HistoryItem, PersonalOut};
 use crate::protocol::{Conversation, Message};
 use crate::store::messages::NewMessage;
@@ -32,6 +32,9 @@ pub(super) fn personal(core: &mut Core, conn: ConnId, m: &Message, now: Now) {
         }
     };
     let Some((peer_id, peer_email)) = peer else { return core.out.failed(conn, T, "unknown recipient") };
+    if blocks::blocks(core, peer_id, me.user_id) {
+        return core.out.failed(conn, T, "not accepted by this recipient");
+    }
     if let Some(cid) = m.client_id.as_deref() {
         match core.store.message_by_client_id(me.user_id, cid) {
             Ok(Some(id)) => {

@@ -12,6 +12,7 @@
 
 mod accounts;
 pub mod address;
+mod blocks;
 mod calls;
 mod contacts;
 mod delivery;
@@ -112,6 +113,8 @@ pub struct Core {
     directory: directory::Directory,
     /// Groups in use, cached.
     groups: groups::Groups,
+    /// Who blocks whom, cached.
+    blocks: blocks::Blocks,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
@@ -141,6 +144,7 @@ impl Core {
             calls: calls::Calls::new(voice),
             directory: directory::Directory::default(),
             groups: groups::Groups::default(),
+            blocks: blocks::Blocks::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
         }
@@ -274,6 +278,7 @@ impl Core {
             self.store.rollback();
             self.out.commit_failed();
             self.groups.forget();
+            self.blocks.forget();
         }
         self.ledger.committed(result.is_ok(), &mut self.sessions);
         self.contacts.committed(result.is_ok());
@@ -322,6 +327,7 @@ impl Core {
     fn after_external_change(&mut self, now: Now) {
         self.directory.clear();
         self.groups.forget();
+        self.blocks.forget();
         self.contacts.forget();
         let online: Vec<i64> = self.sessions.online_users().collect();
         for user in online {

@@ -51,6 +51,13 @@ pub enum Request<'a> {
         group: Text<'a>,
         message: Message<'a>,
     },
+    /// `block` (true) or `unblock` (false) a user (PROTOCOL.md section 16).
+    Block {
+        block: bool,
+        email: Text<'a>,
+    },
+    /// The users the caller blocks.
+    Blocked,
 }
 
 /// Whose messages `history` pages.
@@ -85,6 +92,9 @@ impl Request<'_> {
             Request::Personal(_) | Request::Global(_) | Request::GroupMessage { .. } => "message",
             Request::Group(_) => "group",
             Request::Groups => "groups",
+            Request::Block { block: true, .. } => "block",
+            Request::Block { block: false, .. } => "unblock",
+            Request::Blocked => "blocked",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -330,6 +340,11 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
             }))
         }
         "groups" => Ok(Request::Groups),
+        "block" | "unblock" => {
+            let d: EmailDetails = details(ty, env.details)?;
+            Ok(Request::Block { block: ty == "block", email: required(ty, "email", d.email)? })
+        }
+        "blocked" => Ok(Request::Blocked),
         "ack" => {
             let d: AckDetails = details(ty, env.details)?;
             Ok(Request::Ack { id: required(ty, "id", d.id)?.0 })

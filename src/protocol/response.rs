@@ -110,6 +110,30 @@ pub fn users<'a>(buf: &mut Vec<u8>, max: usize, users: impl Iterator<Item = (&'a
     buf.len() - start <= max
 }
 
+/// `{"event":"success","type":TYPE}`: an answer with nothing more to say.
+pub fn success(buf: &mut Vec<u8>, ty: &str) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":");
+    string(buf, ty);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// `{"event":"success","type":"blocked","details":[EMAIL,...]}`; false past `max` bytes.
+pub fn blocked<'a>(buf: &mut Vec<u8>, max: usize, emails: impl Iterator<Item = &'a String>) -> bool {
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"blocked\",\"details\":[");
+    for (i, e) in emails.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
+        if i > 0 {
+            buf.push(b',');
+        }
+        string(buf, e);
+    }
+    buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
+}
+
 pub fn pong(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"pong\"}\n");
 }

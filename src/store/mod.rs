@@ -9,6 +9,7 @@
 //! Every statement is a cached prepared statement with bound parameters; no SQL is built
 //! from client input. This module never decides protocol rules and never touches sockets.
 
+pub mod blocks;
 pub mod calls;
 pub mod groups;
 pub mod messages;
