@@ -35,6 +35,8 @@ const SEEDS: &[&str] = &[
     r#"{"type":"groups"}"#,
     r#"{"type":"block","details":{"email":"b@c.org"}}"#,
     r#"{"type":"blocked"}"#,
+    r#"{"type":"presence"}"#,
+    r#"{"type":"login","details":{"email":"a@b.org","password":"x","subscribe":["presence","typing"]}}"#,
     r#"{"type":"ping"}"#,
 ];
 

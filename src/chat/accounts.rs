@@ -15,6 +15,7 @@ use super::{validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
 use crate::protocol::{response, Login};
 use crate::secret;
 use crate::store::users::Taken;
+use std::rc::Rc;
 
 const BAD_CREDENTIALS: &str = "invalid credentials";
 
@@ -144,7 +145,7 @@ pub(super) fn login(core: &mut Core, conn: ConnId, req: &Login, now: Now) {
     };
     let hash = user.as_ref().map_or_else(|| core.dummy_hash.clone(), |u| u.password_hash.clone());
     if let Some(s) = core.sessions.get_mut(conn) {
-        s.busy = Some(Box::new(Busy::LoggingIn { user, name_key, acks: req.acks }));
+        s.busy = Some(Box::new(Busy::LoggingIn { user, name_key, acks: req.acks, subscribe: req.subscribe }));
         core.out.jobs.push(Job::VerifyPassword { conn, hash, md5: req.password.to_ascii_lowercase() });
     }
 }
@@ -186,6 +187,7 @@ pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
 fn end_login(core: &mut Core, conn: ConnId, now: Now) {
     if let Some(member) = core.sessions.logout(conn) {
         super::calls::connection_gone(core, conn, member.user_id, now);
+        super::presence::logged_out(core, member.user_id, &member.email);
         rearm_auth(core, conn, now);
     }
 }
@@ -329,7 +331,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let Some(s) = core.sessions.get_mut(conn) else {
         return;
     };
-    let Some(Busy::LoggingIn { user, name_key, acks }) = s.busy.take().map(|b| *b) else {
+    let Some(Busy::LoggingIn { user, name_key, acks, subscribe }) = s.busy.take().map(|b| *b) else {
         return;
     };
     let Some(user) = user.filter(|_| ok) else {
@@ -363,9 +365,11 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
         response::login_ok(b, &user.username, &user.email, friends.iter().map(|(e, u)| (e.as_str(), u.as_str())))
     });
     log::debug!("user {} logged in on {conn:?}", user.id);
-    let member = Member { user_id: user.id, email: user.email.into(), acks };
+    let member = Member { user_id: user.id, email: user.email.into(), acks, subscribe };
+    let email = Rc::clone(&member.email);
     core.sessions.login(conn, member, watermark);
     core.counters.logins_ok += 1;
+    super::presence::logged_in(core, conn, user.id, &email, &friends);
     // The backlog follows the login answer (PROTOCOL.md section 5).
     super::delivery::start(core, conn);
 }

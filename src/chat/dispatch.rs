@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, blocks, calls, groups, messages, Core, Now, OnCommitFail};
+use super::{accounts, blocks, calls, groups, messages, presence, Core, Now, OnCommitFail};
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
@@ -64,6 +64,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::GroupMessage { group, message } => groups::message(core, conn, &group, &message, now),
         Request::Block { block, email } => blocks::request(core, conn, block, &email),
         Request::Blocked => blocks::list(core, conn),
+        Request::Presence => presence::query(core, conn),
         Request::Ack { id } => messages::ack(core, conn, id, now),
         Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }

@@ -23,6 +23,7 @@ mod guards;
 mod messages;
 pub mod metrics;
 mod outbox;
+mod presence;
 pub mod relay;
 mod sessions;
 mod throttle;
@@ -115,6 +116,8 @@ pub struct Core {
     groups: groups::Groups,
     /// Who blocks whom, cached.
     blocks: blocks::Blocks,
+    /// The contacts of online users, for presence events.
+    presence: presence::Presence,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
@@ -145,6 +148,7 @@ impl Core {
             directory: directory::Directory::default(),
             groups: groups::Groups::default(),
             blocks: blocks::Blocks::default(),
+            presence: presence::Presence::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
         }
@@ -229,9 +233,9 @@ impl Core {
 
     /// A connection is gone (closed by either side or by the server).
     pub fn on_close(&mut self, conn: ConnId, now: Now) {
-        if let Some(user) = self.sessions.get(conn).and_then(|s| s.member.as_ref()).map(|m| m.user_id) {
-            self.sessions.logout(conn);
-            calls::connection_gone(self, conn, user, now);
+        if let Some(member) = self.sessions.logout(conn) {
+            calls::connection_gone(self, conn, member.user_id, now);
+            presence::logged_out(self, member.user_id, &member.email);
         }
         if let Some(s) = self.sessions.close(conn) {
             for t in s.timers() {

@@ -5,6 +5,7 @@
 //! late worker result or timer for a closed connection is never applied to its successor.
 
 use super::address;
+use crate::protocol::Subscriptions;
 use crate::store::UserRow;
 use crate::timer_wheel::TimerId;
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +38,7 @@ pub enum Busy {
     /// Hashing the password, then mailing the OTP.
     Registering(Pending),
     /// Checking a password. `user` is `None` when the name matched no account.
-    LoggingIn { user: Option<UserRow>, name_key: String, acks: bool },
+    LoggingIn { user: Option<UserRow>, name_key: String, acks: bool, subscribe: Subscriptions },
 }
 
 /// A logged-in connection's user.
@@ -48,6 +49,8 @@ pub struct Member {
     pub email: Rc<str>,
     /// Logged in with `"acks":true` (PROTOCOL.md section 11).
     pub acks: bool,
+    /// The events of section 15 it asked for at login.
+    pub subscribe: Subscriptions,
 }
 
 /// How personal messages reach a logged-in connection.

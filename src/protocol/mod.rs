@@ -13,7 +13,7 @@ pub mod request;
 pub mod response;
 pub mod text;
 
-pub use request::{Conversation, DecodeError, GroupRequest, Login, Message, Request, VoiceEvent};
+pub use request::{Conversation, DecodeError, GroupRequest, Login, Message, Request, Subscriptions, VoiceEvent};
 pub use response::ErrorKind;
 pub use text::Text;
 

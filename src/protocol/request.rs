@@ -58,6 +58,8 @@ pub enum Request<'a> {
     },
     /// The users the caller blocks.
     Blocked,
+    /// Who of the caller's contacts is online.
+    Presence,
 }
 
 /// Whose messages `history` pages.
@@ -95,6 +97,7 @@ impl Request<'_> {
             Request::Block { block: true, .. } => "block",
             Request::Block { block: false, .. } => "unblock",
             Request::Blocked => "blocked",
+            Request::Presence => "presence",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -110,6 +113,16 @@ pub struct Login<'a> {
     pub password: Text<'a>,
     /// Extension: the connection acknowledges personal messages (PROTOCOL.md section 11).
     pub acks: bool,
+    /// The events the connection opts in to (PROTOCOL.md section 15).
+    pub subscribe: Subscriptions,
+}
+
+/// The optional events of section 15 a connection asked for at login.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriptions {
+    pub presence: bool,
+    pub typing: bool,
+    pub read: bool,
 }
 
 /// The body of a personal or global message as sent by a client.
@@ -190,6 +203,8 @@ struct LoginDetails<'a> {
     password: Option<Text<'a>>,
     #[serde(default)]
     acks: Option<bool>,
+    #[serde(borrow, default)]
+    subscribe: Option<Vec<Text<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -285,14 +300,25 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
             if d.username.is_none() && d.email.is_none() {
                 return Err(DecodeError::new(ty, "`details` needs `email` or `username`"));
             }
+            let mut subscribe = Subscriptions::default();
+            for name in d.subscribe.iter().flatten() {
+                match &**name {
+                    "presence" => subscribe.presence = true,
+                    "typing" => subscribe.typing = true,
+                    "read" => subscribe.read = true,
+                    other => return Err(DecodeError::new(ty, format!("unknown subscription `{}`", clip(other)))),
+                }
+            }
             Ok(Request::Login(Login {
                 username: d.username,
                 email: d.email,
                 password: required(ty, "password", d.password)?,
                 acks: d.acks.unwrap_or(false),
+                subscribe,
             }))
         }
         "logout" => Ok(Request::Logout),
+        "presence" => Ok(Request::Presence),
         "users" => Ok(Request::Users),
         "ping" => Ok(Request::Ping),
         "message" => decode_message(ty, env.event, env.details),

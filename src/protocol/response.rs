@@ -134,6 +134,32 @@ pub fn blocked<'a>(buf: &mut Vec<u8>, max: usize, emails: impl Iterator<Item = &
     buf.len() - start <= max
 }
 
+/// `{"event":"presence","type":"presence","details":{"email":E,"online":B}}`.
+pub fn presence(buf: &mut Vec<u8>, email: &str, online: bool) {
+    buf.extend_from_slice(b"{\"event\":\"presence\",\"type\":\"presence\",\"details\":{\"email\":");
+    string(buf, email);
+    buf.extend_from_slice(if online { b",\"online\":true}}\n" } else { b",\"online\":false}}\n" });
+}
+
+/// `{"event":"success","type":"presence","details":[{"email":E,"online":B},...]}`.
+pub fn presence_list<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item = (&'a str, bool)>) -> bool {
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"presence\",\"details\":[");
+    for (i, (email, online)) in list.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"{\"email\":");
+        string(buf, email);
+        buf.extend_from_slice(if online { b",\"online\":true}" } else { b",\"online\":false}" });
+    }
+    buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
+}
+
 pub fn pong(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"pong\"}\n");
 }

@@ -1,0 +1,123 @@
+//! Presence over real sockets (PROTOCOL.md section 15): opt-in at login, events on a
+//! user's first login and last logout or close only, the burst after a subscribed login,
+//! the `presence` query, and a block hiding the blocker.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn server_with_contacts() -> Server {
+    let s = Server::start();
+    for n in ["ann", "bob", "cat"] {
+        s.user_add(&format!("{n}@x.org"), n, "pw");
+    }
+    // ann and bob become contacts by a message; cat is nobody's contact.
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    let sent = ann.request(&json!({"type":"message","event":"personal","details":{"to":"bob@x.org","message":"hi"}}));
+    assert_eq!(sent["event"], "sent");
+    ann.close();
+    s
+}
+
+/// Logs in with `subscribe`; returns the connection after the login answer and the backlog.
+fn subscribed(s: &Server, name: &str, subscribe: &[&str]) -> Client {
+    let mut c = s.connect();
+    let v = c.request(&json!({"type":"login","details":{"email":format!("{name}@x.org"),"password":md5_hex("pw"),"subscribe":subscribe}}));
+    assert_eq!(v["event"], "success", "{v}");
+    c
+}
+
+fn presence(email: &str, online: bool) -> Value {
+    json!({"event":"presence","type":"presence","details":{"email":email,"online":online}})
+}
+
+/// Skips personal messages (a backlog) and returns the next other message.
+fn next_not_personal(c: &mut Client) -> Value {
+    loop {
+        let v = c.recv();
+        if v["event"] != "personal" {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn subscribed_contacts_see_the_first_login_and_the_last_logout_only() {
+    let s = server_with_contacts();
+    let mut bob = subscribed(&s, "bob", &["presence"]);
+    next_not_personal_or_silence(&mut bob);
+    let mut ann1 = logged_in(&s, "ann@x.org", "pw");
+    assert_eq!(bob.recv(), presence("ann@x.org", true));
+    let ann2 = logged_in(&s, "ann@x.org", "pw");
+    bob.expect_silence(150);
+    ann2.close();
+    bob.expect_silence(150);
+    ann1.request(&json!({"type":"logout"}));
+    assert_eq!(bob.recv(), presence("ann@x.org", false));
+    // A close counts as a logout.
+    let ann3 = logged_in(&s, "ann@x.org", "pw");
+    assert_eq!(bob.recv(), presence("ann@x.org", true));
+    ann3.close();
+    assert_eq!(bob.recv(), presence("ann@x.org", false));
+    // cat is no contact: it never shows.
+    let _cat = logged_in(&s, "cat@x.org", "pw");
+    bob.expect_silence(150);
+}
+
+fn next_not_personal_or_silence(c: &mut Client) {
+    // bob's backlog: ann's "hi".
+    let v = c.recv();
+    assert_eq!(v["event"], "personal", "{v}");
+    c.expect_silence(100);
+}
+
+#[test]
+fn without_subscribe_nothing_new_arrives() {
+    let s = server_with_contacts();
+    let mut bob = logged_in(&s, "bob@x.org", "pw");
+    bob.recv();
+    let ann = logged_in(&s, "ann@x.org", "pw");
+    ann.close();
+    bob.expect_silence(200);
+    let mut c = s.connect();
+    let v = c.request(
+        &json!({"type":"login","details":{"email":"bob@x.org","password":md5_hex("pw"),"subscribe":["gossip"]}}),
+    );
+    assert_invalid(&v, "login");
+}
+
+#[test]
+fn a_subscribed_login_gets_its_online_contacts_and_the_query_answers_for_all() {
+    let s = server_with_contacts();
+    let _ann = logged_in(&s, "ann@x.org", "pw");
+    let mut bob = subscribed(&s, "bob", &["presence", "typing"]);
+    // Right after the login answer, before the backlog.
+    assert_eq!(bob.recv(), presence("ann@x.org", true));
+    assert_eq!(bob.recv()["event"], "personal", "then the backlog");
+    let v = bob.request(&json!({"type":"presence"}));
+    assert_eq!(v, json!({"event":"success","type":"presence","details":[{"email":"ann@x.org","online":true}]}));
+    let mut cat = logged_in(&s, "cat@x.org", "pw");
+    assert_eq!(cat.request(&json!({"type":"presence"}))["details"], json!([]));
+}
+
+#[test]
+fn a_block_hides_the_blocker_from_the_blocked_only() {
+    let s = server_with_contacts();
+    let mut ann = subscribed(&s, "ann", &["presence"]);
+    ann.request(&json!({"type":"block","details":{"email":"bob@x.org"}}));
+    let mut bob = subscribed(&s, "bob", &["presence"]);
+    // ann sees bob come online; bob does not see ann.
+    assert_eq!(ann.recv(), presence("bob@x.org", true));
+    assert_eq!(next_not_personal_or_query(&mut bob), json!([{"email":"ann@x.org","online":false}]));
+    ann.request(&json!({"type":"logout"}));
+    bob.expect_silence(150);
+}
+
+/// bob's burst must be empty: after its backlog, the next line is the query's answer.
+fn next_not_personal_or_query(c: &mut Client) -> Value {
+    c.send(&json!({"type":"presence"}));
+    let v = next_not_personal(c);
+    assert_eq!((v["event"].as_str(), v["type"].as_str()), (Some("success"), Some("presence")), "{v}");
+    v["details"].clone()
+}
