@@ -121,3 +121,30 @@ fn next_not_personal_or_query(c: &mut Client) -> Value {
     assert_eq!((v["event"].as_str(), v["type"].as_str()), (Some("success"), Some("presence")), "{v}");
     v["details"].clone()
 }
+
+#[test]
+fn typing_reaches_typing_subscribed_contacts_and_co_members_only() {
+    let s = server_with_contacts();
+    let mut bob = subscribed(&s, "bob", &["typing"]);
+    assert_eq!(bob.recv()["event"], "personal");
+    let mut bob_plain = logged_in(&s, "bob@x.org", "pw");
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    ann.send(&json!({"type":"typing","details":{"to":"bob@x.org","typing":true}}));
+    assert_eq!(bob.recv(), json!({"event":"typing","type":"typing","details":{"from":"ann@x.org","typing":true}}));
+    bob_plain.expect_silence(100);
+    ann.send(&json!({"type":"typing","details":{"to":"bob@x.org","typing":false}}));
+    assert_eq!(bob.recv()["details"]["typing"], false);
+    // In a group: the other members, with the group's id.
+    let g = ann
+        .request(&json!({"type":"group","event":"create","details":{"name":"g","members":["bob@x.org","cat@x.org"]}}));
+    let id = g["details"]["group"].as_str().unwrap().to_owned();
+    assert_eq!(bob.recv()["event"], "update");
+    ann.send(&json!({"type":"typing","details":{"group":id,"typing":true}}));
+    assert_eq!(
+        bob.recv(),
+        json!({"event":"typing","type":"typing","details":{"from":"ann@x.org","group":id,"typing":true}})
+    );
+    // No answer to the typist, and a malformed one is invalid.
+    ann.ping();
+    assert_invalid(&ann.request(&json!({"type":"typing","details":{"to":"bob@x.org"}})), "typing");
+}

@@ -187,6 +187,7 @@ pub(super) fn logout(core: &mut Core, conn: ConnId, now: Now) {
 fn end_login(core: &mut Core, conn: ConnId, now: Now) {
     if let Some(member) = core.sessions.logout(conn) {
         super::calls::connection_gone(core, conn, member.user_id, now);
+        super::typing::connection_gone(core, conn, member.user_id);
         super::presence::logged_out(core, member.user_id, &member.email);
         rearm_auth(core, conn, now);
     }

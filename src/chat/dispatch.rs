@@ -2,7 +2,8 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, blocks, calls, groups, messages, presence, Core, Now, OnCommitFail};
+use super::{accounts, blocks, calls, groups, messages, presence, typing, Core, Now, OnCommitFail};
+use crate::protocol::Conversation;
 use crate::protocol::{self, response, Request};
 
 pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now: Now) {
@@ -65,6 +66,19 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Block { block, email } => blocks::request(core, conn, block, &email),
         Request::Blocked => blocks::list(core, conn),
         Request::Presence => presence::query(core, conn),
+        Request::Typing { of, typing } => {
+            // A target that names nobody is dropped without an answer (section 19).
+            let target = match of {
+                Conversation::With(email) => match core.user_by_email(&email) {
+                    Ok(Some((id, _))) => Some(typing::Target::User(id)),
+                    _ => None,
+                },
+                Conversation::Group(g) => groups::wire_id(&g).map(typing::Target::Group),
+            };
+            if let Some(target) = target {
+                typing::request(core, conn, target, typing, now);
+            }
+        }
         Request::Ack { id } => messages::ack(core, conn, id, now),
         Request::Voice { event, email } => calls::request(core, conn, event, &email, now),
     }

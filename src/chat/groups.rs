@@ -53,6 +53,24 @@ impl Groups {
     }
 }
 
+/// The members of group `id` (read into the cache when needed); `None` when there is no
+/// such group or it cannot be read now.
+pub(super) fn members_of(core: &mut Core, id: i64) -> Option<Vec<i64>> {
+    match load(core, id) {
+        Ok(Some(g)) => Some(g.members.iter().map(|m| m.0).collect()),
+        Ok(None) => None,
+        Err(e) => {
+            log::warn!("reading group {id} failed: {e}");
+            None
+        }
+    }
+}
+
+/// A wire group id: decimal digits of a positive id.
+pub(super) fn wire_id(group: &str) -> Option<i64> {
+    parse_id(group)
+}
+
 /// A wire group id: decimal digits of a positive id.
 fn parse_id(group: &str) -> Option<i64> {
     if group.is_empty() || group.len() > 18 || !group.bytes().all(|b| b.is_ascii_digit()) {

@@ -27,6 +27,7 @@ mod presence;
 pub mod relay;
 mod sessions;
 mod throttle;
+mod typing;
 pub(crate) mod validate;
 
 pub use outbox::{CloseReason, Job, JobDone, OnCommitFail, Outbox, Send};
@@ -61,6 +62,8 @@ enum Timer {
     OtpExpiry(ConnId),
     /// A ringing call's deadline.
     Ring(u64),
+    /// A typist's `true` lapses.
+    TypingLapse(i64, typing::Target),
     /// A talking call's check for relay silence.
     Silence(u64),
     /// Store the delivery watermarks raised since the last commit that wrote them.
@@ -118,6 +121,8 @@ pub struct Core {
     blocks: blocks::Blocks,
     /// The contacts of online users, for presence events.
     presence: presence::Presence,
+    /// Typing states in progress.
+    typing: typing::Typing,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
@@ -149,6 +154,7 @@ impl Core {
             groups: groups::Groups::default(),
             blocks: blocks::Blocks::default(),
             presence: presence::Presence::default(),
+            typing: typing::Typing::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
         }
@@ -235,6 +241,7 @@ impl Core {
     pub fn on_close(&mut self, conn: ConnId, now: Now) {
         if let Some(member) = self.sessions.logout(conn) {
             calls::connection_gone(self, conn, member.user_id, now);
+            typing::connection_gone(self, conn, member.user_id);
             presence::logged_out(self, member.user_id, &member.email);
         }
         if let Some(s) = self.sessions.close(conn) {
@@ -254,9 +261,11 @@ impl Core {
                 Timer::OtpExpiry(conn) => accounts::otp_expired(self, conn),
                 Timer::Ring(call) => calls::ring_timeout(self, call, now),
                 Timer::Silence(call) => calls::silence_check(self, call, now),
+                Timer::TypingLapse(from, target) => typing::lapse(self, from, target),
                 Timer::PersistWatermarks => self.ledger.persist_now(true),
                 Timer::Sweep => {
                     self.guards.sweep(now.ms);
+                    self.typing.sweep(now.ms);
                     self.timers.insert(now.ms + SWEEP_EVERY_MS, Timer::Sweep);
                 }
                 Timer::ExternalCheck => {

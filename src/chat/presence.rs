@@ -19,6 +19,13 @@ pub(super) struct Presence {
     contacts: HashMap<i64, Vec<(i64, Rc<str>)>>,
 }
 
+impl Presence {
+    /// True when `other` is among the contacts `user` had at its login (`user` online).
+    pub fn is_contact(&self, user: i64, other: i64) -> bool {
+        self.contacts.get(&user).is_some_and(|c| c.iter().any(|(id, _)| *id == other))
+    }
+}
+
 /// The contacts of `user` among `friends` (email, username), as (user, email).
 fn resolve(core: &mut Core, friends: &[(String, String)]) -> Vec<(i64, Rc<str>)> {
     let mut out = Vec::with_capacity(friends.len());

@@ -406,3 +406,78 @@ fn call_attempts_are_capped_per_minute() {
     let out = h.send(a, call);
     assert!(out.iter().any(|(_, v)| v["event"] == "request"), "{out:?}");
 }
+
+/// Logs `email` in with the `subscribe` list.
+fn login_subscribed(h: &mut Harness, email: &str, subscribe: &[&str]) -> ConnId {
+    let c = h.open();
+    let pw = password::md5_hex("pw");
+    let out = h.send(c, json!({"type":"login","details":{"email":email,"password":pw,"subscribe":subscribe}}));
+    assert_eq!(out[0].1["event"], "success", "{out:?}");
+    c
+}
+
+fn typing_to(to: &str, typing: bool) -> Value {
+    json!({"type":"typing","details":{"to":to,"typing":typing}})
+}
+
+fn typing_event(from: &str, typing: bool) -> Value {
+    json!({"event":"typing","type":"typing","details":{"from":from,"typing":typing}})
+}
+
+/// ann and bob are contacts (one message), both online; bob subscribed to typing.
+fn typing_pair() -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::new();
+    h.user("ann@x.org", "ann");
+    h.user("bob@x.org", "bob");
+    let a0 = h.login("ann@x.org", false);
+    h.send(a0, personal("bob@x.org", "hi"));
+    h.core.on_close(a0, h.now);
+    let bob = login_subscribed(&mut h, "bob@x.org", &["typing"]);
+    let ann = h.login("ann@x.org", false);
+    (h, ann, bob)
+}
+
+#[test]
+fn typing_lapses_ten_seconds_after_the_last_true() {
+    let (mut h, ann, bob) = typing_pair();
+    let out = h.send(ann, typing_to("bob@x.org", true));
+    assert_eq!(to(&out, bob), [typing_event("ann@x.org", true)]);
+    assert!(to(&out, ann).is_empty(), "no answer to the typist");
+    assert!(to(&h.advance(9_000), bob).is_empty());
+    // A renewed `true` moves the lapse: without it, it would come at 10,000.
+    h.send(ann, typing_to("bob@x.org", true));
+    assert!(to(&h.advance(9_999), bob).is_empty());
+    assert_eq!(to(&h.advance(1), bob), [typing_event("ann@x.org", false)]);
+    assert!(to(&h.advance(20_000), bob).is_empty(), "once");
+}
+
+#[test]
+fn typing_ends_with_the_typists_connection_and_is_rate_capped() {
+    let (mut h, ann, bob) = typing_pair();
+    let mut passed = 0;
+    for _ in 0..10 {
+        passed += to(&h.send(ann, typing_to("bob@x.org", true)), bob).len();
+    }
+    assert_eq!(passed, 2, "two per second per sender and target");
+    h.advance(1_000);
+    assert_eq!(to(&h.send(ann, typing_to("bob@x.org", true)), bob).len(), 1, "a new second");
+    h.core.on_close(ann, h.now);
+    let out = h.step();
+    assert_eq!(to(&out, bob), [typing_event("ann@x.org", false)], "the close ends it");
+    assert!(to(&h.advance(11_000), bob).is_empty(), "and its lapse is gone");
+}
+
+#[test]
+fn typing_to_a_stranger_or_across_a_block_goes_nowhere() {
+    let (mut h, ann, bob) = typing_pair();
+    h.user("cat@x.org", "cat");
+    let cat = login_subscribed(&mut h, "cat@x.org", &["typing"]);
+    let out = h.send(ann, typing_to("cat@x.org", true));
+    assert!(out.is_empty(), "no contact, no event, no answer: {out:?}");
+    let out = h.send(ann, typing_to("nobody@x.org", true));
+    assert!(out.is_empty(), "{out:?}");
+    h.send(bob, json!({"type":"block","details":{"email":"ann@x.org"}}));
+    h.advance(1_000);
+    let out = h.send(ann, typing_to("bob@x.org", true));
+    assert!(to(&out, bob).is_empty() && to(&out, cat).is_empty(), "{out:?}");
+}

@@ -60,6 +60,11 @@ pub enum Request<'a> {
     Blocked,
     /// Who of the caller's contacts is online.
     Presence,
+    /// The caller is (or stopped) typing to a user or in a group.
+    Typing {
+        of: Conversation<'a>,
+        typing: bool,
+    },
 }
 
 /// Whose messages `history` pages.
@@ -98,6 +103,7 @@ impl Request<'_> {
             Request::Block { block: false, .. } => "unblock",
             Request::Blocked => "blocked",
             Request::Presence => "presence",
+            Request::Typing { .. } => "typing",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -230,6 +236,16 @@ struct EmailDetails<'a> {
 }
 
 #[derive(Deserialize)]
+struct TypingDetails<'a> {
+    #[serde(borrow, default)]
+    to: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    group: Option<Text<'a>>,
+    #[serde(default)]
+    typing: Option<bool>,
+}
+
+#[derive(Deserialize)]
 struct GroupDetails<'a> {
     #[serde(borrow, default)]
     group: Option<Text<'a>>,
@@ -319,6 +335,16 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "logout" => Ok(Request::Logout),
         "presence" => Ok(Request::Presence),
+        "typing" => {
+            let d: TypingDetails = details(ty, env.details)?;
+            let of = match (d.to, d.group) {
+                (Some(to), None) => Conversation::With(to),
+                (None, Some(group)) => Conversation::Group(group),
+                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `to` or `group`, not both")),
+                (None, None) => return Err(DecodeError::new(ty, "missing field `to`")),
+            };
+            Ok(Request::Typing { of, typing: required(ty, "typing", d.typing)? })
+        }
         "users" => Ok(Request::Users),
         "ping" => Ok(Request::Ping),
         "message" => decode_message(ty, env.event, env.details),

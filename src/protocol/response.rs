@@ -160,6 +160,18 @@ pub fn presence_list<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item
     buf.len() - start <= max
 }
 
+/// `{"event":"typing","type":"typing","details":{"from":E,"typing":B}}` (plus `group`).
+pub fn typing(buf: &mut Vec<u8>, from: &str, group: Option<i64>, typing: bool) {
+    buf.extend_from_slice(b"{\"event\":\"typing\",\"type\":\"typing\",\"details\":{\"from\":");
+    string(buf, from);
+    if let Some(g) = group {
+        buf.extend_from_slice(b",\"group\":\"");
+        integer(buf, g);
+        buf.push(b'"');
+    }
+    buf.extend_from_slice(if typing { b",\"typing\":true}}\n" } else { b",\"typing\":false}}\n" });
+}
+
 pub fn pong(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"pong\"}\n");
 }
