@@ -138,14 +138,15 @@ fn bad_requests_are_invalid_or_failed_and_change_nothing() {
     assert!(assert_failed(&v, "group").contains("nobody@x.org"), "{v}");
     assert_eq!(ann.request(&json!({"type":"groups"}))["details"], json!([]), "nothing was created");
     for name in ["", "   ", &"x".repeat(65)] {
-        assert_failed(&ann.request(&group_req("create", json!({"name":name}))), "group");
+        assert_failed(&ann.request(&group_req("create", json!({"name":name,"members":[]}))), "group");
     }
+    assert_invalid(&ann.request(&group_req("create", json!({"name":"team"}))), "group");
     assert_invalid(&ann.request(&group_req("create", json!({"members":[]}))), "group");
     assert_invalid(&ann.request(&group_req("create", json!({"name":5}))), "group");
     assert_invalid(&ann.request(&group_req("add", json!({"group":"1"}))), "group");
     assert_invalid(&ann.request(&group_req("explode", json!({"group":"1"}))), "group");
     assert_invalid(&ann.request(&json!({"event":"group","type":"message","details":{"message":"x"}})), "message");
-    let one = ann.request(&group_req("create", json!({"name":"solo"})));
+    let one = ann.request(&group_req("create", json!({"name":"solo","members":[]})));
     assert_eq!(one["details"]["members"], json!(["ann@x.org"]), "a group of one: {one}");
 }
 
@@ -316,7 +317,7 @@ fn member_and_group_caps_refuse_and_change_nothing() {
     assert_failed(&v, "group");
     assert_eq!(ann.request(&json!({"type":"groups"}))["details"][0]["members"].as_array().unwrap().len(), 3);
     create(&mut ann, &[]);
-    let v = ann.request(&group_req("create", json!({"name":"third"})));
+    let v = ann.request(&group_req("create", json!({"name":"third","members":[]})));
     assert!(assert_failed(&v, "group").contains("2 groups"), "{v}");
 }
 

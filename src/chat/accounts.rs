@@ -193,6 +193,20 @@ fn end_login(core: &mut Core, conn: ConnId, now: Now) {
     }
 }
 
+/// Logs `user`'s connections other than `keep` out from the server's side with `reason`.
+pub(super) fn log_out_others(core: &mut Core, user: i64, keep: ConnId, reason: &str, now: Now) {
+    let conns: Vec<ConnId> = core.sessions.conns_of(user).iter().copied().filter(|c| *c != keep).collect();
+    for conn in conns {
+        end_login(core, conn, now);
+        core.out.send(conn, OnCommitFail::Keep, |b| response::logged_out(b, reason));
+    }
+}
+
+/// Makes `conn` anonymous without a `logout` event (its request's answer says why).
+pub(super) fn end_login_quietly(core: &mut Core, conn: ConnId, now: Now) {
+    end_login(core, conn, now);
+}
+
 /// Logs every connection of `user` out from the server's side (PROTOCOL.md section 17):
 /// each gets the `logout` event with `reason`, its calls end as on a logout, and it is
 /// anonymous again, with the anonymous deadline from now.
@@ -279,7 +293,14 @@ fn drop_pending(core: &mut Core, conn: ConnId) -> Option<Box<Pending>> {
 }
 
 pub(super) fn job_done(core: &mut Core, done: JobDone, now: Now) {
+    let self_service = core
+        .sessions
+        .get(done.conn())
+        .and_then(|s| s.busy.as_deref())
+        .is_some_and(|b| matches!(b, Busy::SelfService(_)));
     match done {
+        JobDone::Hashed { conn, hash } if self_service => super::self_service::hashed(core, conn, hash, now),
+        JobDone::Verified { conn, ok } if self_service => super::self_service::verified(core, conn, ok, now),
         JobDone::Hashed { conn, hash } => hashed(core, conn, hash),
         JobDone::OtpSent { conn, result } => otp_sent(core, conn, result, now),
         JobDone::Verified { conn, ok } => verified(core, conn, ok, now),

@@ -148,8 +148,9 @@ pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize, max_bytes: u
         })
     } else {
         // Personal messages and the messages of its groups, merged in id order.
-        core.store.backlog_after(user, cursor, limit).map(|rows| {
-            let n = rows.len();
+        core.store.backlog_after(user, cursor, limit).map(|(rows, more)| {
+            // `n < limit` below means "no more": a short batch with more to come says `limit`.
+            let n = if more { limit } else { rows.len() };
             for m in &rows {
                 last = m.id;
                 if !skip.contains(&m.id) {

@@ -2,7 +2,7 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, blocks, calls, groups, messages, presence, typing, Core, Now, OnCommitFail};
+use super::{accounts, blocks, calls, groups, messages, presence, self_service, typing, Core, Now, OnCommitFail};
 use crate::protocol::Conversation;
 use crate::protocol::{self, response, Request};
 
@@ -39,6 +39,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
             | Request::Group(_)
             | Request::GroupMessage { .. }
             | Request::Block { .. }
+            | Request::Delete { .. }
     ) {
         core.begin_write(now);
         if logged_in && core.sessions.get(conn).is_some_and(|s| s.member.is_none()) {
@@ -66,6 +67,8 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Block { block, email } => blocks::request(core, conn, block, &email),
         Request::Blocked => blocks::list(core, conn),
         Request::Presence => presence::query(core, conn),
+        Request::Password { old, new } => self_service::password(core, conn, &old, &new, now),
+        Request::Delete { password } => self_service::delete(core, conn, &password, now),
         Request::Typing { of, typing } => {
             // A target that names nobody is dropped without an answer (section 19).
             let target = match of {

@@ -171,7 +171,7 @@ fn clip(s: &str) -> &str {
 /// Checks that each of `users` may join one more group.
 fn room_for_one_more(core: &mut Core, users: &[(i64, Rc<str>)]) -> Result<Result<(), String>, StoreError> {
     for (user, email) in users {
-        if core.store.memberships(*user)?.len() >= core.limits.max_groups_per_user {
+        if core.store.group_count(*user)? >= core.limits.max_groups_per_user {
             return Ok(Err(format!("{email} is in {} groups, the most allowed", core.limits.max_groups_per_user)));
         }
     }

@@ -25,6 +25,7 @@ pub mod metrics;
 mod outbox;
 mod presence;
 pub mod relay;
+mod self_service;
 mod sessions;
 mod throttle;
 mod typing;
@@ -333,6 +334,14 @@ impl Core {
             // The request's own write reports it.
             Err(e) => log::debug!("opening the write transaction: {e}"),
         }
+    }
+
+    /// Drops every cache of rows another change may have removed (an account deleted).
+    fn forget_caches(&mut self) {
+        self.directory.clear();
+        self.groups.forget();
+        self.blocks.forget();
+        self.contacts.forget();
     }
 
     /// Drops what is cached from the database, and logs out the connections of accounts

@@ -39,6 +39,8 @@ pub enum Busy {
     Registering(Pending),
     /// Checking a password. `user` is `None` when the name matched no account.
     LoggingIn { user: Option<UserRow>, name_key: String, acks: bool, subscribe: Subscriptions },
+    /// A logged-in user's password change or account deletion (self_service.rs).
+    SelfService(super::self_service::Step),
 }
 
 /// A logged-in connection's user.

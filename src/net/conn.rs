@@ -263,8 +263,12 @@ impl Conn {
         self.transport.tls().is_some_and(|t| t.has_records())
     }
 
-    /// Queues TLS's `close_notify` before a close (no-op for the plain stream).
+    /// Queues TLS's `close_notify` before a close (no-op for the plain stream), once all
+    /// output is written: a client drops whatever comes after it.
     pub fn say_goodbye(&mut self) {
+        if self.pending_output() > 0 {
+            return;
+        }
         if let Some(tls) = self.transport.tls() {
             tls.close();
         }

@@ -125,6 +125,9 @@ pub struct TlsLink {
     failed: bool,
 }
 
+/// Unprocessed TLS input a session may hold: the largest handshake message rustls accepts
+/// (64 KiB) and one full record.
+const MAX_INCOMING: usize = 0x10000 + 18_437;
 /// Bytes a record adds to its plaintext at most (header, tag, content type, with room).
 const RECORD_OVERHEAD: usize = 64;
 /// The largest plaintext of one record.
@@ -149,6 +152,12 @@ impl TlsLink {
     pub fn receive(&mut self, bytes: &[u8], plain: &mut Vec<u8>) -> Result<Received, TlsError> {
         let was_established = self.established;
         self.incoming.extend_from_slice(bytes);
+        if self.incoming.len() > MAX_INCOMING {
+            // rustls holds back a handshake message until it is whole (up to 64 KiB, in
+            // records as small as one byte): more than that waiting is an attack.
+            self.failed = true;
+            return Err(TlsError::Encrypt("TLS input waiting past 64 KiB plus a record".to_owned()));
+        }
         let result = self.process(Some(plain));
         if self.incoming.is_empty() {
             // Nothing of it is held by rustls (an empty buffer has no partial record).

@@ -65,6 +65,15 @@ pub enum Request<'a> {
         of: Conversation<'a>,
         typing: bool,
     },
+    /// Change the password: the old and the new md5 digests (PROTOCOL.md section 17).
+    Password {
+        old: Text<'a>,
+        new: Text<'a>,
+    },
+    /// Delete the caller's account, confirmed by its password's md5 digest.
+    Delete {
+        password: Text<'a>,
+    },
 }
 
 /// Whose messages `history` pages.
@@ -104,6 +113,8 @@ impl Request<'_> {
             Request::Blocked => "blocked",
             Request::Presence => "presence",
             Request::Typing { .. } => "typing",
+            Request::Password { .. } => "password",
+            Request::Delete { .. } => "delete",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -236,6 +247,14 @@ struct EmailDetails<'a> {
 }
 
 #[derive(Deserialize)]
+struct PasswordDetails<'a> {
+    #[serde(borrow, default)]
+    old: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    new: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
 struct TypingDetails<'a> {
     #[serde(borrow, default)]
     to: Option<Text<'a>>,
@@ -335,6 +354,14 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "logout" => Ok(Request::Logout),
         "presence" => Ok(Request::Presence),
+        "password" => {
+            let d: PasswordDetails = details(ty, env.details)?;
+            Ok(Request::Password { old: required(ty, "old", d.old)?, new: required(ty, "new", d.new)? })
+        }
+        "delete" => {
+            let d: LoginDetails = details(ty, env.details)?;
+            Ok(Request::Delete { password: required(ty, "password", d.password)? })
+        }
         "typing" => {
             let d: TypingDetails = details(ty, env.details)?;
             let of = match (d.to, d.group) {
@@ -373,9 +400,10 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
             let event = event_name(ty, env.event)?;
             let d: GroupDetails = details(ty, env.details)?;
             Ok(Request::Group(match event.as_str() {
-                "create" => {
-                    GroupRequest::Create { name: required(ty, "name", d.name)?, members: d.members.unwrap_or_default() }
-                }
+                "create" => GroupRequest::Create {
+                    name: required(ty, "name", d.name)?,
+                    members: required(ty, "members", d.members)?,
+                },
                 "add" => GroupRequest::Add {
                     group: required(ty, "group", d.group)?,
                     members: required(ty, "members", d.members)?,

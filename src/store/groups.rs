@@ -59,7 +59,7 @@ pub struct BacklogRow {
 /// One group's messages after an id, for a member: a range of `group_messages_by_group`.
 const GROUP_AFTER_SQL: &str = "SELECT g.id, g.sender_id, u.email, g.body, g.media, g.client_time
      FROM group_messages g JOIN users u ON u.id = g.sender_id
-     WHERE g.group_id = ?1 AND g.id > ?2 AND g.sender_id != ?3 ORDER BY g.id LIMIT ?4";
+     WHERE g.group_id = ?1 AND g.id > ?2 AND g.id <= ?5 AND g.sender_id != ?3 ORDER BY g.id LIMIT ?4";
 
 /// One group's messages before an id, newest first, from a member's joining on.
 const GROUP_HISTORY_SQL: &str = "SELECT g.id, u.email, g.body, g.media, g.client_time
@@ -150,6 +150,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// How many groups `user` is in.
+    pub fn group_count(&self, user: i64) -> Result<usize, StoreError> {
+        let mut st = self.read().prepare_cached("SELECT count(*) FROM group_members WHERE user_id = ?1")?;
+        Ok(st.query_row([user], |r| r.get::<_, i64>(0))? as usize)
+    }
+
     /// The id the next message will get: where a member added now starts reading.
     pub fn next_id_peek(&self) -> i64 {
         self.last_message_id + 1
@@ -175,12 +181,26 @@ impl Store {
         Ok(st.query_row(params![sender, client_id], |r| r.get(0)).optional()?)
     }
 
-    /// Up to `limit` messages of a user's backlog after `after`, personal and of its
-    /// groups merged in id order (not its own group messages). One range of an index per
-    /// source: the personal messages to it, and each membership's group from its joining.
-    pub fn backlog_after(&mut self, user: i64, after: i64, limit: usize) -> Result<Vec<BacklogRow>, StoreError> {
+    /// The next messages of a user's backlog after `after`, personal and of its groups
+    /// merged in id order (not its own group messages): at most `limit`, and `true` when
+    /// more may follow. Each source (the personal messages to it, and each membership's
+    /// group from its joining) gives one index range of at most `limit / sources` rows
+    /// (16 at least), and only the ids every source has fully covered are returned, so a
+    /// member of many groups reads about `limit` rows per batch, not `limit` per group.
+    pub fn backlog_after(
+        &mut self,
+        user: i64,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<BacklogRow>, bool), StoreError> {
+        let memberships = self.memberships(user)?;
+        let chunk = (limit / (1 + memberships.len())).clamp(16.min(limit), limit.max(1));
         let mut rows = Vec::new();
-        self.messages_after(user, after, limit, |m: Stored| {
+        // Rows above `bound` may be missing from a source that gave a full chunk.
+        let mut bound = i64::MAX;
+        let mut last = None;
+        let n = self.messages_after(user, after, chunk, |m: Stored| {
+            last = Some(m.id);
             rows.push(BacklogRow {
                 id: m.id,
                 sender: m.sender,
@@ -192,14 +212,13 @@ impl Store {
             });
             true
         })?;
-        let memberships = self.memberships(user)?;
-        if memberships.is_empty() {
-            return Ok(rows);
+        if n == chunk {
+            bound = last.unwrap_or(bound);
         }
         let mut st = self.read().prepare_cached(GROUP_AFTER_SQL)?;
         for (group, from_id) in memberships {
             let from = after.max(from_id - 1);
-            let found = st.query_map(params![group, from, user, limit as i64], |r| {
+            let found = st.query_map(params![group, from, user, chunk as i64, bound], |r| {
                 Ok(BacklogRow {
                     id: r.get(0)?,
                     sender: r.get(1)?,
@@ -210,13 +229,25 @@ impl Store {
                     group: Some(group),
                 })
             })?;
+            let (mut count, mut last) = (0, None);
             for row in found {
-                rows.push(row?);
+                let row = row?;
+                last = Some(row.id);
+                count += 1;
+                rows.push(row);
+            }
+            if count == chunk {
+                bound = bound.min(last.unwrap_or(bound));
             }
         }
         rows.sort_unstable_by_key(|r| r.id);
-        rows.truncate(limit);
-        Ok(rows)
+        let mut more = bound != i64::MAX;
+        rows.retain(|r| r.id <= bound);
+        if rows.len() > limit {
+            rows.truncate(limit);
+            more = true;
+        }
+        Ok((rows, more))
     }
 
     /// A group's messages with ids in `from_id..before`, newest first, at most `limit`.
@@ -267,5 +298,81 @@ impl Store {
         }
         self.write()?.prepare_cached("DELETE FROM group_messages WHERE sender_id = ?1")?.execute([user])?;
         Ok(groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::groups::NewGroupMessage;
+    use crate::store::messages::NewMessage;
+    use crate::store::{Durability, Store};
+    use std::time::Duration;
+
+    /// Paging the merged backlog in small batches gives every message once, in id order,
+    /// whatever the mix of sources; a member's own group messages and those of groups from
+    /// before its joining are not in it.
+    #[test]
+    fn the_merged_backlog_pages_every_message_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("t.db"), Durability::Normal, Duration::from_millis(100)).unwrap();
+        let me = s.insert_user("me@x.org", "me", "h", 0).unwrap();
+        let other = s.insert_user("o@x.org", "o", "h", 0).unwrap();
+        let groups: Vec<i64> = (0..7).map(|i| s.create_group(&format!("g{i}"), other, 0).unwrap()).collect();
+        for &g in &groups {
+            s.add_group_member(g, other, 1, 1).unwrap();
+            s.add_group_member(g, me, 2, 1).unwrap();
+        }
+        let mut expected = Vec::new();
+        for i in 0..400usize {
+            let body = format!("m{i}");
+            let id = match i % 9 {
+                0 | 1 => s
+                    .insert_message(&NewMessage {
+                        sender: other,
+                        recipient: me,
+                        body: &body,
+                        media: None,
+                        client_time: 0,
+                        server_time: 0,
+                        client_id: None,
+                    })
+                    .unwrap(),
+                k => {
+                    let sender = if k == 8 { me } else { other };
+                    let group = groups[(i * 7 + k) % groups.len()];
+                    let m = NewGroupMessage {
+                        group,
+                        sender,
+                        body: &body,
+                        media: None,
+                        client_time: 0,
+                        server_time: 0,
+                        client_id: None,
+                    };
+                    let id = s.insert_group_message(&m).unwrap();
+                    if sender == me {
+                        continue;
+                    }
+                    id
+                }
+            };
+            expected.push(id);
+        }
+        s.commit().unwrap();
+        for limit in [1, 5, 37, 2048] {
+            let (mut cursor, mut got) = (0, Vec::new());
+            loop {
+                let (rows, more) = s.backlog_after(me, cursor, limit).unwrap();
+                assert!(rows.len() <= limit);
+                got.extend(rows.iter().map(|r| r.id));
+                if let Some(last) = rows.last() {
+                    cursor = last.id;
+                }
+                if !more {
+                    break;
+                }
+            }
+            assert_eq!(got, expected, "limit {limit}");
+        }
     }
 }

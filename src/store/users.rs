@@ -77,6 +77,13 @@ impl Store {
 
     /// Deletes an account and (by cascade) everything that belongs to it. Returns whether
     /// it existed.
+    /// Replaces a user's password hash.
+    pub fn set_password(&mut self, user: i64, hash: &str) -> Result<(), StoreError> {
+        let mut st = self.write()?.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?;
+        st.execute(rusqlite::params![user, hash])?;
+        Ok(())
+    }
+
     pub fn delete_user(&mut self, email: &str) -> Result<bool, StoreError> {
         let Some(user) = self.user_by_email(email)? else { return Ok(false) };
         self.flush_staged()?;

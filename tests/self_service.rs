@@ -1,0 +1,107 @@
+//! Account self-service over real sockets (PROTOCOL.md section 17): changing the password
+//! and deleting the account, each confirmed by the current password.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn server() -> Server {
+    let s = Server::start();
+    for n in ["ann", "bob"] {
+        s.user_add(&format!("{n}@x.org"), n, "pw");
+    }
+    s
+}
+
+fn logout_event(reason: &str) -> serde_json::Value {
+    json!({"event":"logout","type":"logout","details":{"reason":reason}})
+}
+
+#[test]
+fn a_password_change_needs_the_old_one_and_logs_out_the_other_connections() {
+    let s = server();
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    let mut ann2 = logged_in(&s, "ann@x.org", "pw");
+    let wrong = ann.request(&json!({"type":"password","details":{"old":md5_hex("nope"),"new":md5_hex("pw2")}}));
+    assert!(assert_failed(&wrong, "password").contains("wrong password"), "{wrong}");
+    ann2.expect_silence(100);
+    assert_failed(&ann.request(&json!({"type":"password","details":{"old":md5_hex("pw"),"new":"short"}})), "password");
+    assert_invalid(&ann.request(&json!({"type":"password","details":{"old":md5_hex("pw")}})), "password");
+    let ok = ann.request(&json!({"type":"password","details":{"old":md5_hex("pw"),"new":md5_hex("pw2")}}));
+    assert_eq!(ok, json!({"event":"success","type":"password"}));
+    assert_eq!(ann2.recv(), logout_event("password changed"));
+    assert_invalid(&ann2.request(&json!({"type":"users"})), "users");
+    ann.ping();
+    let mut c = s.connect();
+    assert_eq!(c.request(&login_req(None, Some("ann@x.org"), &md5_hex("pw")))["event"], "failed");
+    assert_eq!(c.request(&login_req(None, Some("ann@x.org"), &md5_hex("pw2")))["event"], "success");
+}
+
+#[test]
+fn wrong_old_passwords_count_as_failed_logins() {
+    let s = server();
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    let mut last = serde_json::Value::Null;
+    for _ in 0..6 {
+        last = ann.request(&json!({"type":"password","details":{"old":md5_hex("guess"),"new":md5_hex("x")}}));
+    }
+    assert!(assert_failed(&last, "password").contains("too many attempts"), "{last}");
+}
+
+#[test]
+fn deleting_the_account_leaves_no_row_of_it_and_frees_its_names() {
+    let s = server();
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    let mut ann2 = logged_in(&s, "ann@x.org", "pw");
+    let mut bob = logged_in(&s, "bob@x.org", "pw");
+    // Rows in every table: messages both ways, a contact, a group and its message, a block, a call.
+    ann.request(&json!({"type":"message","event":"personal","details":{"to":"bob@x.org","message":"hi"}}));
+    bob.recv();
+    ann2.recv();
+    bob.request(&json!({"type":"message","event":"personal","details":{"to":"ann@x.org","message":"yo"}}));
+    ann.recv();
+    ann2.recv();
+    let g = ann.request(&json!({"type":"group","event":"create","details":{"name":"g","members":["bob@x.org"]}}));
+    let id = g["details"]["group"].as_str().unwrap().to_owned();
+    bob.recv();
+    ann2.recv();
+    ann.request(&json!({"event":"group","type":"message","details":{"group":id,"message":"in g"}}));
+    bob.recv();
+    ann2.recv();
+    ann.request(&json!({"type":"block","details":{"email":"bob@x.org"}}));
+    bob.send(&json!({"type":"voice","event":"call","details":{"email":"ann@x.org"}}));
+    bob.recv();
+    let wrong = ann.request(&json!({"type":"delete","details":{"password":md5_hex("nope")}}));
+    assert_failed(&wrong, "delete");
+    let ok = ann.request(&json!({"type":"delete","details":{"password":md5_hex("pw")}}));
+    assert_eq!(ok, json!({"event":"success","type":"delete"}));
+    assert_eq!(ann2.recv(), logout_event("account deleted"));
+    assert_invalid(&ann.request(&json!({"type":"users"})), "users");
+    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let ann_id: i64 = 1;
+    for (table, column) in [
+        ("users", "id"),
+        ("messages", "sender_id"),
+        ("messages", "recipient_id"),
+        ("contacts", "user_id"),
+        ("contacts", "peer_id"),
+        ("group_members", "user_id"),
+        ("group_messages", "sender_id"),
+        ("groups", "owner_id"),
+        ("blocks", "user_id"),
+        ("blocks", "blocked_id"),
+        ("calls", "caller_id"),
+        ("calls", "callee_id"),
+    ] {
+        let n: i64 = conn
+            .query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [ann_id], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0, "{table}.{column} still names the deleted account");
+    }
+    // bob's group goes on with bob as owner; the email and the name are free again.
+    assert_eq!(bob.request(&json!({"type":"groups"}))["details"][0]["owner"], "bob@x.org");
+    let mut c = s.connect();
+    let v = c.request(&registration("ann@x.org", &md5_hex("new"), "ann"));
+    assert_eq!(v, sent_otp("ann@x.org"));
+}
