@@ -40,16 +40,19 @@ impl Mailer {
         Ok(Mailer { transport, from })
     }
 
-    /// Sends the OTP mail; `Err` holds a reason fit for the log (never the OTP).
-    pub fn send_otp(&self, to: &str, otp: &str, lifetime_min: u64) -> Result<(), String> {
+    /// Sends the OTP mail, for a registration or (`reset`) a password reset; `Err` holds a
+    /// reason fit for the log (never the OTP).
+    pub fn send_otp(&self, to: &str, otp: &str, lifetime_min: u64, reset: bool) -> Result<(), String> {
         let to: Mailbox = to.parse().map_err(|e| format!("recipient is not a mailbox: {e}"))?;
+        let (what, why) =
+            if reset { ("password reset code", "reset your password") } else { ("verification code", "register") };
         let mail = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject("Your natter verification code")
+            .subject(format!("Your natter {what}"))
             .body(format!(
-                "Your natter verification code is {otp}.\r\n\r\n\
-                 It is valid for {lifetime_min} minutes. If you did not try to register, ignore this mail.\r\n"
+                "Your natter {what} is {otp}.\r\n\r\n\
+                 It is valid for {lifetime_min} minutes. If you did not try to {why}, ignore this mail.\r\n"
             ))
             .map_err(|e| format!("could not build the mail: {e}"))?;
         match &self.transport {

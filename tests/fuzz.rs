@@ -38,6 +38,7 @@ const SEEDS: &[&str] = &[
     r#"{"type":"presence"}"#,
     r#"{"type":"password","details":{"old":"5f4dcc3b5aa765d61d8327deb882cf99","new":"x"}}"#,
     r#"{"type":"delete","details":{"password":"5f4dcc3b5aa765d61d8327deb882cf99"}}"#,
+    r#"{"type":"reset","details":{"email":"a@b.org","otp":"123456","password":"5f4dcc3b5aa765d61d8327deb882cf99"}}"#,
     r#"{"type":"typing","details":{"to":"b@c.org","typing":true}}"#,
     r#"{"type":"typing","details":{"group":"3","typing":false}}"#,
     r#"{"type":"login","details":{"email":"a@b.org","password":"x","subscribe":["presence","typing"]}}"#,

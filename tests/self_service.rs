@@ -105,3 +105,47 @@ fn deleting_the_account_leaves_no_row_of_it_and_frees_its_names() {
     let v = c.request(&registration("ann@x.org", &md5_hex("new"), "ann"));
     assert_eq!(v, sent_otp("ann@x.org"));
 }
+
+fn reset(email: &str) -> serde_json::Value {
+    json!({"type":"reset","details":{"email":email}})
+}
+
+fn reset_with(email: &str, otp: &str, plain: &str) -> serde_json::Value {
+    json!({"type":"reset","details":{"email":email,"otp":otp,"password":md5_hex(plain)}})
+}
+
+#[test]
+fn a_forgotten_password_is_reset_with_the_mailed_code() {
+    let s = server();
+    let mut other = logged_in(&s, "ann@x.org", "pw");
+    let mut c = s.connect();
+    assert_eq!(c.request(&reset("ann@x.org")), sent_otp("ann@x.org"));
+    let otp = s.wait_otp("ann@x.org");
+    let v = c.request(&reset_with("ann@x.org", &wrong_otp(&otp), "new"));
+    assert!(assert_failed(&v, "reset").contains("4 tries left"), "{v}");
+    assert_eq!(c.request(&reset_with("ann@x.org", &otp, "new")), json!({"event":"success","type":"reset"}));
+    assert_eq!(other.recv(), logout_event("password reset"), "every connection of the user is logged out");
+    assert_eq!(c.request(&login_req(None, Some("ann@x.org"), &md5_hex("pw")))["event"], "failed");
+    assert_eq!(c.request(&login_req(None, Some("ann@x.org"), &md5_hex("new")))["event"], "success");
+    // A used code is gone.
+    let mut d = s.connect();
+    assert_failed(&d.request(&reset_with("ann@x.org", &otp, "again")), "reset");
+    // Logged in, a reset is refused.
+    assert_failed(&c.request(&reset("ann@x.org")), "reset");
+}
+
+#[test]
+fn a_reset_reveals_nothing_about_which_emails_have_accounts() {
+    let s = server();
+    let mut c = s.connect();
+    assert_eq!(c.request(&reset("nobody@x.org")), sent_otp("nobody@x.org"), "the same answer as for an account");
+    let v = c.request(&reset_with("nobody@x.org", "123456", "x"));
+    assert!(assert_failed(&v, "reset").contains("wrong code; 4 tries left"), "{v}");
+    // The mail limit counts requests for any address.
+    for _ in 0..4 {
+        assert_eq!(c.request(&reset("nobody@x.org")), sent_otp("nobody@x.org"));
+    }
+    assert_failed(&c.request(&reset("nobody@x.org")), "otp");
+    assert_eq!(s.mail_count("nobody@x.org"), 0, "no mail to an address without an account");
+    assert_invalid(&c.request(&json!({"type":"reset","details":{"email":"a@x.org","otp":"123456"}})), "reset");
+}

@@ -302,7 +302,8 @@ pub(super) fn job_done(core: &mut Core, done: JobDone, now: Now) {
         JobDone::Hashed { conn, hash } if self_service => super::self_service::hashed(core, conn, hash, now),
         JobDone::Verified { conn, ok } if self_service => super::self_service::verified(core, conn, ok, now),
         JobDone::Hashed { conn, hash } => hashed(core, conn, hash),
-        JobDone::OtpSent { conn, result } => otp_sent(core, conn, result, now),
+        JobDone::OtpSent { result, reset: true, .. } => super::self_service::reset_mailed(core, result),
+        JobDone::OtpSent { conn, result, reset: false } => otp_sent(core, conn, result, now),
         JobDone::Verified { conn, ok } => verified(core, conn, ok, now),
     }
 }
@@ -317,7 +318,7 @@ fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>) {
     match hash {
         Some(h) => {
             p.hash = Some(h);
-            let job = Job::SendOtp { conn, to: p.email.clone(), otp: p.otp.clone() };
+            let job = Job::SendOtp { conn, to: p.email.clone(), otp: p.otp.clone(), reset: false };
             core.out.jobs.push(job);
         }
         None => {

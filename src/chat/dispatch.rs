@@ -21,10 +21,10 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
     let ty = req.type_name();
     match (&req, logged_in) {
         (Request::Ping, _) => {}
-        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), true) => {
+        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_) | Request::Reset { .. }, true) => {
             return core.out.failed(conn, ty, "already logged in; log out first");
         }
-        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_), false) => {}
+        (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_) | Request::Reset { .. }, false) => {}
         (_, false) => {
             core.counters.frames_not_logged_in += 1;
             return core.out.invalid(conn, ty, "log in or register first");
@@ -69,6 +69,10 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Presence => presence::query(core, conn),
         Request::Password { old, new } => self_service::password(core, conn, &old, &new, now),
         Request::Delete { password } => self_service::delete(core, conn, &password, now),
+        Request::Reset { email, code: None } => self_service::reset_request(core, conn, &email, now),
+        Request::Reset { email, code: Some((otp, password)) } => {
+            self_service::reset_with_code(core, conn, &email, &otp, &password, now)
+        }
         Request::Typing { of, typing } => {
             // A target that names nobody is dropped without an answer (section 19).
             let target = match of {

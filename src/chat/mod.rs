@@ -65,6 +65,8 @@ enum Timer {
     Ring(u64),
     /// A typist's `true` lapses.
     TypingLapse(i64, typing::Target),
+    /// A password reset code expires.
+    ResetExpiry(ConnId),
     /// A talking call's check for relay silence.
     Silence(u64),
     /// Store the delivery watermarks raised since the last commit that wrote them.
@@ -124,6 +126,8 @@ pub struct Core {
     presence: presence::Presence,
     /// Typing states in progress.
     typing: typing::Typing,
+    /// Password resets waiting for their code, by connection.
+    resets: self_service::Resets,
     /// When (`Now::ms`) `data_version` is read next.
     external_check_due: u64,
     /// Counters for `/metrics`.
@@ -156,6 +160,7 @@ impl Core {
             blocks: blocks::Blocks::default(),
             presence: presence::Presence::default(),
             typing: typing::Typing::default(),
+            resets: self_service::Resets::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
         }
@@ -250,6 +255,9 @@ impl Core {
                 self.timers.cancel(t);
             }
         }
+        if let Some(t) = self.resets.forget(conn) {
+            self.timers.cancel(t);
+        }
     }
 
     /// Runs every deadline that is due.
@@ -263,6 +271,7 @@ impl Core {
                 Timer::Ring(call) => calls::ring_timeout(self, call, now),
                 Timer::Silence(call) => calls::silence_check(self, call, now),
                 Timer::TypingLapse(from, target) => typing::lapse(self, from, target),
+                Timer::ResetExpiry(conn) => self_service::reset_expired(self, conn),
                 Timer::PersistWatermarks => self.ledger.persist_now(true),
                 Timer::Sweep => {
                     self.guards.sweep(now.ms);

@@ -43,8 +43,8 @@ pub enum Job {
     HashPassword { conn: ConnId, md5: String },
     /// Checks a client's md5 digest against a stored argon2id hash.
     VerifyPassword { conn: ConnId, hash: String, md5: String },
-    /// Mails a one-time password.
-    SendOtp { conn: ConnId, to: String, otp: String },
+    /// Mails a one-time password: for a registration, or (`reset`) a password reset.
+    SendOtp { conn: ConnId, to: String, otp: String, reset: bool },
 }
 
 /// A finished [`Job`], back on the loop thread.
@@ -62,6 +62,8 @@ pub enum JobDone {
     OtpSent {
         conn: ConnId,
         result: Result<(), String>,
+        /// The mail of a password reset (nobody waits for it).
+        reset: bool,
     },
 }
 

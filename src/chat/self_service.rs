@@ -1,5 +1,11 @@
 //! Account self-service (PROTOCOL.md section 17): changing one's password and deleting
-//! one's account, each confirmed by the current password.
+//! one's account, each confirmed by the current password, and resetting a forgotten
+//! password with a mailed code.
+//!
+//! A reset answers the same whether the email has an account or not, at once (the mail is
+//! sent behind the answer, only for an account), and counts against the OTP mail limits of
+//! registration either way; its code is checked like a registration's (5 tries, the OTP
+//! lifetime), per connection. Resets in progress are this part's own state.
 //!
 //! Owns the steps of these requests while a worker checks or hashes a password (the loop
 //! never hashes): check the old password, then hash the new one; or check the password,
@@ -7,9 +13,13 @@
 //! A change logs the user's other connections out at once, a deletion all of them (the
 //! asking connection becomes anonymous). Never touches sockets.
 
+use super::guards::OtpWait;
 use super::sessions::{Busy, ConnId};
-use super::{accounts, validate, Core, Job, Now, OnCommitFail};
+use super::{accounts, validate, Core, Job, Now, OnCommitFail, Timer};
 use crate::protocol::response;
+use crate::secret;
+use crate::timer_wheel::TimerId;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Where a self-service request stands while a worker has its password.
@@ -21,6 +31,33 @@ pub enum Step {
     HashNew { user: i64 },
     /// The password is being checked before the account is deleted.
     CheckDelete { user: i64, email: Rc<str> },
+    /// A reset's new password is being hashed.
+    ResetHash { user: i64 },
+}
+
+/// A reset waiting for its code.
+struct PendingReset {
+    email_key: String,
+    /// `None` when the email has no account: the code is then never mailed, and no code
+    /// matches (the answers read the same as for an account).
+    user: Option<i64>,
+    otp: String,
+    tries_left: u32,
+    expires_ms: u64,
+    timer: TimerId,
+}
+
+/// Resets in progress, by connection.
+#[derive(Default)]
+pub(super) struct Resets {
+    pending: HashMap<ConnId, PendingReset>,
+}
+
+impl Resets {
+    /// Forgets `conn`'s reset (it closed); gives back its timer to cancel.
+    pub fn forget(&mut self, conn: ConnId) -> Option<TimerId> {
+        self.pending.remove(&conn).map(|p| p.timer)
+    }
 }
 
 /// Starts a check of `md5` against the caller's stored hash, unless the throttles say wait.
@@ -76,7 +113,7 @@ pub(super) fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let (ty, email) = match &step {
         Step::CheckOld { email, .. } => ("password", Rc::clone(email)),
         Step::CheckDelete { email, .. } => ("delete", Rc::clone(email)),
-        Step::HashNew { .. } => return,
+        Step::HashNew { .. } | Step::ResetHash { .. } => return,
     };
     if !ok {
         core.counters.logins_failed += 1;
@@ -91,14 +128,18 @@ pub(super) fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
             }
         }
         Step::CheckDelete { user, email } => delete_now(core, conn, user, &email, now),
-        Step::HashNew { .. } => {}
+        Step::HashNew { .. } | Step::ResetHash { .. } => {}
     }
 }
 
 /// A worker hashed the new password.
 pub(super) fn hashed(core: &mut Core, conn: ConnId, hash: Option<String>, now: Now) {
     let Some(s) = core.sessions.get_mut(conn) else { return };
-    let Some(Busy::SelfService(Step::HashNew { user })) = s.busy.take().map(|b| *b) else { return };
+    let user = match s.busy.take().map(|b| *b) {
+        Some(Busy::SelfService(Step::HashNew { user })) => user,
+        Some(Busy::SelfService(Step::ResetHash { user })) => return reset_hashed(core, conn, user, hash, now),
+        _ => return,
+    };
     let stored = match hash {
         Some(h) => core.store.set_password(user, &h),
         None => return core.out.failed(conn, "password", "could not be done now; try again"),
@@ -125,4 +166,127 @@ fn delete_now(core: &mut Core, conn: ConnId, user: i64, email: &str, now: Now) {
     core.out.send(conn, OnCommitFail::Fail("delete"), |b| response::success(b, "delete"));
     accounts::log_out_others(core, user, conn, "account deleted", now);
     accounts::end_login_quietly(core, conn, now);
+}
+
+/// `reset` with an email only: a code for it, mailed when it has an account.
+pub(super) fn reset_request(core: &mut Core, conn: ConnId, email: &str, now: Now) {
+    const T: &str = "reset";
+    if let Err(rule) = validate::email(email) {
+        return core.out.failed(conn, T, rule);
+    }
+    let Some(peer) = core.sessions.get(conn).map(|s| s.peer) else { return };
+    let email_key = email.to_ascii_lowercase();
+    if let Some(wait) = core.guards.otp_wait(&email_key, peer, now.ms) {
+        let msg = match wait {
+            OtpWait::Email(ms) => format!("too many codes sent to this address; retry in {} s", ms.div_ceil(1000)),
+            OtpWait::Address(ms) => {
+                format!("too many codes requested from your network address; retry in {} s", ms.div_ceil(1000))
+            }
+        };
+        return core.out.failed(conn, "otp", &msg);
+    }
+    let user = match core.store.user_by_email(email) {
+        Ok(u) => u.map(|row| row.id),
+        Err(e) => {
+            log::error!("reset lookup failed: {e}");
+            return core.out.failed(conn, T, "could not be done now; try again");
+        }
+    };
+    let otp = match secret::otp() {
+        Ok(otp) => otp,
+        Err(e) => {
+            log::error!("OS random source failed: {e}");
+            return core.out.failed(conn, T, "could not be done now; try again");
+        }
+    };
+    core.guards.otp_accepted(email_key.clone(), peer, now.ms);
+    if let Some(old) = core.resets.forget(conn) {
+        core.timers.cancel(old);
+    }
+    let timer = core.timers.insert(now.ms + core.limits.otp_lifetime_ms, Timer::ResetExpiry(conn));
+    if user.is_some() {
+        core.out.jobs.push(Job::SendOtp { conn, to: email.to_owned(), otp: otp.clone(), reset: true });
+    }
+    let pending = PendingReset {
+        email_key,
+        user,
+        otp,
+        tries_left: core.limits.otp_tries,
+        expires_ms: now.ms + core.limits.otp_lifetime_ms,
+        timer,
+    };
+    core.resets.pending.insert(conn, pending);
+    // The same answer, at once, with or without an account.
+    core.out.send(conn, OnCommitFail::Keep, |b| response::otp_sent(b, email));
+}
+
+/// The reset mail went out (or not): nobody waits for it; only the log and the counters.
+pub(super) fn reset_mailed(core: &mut Core, result: Result<(), String>) {
+    match result {
+        Ok(()) => core.counters.otp_sent += 1,
+        Err(reason) => {
+            core.counters.otp_failed += 1;
+            log::warn!("a password reset mail failed: {reason}");
+        }
+    }
+}
+
+/// A reset's code expired.
+pub(super) fn reset_expired(core: &mut Core, conn: ConnId) {
+    core.resets.pending.remove(&conn);
+}
+
+/// `reset` with the code and the new password.
+pub(super) fn reset_with_code(core: &mut Core, conn: ConnId, email: &str, otp: &str, password: &str, now: Now) {
+    const T: &str = "reset";
+    let email_key = email.to_ascii_lowercase();
+    let Some(p) = core.resets.pending.get_mut(&conn).filter(|p| p.email_key == email_key) else {
+        return core.out.failed(conn, T, "no reset for this email on this connection; ask for a code first");
+    };
+    if now.ms >= p.expires_ms {
+        if let Some(t) = core.resets.forget(conn) {
+            core.timers.cancel(t);
+        }
+        return core.out.failed(conn, T, "the code has expired; ask for a new one");
+    }
+    let right = secret::constant_time_eq(otp.as_bytes(), p.otp.as_bytes());
+    let Some(user) = p.user.filter(|_| right) else {
+        p.tries_left = p.tries_left.saturating_sub(1);
+        if p.tries_left == 0 {
+            if let Some(t) = core.resets.forget(conn) {
+                core.timers.cancel(t);
+            }
+            return core.out.failed(conn, T, "wrong code and no tries left; ask for a new one");
+        }
+        let left = p.tries_left;
+        return core.out.failed(
+            conn,
+            T,
+            &format!("wrong code; {left} {} left", if left == 1 { "try" } else { "tries" }),
+        );
+    };
+    if validate::md5_hex(password).is_err() {
+        return core.out.failed(conn, T, "the new password must be an md5 digest (32 hex digits)");
+    }
+    if let Some(t) = core.resets.forget(conn) {
+        core.timers.cancel(t);
+    }
+    if let Some(s) = core.sessions.get_mut(conn) {
+        s.busy = Some(Box::new(Busy::SelfService(Step::ResetHash { user })));
+        core.out.jobs.push(Job::HashPassword { conn, md5: password.to_ascii_lowercase() });
+    }
+}
+
+fn reset_hashed(core: &mut Core, conn: ConnId, user: i64, hash: Option<String>, now: Now) {
+    let stored = match hash {
+        Some(h) => core.store.set_password(user, &h),
+        None => return core.out.failed(conn, "reset", "could not be done now; try again"),
+    };
+    if let Err(e) = stored {
+        log::error!("storing a reset password failed: {e}");
+        return core.out.failed(conn, "reset", "could not be done now; try again");
+    }
+    log::info!("user {user} reset its password");
+    core.out.send(conn, OnCommitFail::Fail("reset"), |b| response::success(b, "reset"));
+    accounts::log_out_everywhere(core, user, "password reset", now);
 }

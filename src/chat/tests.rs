@@ -100,9 +100,9 @@ impl Harness {
                     Job::VerifyPassword { conn, hash, md5 } => {
                         JobDone::Verified { conn, ok: password::verify(&hash, &md5) }
                     }
-                    Job::SendOtp { conn, otp, .. } => {
+                    Job::SendOtp { conn, otp, reset, .. } => {
                         self.otp = Some(otp);
-                        JobDone::OtpSent { conn, result: Ok(()) }
+                        JobDone::OtpSent { conn, result: Ok(()), reset }
                     }
                 };
                 self.core.on_job_done(done, self.now);

@@ -57,11 +57,11 @@ impl Workers {
         let (mail_jobs, mail_rx) = channel::<Job>();
         thread::Builder::new().name("natter-mail".into()).spawn(move || {
             for job in mail_rx {
-                let Job::SendOtp { conn, to, otp } = job else {
+                let Job::SendOtp { conn, to, otp, reset } = job else {
                     continue;
                 };
-                let result = mailer.send_otp(&to, &otp, otp_lifetime_min);
-                if done_tx.send(JobDone::OtpSent { conn, result }).is_err() {
+                let result = mailer.send_otp(&to, &otp, otp_lifetime_min, reset);
+                if done_tx.send(JobDone::OtpSent { conn, result, reset }).is_err() {
                     return;
                 }
                 let _ = waker.wake();
@@ -94,6 +94,8 @@ fn run_hash_job(params: HashParams, job: Job) -> JobDone {
             JobDone::Hashed { conn, hash }
         }
         Job::VerifyPassword { conn, hash, md5 } => JobDone::Verified { conn, ok: password::verify(&hash, &md5) },
-        Job::SendOtp { conn, .. } => JobDone::OtpSent { conn, result: Err("mail job sent to the hash pool".into()) },
+        Job::SendOtp { conn, reset, .. } => {
+            JobDone::OtpSent { conn, result: Err("mail job sent to the hash pool".into()), reset }
+        }
     }
 }

@@ -74,6 +74,11 @@ pub enum Request<'a> {
     Delete {
         password: Text<'a>,
     },
+    /// Ask for a password reset code (`otp` and `password` absent), or use it.
+    Reset {
+        email: Text<'a>,
+        code: Option<(Text<'a>, Text<'a>)>,
+    },
 }
 
 /// Whose messages `history` pages.
@@ -115,6 +120,7 @@ impl Request<'_> {
             Request::Typing { .. } => "typing",
             Request::Password { .. } => "password",
             Request::Delete { .. } => "delete",
+            Request::Reset { .. } => "reset",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -247,6 +253,16 @@ struct EmailDetails<'a> {
 }
 
 #[derive(Deserialize)]
+struct ResetDetails<'a> {
+    #[serde(borrow, default)]
+    email: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    otp: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    password: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
 struct PasswordDetails<'a> {
     #[serde(borrow, default)]
     old: Option<Text<'a>>,
@@ -357,6 +373,17 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         "password" => {
             let d: PasswordDetails = details(ty, env.details)?;
             Ok(Request::Password { old: required(ty, "old", d.old)?, new: required(ty, "new", d.new)? })
+        }
+        "reset" => {
+            let d: ResetDetails = details(ty, env.details)?;
+            let email = required(ty, "email", d.email)?;
+            let code = match (d.otp, d.password) {
+                (None, None) => None,
+                (Some(otp), Some(password)) => Some((otp, password)),
+                (Some(_), None) => return Err(DecodeError::new(ty, "missing field `password`")),
+                (None, Some(_)) => return Err(DecodeError::new(ty, "missing field `otp`")),
+            };
+            Ok(Request::Reset { email, code })
         }
         "delete" => {
             let d: LoginDetails = details(ty, env.details)?;

@@ -64,12 +64,16 @@ impl Mail {
         self.header("To").map(|v| v.to_lowercase().contains(&email.to_lowercase())).unwrap_or(false)
     }
 
-    /// The code from `Your natter verification code is NNNNNN.`; it must be exactly 6 digits.
+    /// The code from `Your natter verification code is NNNNNN.` (or `password reset code`);
+    /// it must be exactly 6 digits.
     pub fn otp(&self) -> Result<String, String> {
-        let key = "Your natter verification code is ";
         let text = self.body.replace(['\r', '\n'], " ");
         let text = collapse_spaces(&text);
-        let i = text.find(key).ok_or_else(|| format!("body lacks `{key}NNNNNN.`"))?;
+        let keys = ["Your natter verification code is ", "Your natter password reset code is "];
+        let (i, key) = keys
+            .iter()
+            .find_map(|k| text.find(k).map(|i| (i, *k)))
+            .ok_or_else(|| format!("body lacks `{}NNNNNN.`", keys[0]))?;
         let rest = &text[i + key.len()..];
         let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
         if digits.len() != 6 {
