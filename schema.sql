@@ -146,3 +146,19 @@ CREATE TABLE blocks (
     blocked_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     PRIMARY KEY (user_id, blocked_id)
 ) WITHOUT ROWID;
+
+-- version: 8
+-- Read marks (PROTOCOL.md section 15): per user, how far it has read each personal
+-- conversation and each group. Marks only move forward.
+CREATE TABLE read_personal (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    peer_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    upto    INTEGER NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+) WITHOUT ROWID;
+CREATE TABLE read_groups (
+    user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    upto     INTEGER NOT NULL,
+    PRIMARY KEY (user_id, group_id)
+) WITHOUT ROWID;

@@ -36,6 +36,8 @@ const SEEDS: &[&str] = &[
     r#"{"type":"block","details":{"email":"b@c.org"}}"#,
     r#"{"type":"blocked"}"#,
     r#"{"type":"presence"}"#,
+    r#"{"type":"read","details":{"with":"b@c.org","upto":"7"}}"#,
+    r#"{"type":"unread"}"#,
     r#"{"type":"password","details":{"old":"5f4dcc3b5aa765d61d8327deb882cf99","new":"x"}}"#,
     r#"{"type":"delete","details":{"password":"5f4dcc3b5aa765d61d8327deb882cf99"}}"#,
     r#"{"type":"reset","details":{"email":"a@b.org","otp":"123456","password":"5f4dcc3b5aa765d61d8327deb882cf99"}}"#,

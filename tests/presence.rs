@@ -148,3 +148,98 @@ fn typing_reaches_typing_subscribed_contacts_and_co_members_only() {
     ann.ping();
     assert_invalid(&ann.request(&json!({"type":"typing","details":{"to":"bob@x.org"}})), "typing");
 }
+
+fn send_to(c: &mut Client, to: &str, text: &str) -> String {
+    let v = c.request(&json!({"type":"message","event":"personal","details":{"to":to,"message":text}}));
+    v["id"].as_str().expect("sent id").to_owned()
+}
+
+#[test]
+fn read_marks_move_forward_reach_the_other_side_and_own_devices_and_unread_follows() {
+    let s = server_with_contacts();
+    let mut ann = subscribed(&s, "ann", &["read"]);
+    let mut bob = subscribed(&s, "bob", &["read"]);
+    assert_eq!(bob.recv()["event"], "personal", "the first hi");
+    // The first device took it: the user's backlog is empty for the second.
+    let mut bob2 = subscribed(&s, "bob", &["read"]);
+    let ids: Vec<String> = (1..=3).map(|i| send_to(&mut ann, "bob@x.org", &format!("m{i}"))).collect();
+    for c in [&mut bob, &mut bob2] {
+        for _ in 0..3 {
+            c.recv();
+        }
+    }
+    let event = |upto: &str| json!({"event":"read","type":"read","details":{"reader":"bob@x.org","with":"ann@x.org","upto":upto}});
+    bob.send(&json!({"type":"read","details":{"with":"ann@x.org","upto":ids[1]}}));
+    assert_eq!(ann.recv(), event(&ids[1]));
+    assert_eq!(bob2.recv(), event(&ids[1]), "the reader's other device");
+    bob.expect_silence(100);
+    // Backwards: the stored mark stays; past the newest message: the newest.
+    bob.send(&json!({"type":"read","details":{"with":"ann@x.org","upto":ids[0]}}));
+    assert_eq!(ann.recv(), event(&ids[1]));
+    let v = bob.request(&json!({"type":"unread"}));
+    assert_eq!(v, json!({"event":"success","type":"unread","details":[{"with":"ann@x.org","count":1,"last":ids[2]}]}));
+    bob.send(&json!({"type":"read","details":{"with":"ann@x.org","upto":"999999"}}));
+    assert_eq!(ann.recv(), event(&ids[2]));
+    assert_eq!(bob.request(&json!({"type":"unread"}))["details"], json!([]));
+    // A group: counted from the mark, its mark told to the reader's other devices only.
+    let g = ann.request(&json!({"type":"group","event":"create","details":{"name":"g","members":["bob@x.org"]}}));
+    let gid = g["details"]["group"].as_str().unwrap().to_owned();
+    let mut last = String::new();
+    for i in 0..2 {
+        last = ann
+            .request(&json!({"event":"group","type":"message","details":{"group":gid,"message":format!("g{i}")}}))
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    bob.send(&json!({"type":"unread"}));
+    let v = answer_of(&mut bob, "unread");
+    let entries = v["details"].as_array().unwrap().clone();
+    assert!(entries.contains(&json!({"group":gid,"count":2,"last":last})), "{v}");
+    bob.send(&json!({"type":"read","details":{"group":gid,"upto":last}}));
+    ann.expect_silence(100);
+    let mut seen = false;
+    for _ in 0..10 {
+        let v = bob2.recv();
+        // Earlier personal marks come first (bob2 heard every one of them).
+        if v["event"] == "read" && v["details"]["group"].is_string() {
+            assert_eq!(
+                v,
+                json!({"event":"read","type":"read","details":{"reader":"bob@x.org","group":gid,"upto":last}})
+            );
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "bob's other device got the group mark");
+    bob.send(&json!({"type":"unread"}));
+    assert_eq!(answer_of(&mut bob, "unread")["details"], json!([]));
+}
+
+#[test]
+fn a_read_mark_for_a_stranger_is_dropped_and_unsubscribed_connections_see_nothing() {
+    let s = server_with_contacts();
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    let mut cat = logged_in(&s, "cat@x.org", "pw");
+    cat.send(&json!({"type":"read","details":{"with":"ann@x.org","upto":"1"}}));
+    cat.ping();
+    ann.expect_silence(100);
+    let mut bob = logged_in(&s, "bob@x.org", "pw");
+    bob.recv();
+    bob.send(&json!({"type":"read","details":{"with":"ann@x.org","upto":"1"}}));
+    bob.ping();
+    ann.expect_silence(100);
+    assert_invalid(&bob.request(&json!({"type":"read","details":{"with":"ann@x.org"}})), "read");
+}
+
+/// Skips what arrives until the `success` answer of type `ty`.
+fn answer_of(c: &mut Client, ty: &str) -> Value {
+    for _ in 0..20 {
+        let v = c.recv();
+        if v["event"] == "success" && v["type"] == ty {
+            return v;
+        }
+    }
+    panic!("no {ty} answer among 20 messages");
+}

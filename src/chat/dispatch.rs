@@ -2,7 +2,9 @@
 //! PROTOCOL.md section 2, and hand the request to its handler.
 
 use super::sessions::ConnId;
-use super::{accounts, blocks, calls, groups, messages, presence, self_service, typing, Core, Now, OnCommitFail};
+use super::{
+    accounts, blocks, calls, groups, messages, presence, reads, self_service, typing, Core, Now, OnCommitFail,
+};
 use crate::protocol::Conversation;
 use crate::protocol::{self, response, Request};
 
@@ -40,6 +42,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
             | Request::GroupMessage { .. }
             | Request::Block { .. }
             | Request::Delete { .. }
+            | Request::Read { .. }
     ) {
         core.begin_write(now);
         if logged_in && core.sessions.get(conn).is_some_and(|s| s.member.is_none()) {
@@ -69,6 +72,8 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
         Request::Presence => presence::query(core, conn),
         Request::Password { old, new } => self_service::password(core, conn, &old, &new, now),
         Request::Delete { password } => self_service::delete(core, conn, &password, now),
+        Request::Read { of, upto } => reads::read(core, conn, &of, upto),
+        Request::Unread => reads::unread(core, conn),
         Request::Reset { email, code: None } => self_service::reset_request(core, conn, &email, now),
         Request::Reset { email, code: Some((otp, password)) } => {
             self_service::reset_with_code(core, conn, &email, &otp, &password, now)

@@ -24,6 +24,7 @@ mod messages;
 pub mod metrics;
 mod outbox;
 mod presence;
+mod reads;
 pub mod relay;
 mod self_service;
 mod sessions;

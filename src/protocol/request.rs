@@ -79,6 +79,13 @@ pub enum Request<'a> {
         email: Text<'a>,
         code: Option<(Text<'a>, Text<'a>)>,
     },
+    /// Mark a conversation read up to a message id.
+    Read {
+        of: Conversation<'a>,
+        upto: i64,
+    },
+    /// The conversations with unread messages.
+    Unread,
 }
 
 /// Whose messages `history` pages.
@@ -121,6 +128,8 @@ impl Request<'_> {
             Request::Password { .. } => "password",
             Request::Delete { .. } => "delete",
             Request::Reset { .. } => "reset",
+            Request::Read { .. } => "read",
+            Request::Unread => "unread",
             Request::Voice { .. } => "voice",
             Request::History { .. } => "history",
             Request::Ack { .. } => "ack",
@@ -253,6 +262,16 @@ struct EmailDetails<'a> {
 }
 
 #[derive(Deserialize)]
+struct ReadDetails<'a> {
+    #[serde(borrow, default)]
+    with: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    group: Option<Text<'a>>,
+    #[serde(default)]
+    upto: Option<WireId>,
+}
+
+#[derive(Deserialize)]
 struct ResetDetails<'a> {
     #[serde(borrow, default)]
     email: Option<Text<'a>>,
@@ -374,6 +393,17 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
             let d: PasswordDetails = details(ty, env.details)?;
             Ok(Request::Password { old: required(ty, "old", d.old)?, new: required(ty, "new", d.new)? })
         }
+        "read" => {
+            let d: ReadDetails = details(ty, env.details)?;
+            let of = match (d.with, d.group) {
+                (Some(with), None) => Conversation::With(with),
+                (None, Some(group)) => Conversation::Group(group),
+                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `with` or `group`, not both")),
+                (None, None) => return Err(DecodeError::new(ty, "missing field `with`")),
+            };
+            Ok(Request::Read { of, upto: required(ty, "upto", d.upto)?.0 })
+        }
+        "unread" => Ok(Request::Unread),
         "reset" => {
             let d: ResetDetails = details(ty, env.details)?;
             let email = required(ty, "email", d.email)?;

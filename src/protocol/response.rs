@@ -172,6 +172,56 @@ pub fn typing(buf: &mut Vec<u8>, from: &str, group: Option<i64>, typing: bool) {
     buf.extend_from_slice(if typing { b",\"typing\":true}}\n" } else { b",\"typing\":false}}\n" });
 }
 
+/// `{"event":"read","type":"read","details":{"reader":R,"with":E,"upto":ID}}` (or `group`).
+pub fn read(buf: &mut Vec<u8>, reader: &str, with: Option<&str>, group: Option<i64>, upto: i64) {
+    buf.extend_from_slice(b"{\"event\":\"read\",\"type\":\"read\",\"details\":{\"reader\":");
+    string(buf, reader);
+    if let Some(with) = with {
+        buf.extend_from_slice(b",\"with\":");
+        string(buf, with);
+    }
+    if let Some(g) = group {
+        buf.extend_from_slice(b",\"group\":\"");
+        integer(buf, g);
+        buf.push(b'"');
+    }
+    buf.extend_from_slice(b",\"upto\":\"");
+    integer(buf, upto);
+    buf.extend_from_slice(b"\"}}\n");
+}
+
+/// `{"event":"success","type":"unread","details":[{"with":E,"count":N,"last":ID},...]}`.
+pub fn unread<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item = &'a crate::store::reads::Unread>) -> bool {
+    let start = buf.len();
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"unread\",\"details\":[");
+    for (i, u) in list.enumerate() {
+        if buf.len() - start > max {
+            return false;
+        }
+        if i > 0 {
+            buf.push(b',');
+        }
+        match (&u.with, u.group) {
+            (Some(with), _) => {
+                buf.extend_from_slice(b"{\"with\":");
+                string(buf, with);
+            }
+            (None, g) => {
+                buf.extend_from_slice(b"{\"group\":\"");
+                integer(buf, g.unwrap_or(0));
+                buf.push(b'"');
+            }
+        }
+        buf.extend_from_slice(b",\"count\":");
+        integer(buf, u.count);
+        buf.extend_from_slice(b",\"last\":\"");
+        integer(buf, u.last);
+        buf.extend_from_slice(b"\"}");
+    }
+    buf.extend_from_slice(b"]}\n");
+    buf.len() - start <= max
+}
+
 pub fn pong(buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"pong\"}\n");
 }

@@ -13,6 +13,7 @@ pub mod blocks;
 pub mod calls;
 pub mod groups;
 pub mod messages;
+pub mod reads;
 mod schema;
 pub mod users;
 

@@ -7,7 +7,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 const APPLICATION_ID: i64 = 0x4e41_5454; // "NATT"
 
 /// The newest schema version this binary knows (the last section of `schema.sql`).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Splits `schema.sql` at its `-- version: N` lines.
 fn sections() -> impl Iterator<Item = (i64, &'static str)> {
