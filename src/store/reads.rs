@@ -104,7 +104,7 @@ impl Store {
                 out.push(Unread { with: None, group: Some(group), count, last });
             }
         }
-        out.sort_by(|a, b| b.last.cmp(&a.last));
+        out.sort_by_key(|u| std::cmp::Reverse(u.last));
         Ok(out)
     }
 
