@@ -85,3 +85,26 @@ fn counters_match_a_known_sequence_of_actions() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+#[test]
+fn requests_are_counted_by_type() {
+    let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let url = s
+        .log_lines()
+        .iter()
+        .find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned))
+        .expect("the metrics address in the log");
+    s.user_add("ann@x.org", "ann", "pw");
+    let mut ann = logged_in(&s, "ann@x.org", "pw");
+    for _ in 0..3 {
+        ann.ping();
+    }
+    ann.request(&json!({"type":"groups"}));
+    ann.request(&json!({"type":"unread"}));
+    ann.request(&json!({"type":"blocked"}));
+    ann.request(&json!({"type":"frobnicate"}));
+    let m = scrape(&url);
+    let n = |ty: &str| m.get(&format!("natter_requests_total{{type=\"{ty}\"}}")).copied().unwrap_or(-1.0);
+    assert_eq!((n("login"), n("ping"), n("groups"), n("unread"), n("blocked")), (1.0, 3.0, 1.0, 1.0, 1.0), "{m:?}");
+    assert_eq!(n("typing"), 0.0);
+}

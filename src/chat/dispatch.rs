@@ -21,6 +21,7 @@ pub(super) fn frame(core: &mut Core, conn: ConnId, frame: &[u8], depth: u32, now
     };
     let logged_in = session.member.is_some();
     let ty = req.type_name();
+    core.counters.request(ty);
     match (&req, logged_in) {
         (Request::Ping, _) => {}
         (Request::Registration { .. } | Request::Verify { .. } | Request::Login(_) | Request::Reset { .. }, true) => {

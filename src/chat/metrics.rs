@@ -3,6 +3,33 @@
 /// How calls end, in the order of [`CALL_OUTCOMES`].
 pub const CALL_OUTCOMES: [&str; 5] = ["rejected", "timeout", "ended", "disconnected", "silence"];
 
+/// The request types counted in [`Counters::requests`], in order.
+pub const REQUEST_TYPES: [&str; 23] = [
+    "registration",
+    "verify",
+    "login",
+    "logout",
+    "users",
+    "ping",
+    "message",
+    "voice",
+    "history",
+    "ack",
+    "group",
+    "groups",
+    "block",
+    "unblock",
+    "blocked",
+    "presence",
+    "typing",
+    "read",
+    "unread",
+    "password",
+    "delete",
+    "reset",
+    "other",
+];
+
 /// Everything counted since the server started.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -24,9 +51,16 @@ pub struct Counters {
     pub group_messages: u64,
     /// Group messages handed to members' connections (one per receiving connection).
     pub group_deliveries: u64,
+    /// Requests decoded, by type (in the order of [`REQUEST_TYPES`]).
+    pub requests: [u64; 23],
 }
 
 impl Counters {
+    pub fn request(&mut self, ty: &str) {
+        let i = REQUEST_TYPES.iter().position(|t| *t == ty).unwrap_or(REQUEST_TYPES.len() - 1);
+        self.requests[i] += 1;
+    }
+
     pub fn call_ended(&mut self, outcome: &str) {
         if let Some(i) = CALL_OUTCOMES.iter().position(|o| *o == outcome) {
             self.calls[i] += 1;

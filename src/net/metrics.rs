@@ -336,6 +336,11 @@ fn render(core: &mut Core, net: &NetCounters) -> String {
         "Connections closed unanswered for their first bytes: PROXY from an untrusted peer or malformed, TLS without a certificate.",
         net.transports_refused,
     );
+    let _ =
+        writeln!(o, "# HELP natter_requests_total Requests decoded, by type.\n# TYPE natter_requests_total counter");
+    for (ty, n) in crate::chat::metrics::REQUEST_TYPES.iter().zip(c.requests) {
+        let _ = writeln!(o, "natter_requests_total{{type=\"{ty}\"}} {n}");
+    }
     let _ = writeln!(o, "# HELP natter_logins_total Login attempts by result.\n# TYPE natter_logins_total counter");
     let _ = writeln!(
         o,
