@@ -149,3 +149,38 @@ fn a_reset_reveals_nothing_about_which_emails_have_accounts() {
     assert_eq!(s.mail_count("nobody@x.org"), 0, "no mail to an address without an account");
     assert_invalid(&c.request(&json!({"type":"reset","details":{"email":"a@x.org","otp":"123456"}})), "reset");
 }
+
+/// natter-cli as a script runs it: `args`, with `stdin` piped, NATTER_PASSWORD for the login.
+fn cli(s: &Server, args: &[&str], stdin: &str) -> (bool, String) {
+    let input_file = s.dir().join("cli-input");
+    std::fs::write(&input_file, stdin).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_natter-cli"))
+        .args(["--addr", &s.addr.to_string(), "--color", "never"])
+        .args(args)
+        .env("NATTER_PASSWORD", "pw")
+        .env_remove("NATTER_ADDR")
+        .stdin(std::fs::File::open(&input_file).unwrap())
+        .output()
+        .expect("natter-cli runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn natter_cli_blocks_changes_the_password_and_deletes_the_account() {
+    let s = server();
+    let (ok, out) = cli(&s, &["--login", "ann@x.org", "block", "bob"], "");
+    assert!(ok && out.contains("blocked"), "{out}");
+    let (ok, out) = cli(&s, &["--login", "ann@x.org", "blocked"], "");
+    assert!(ok && out.contains("you block: bob@x.org"), "{out}");
+    let (ok, out) = cli(&s, &["--login", "ann@x.org", "passwd"], "pw\npw2\n");
+    assert!(ok && out.contains("password changed"), "{out}");
+    let mut c = s.connect();
+    assert_eq!(c.request(&login_req(None, Some("ann@x.org"), &md5_hex("pw2")))["event"], "success");
+    let (ok, out) = cli(&s, &["--login", "bob@x.org", "delete-account"], "no\n");
+    assert!(!ok && out.contains("not deleted"), "{out}");
+    let (ok, out) = cli(&s, &["--login", "bob@x.org", "delete-account"], "yes\npw\n");
+    assert!(ok && out.contains("account deleted"), "{out}");
+    let mut d = s.connect();
+    assert_eq!(d.request(&login_req(None, Some("bob@x.org"), &md5_hex("pw")))["event"], "failed");
+}

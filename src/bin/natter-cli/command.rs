@@ -41,6 +41,21 @@ pub enum Cmd {
         group: String,
         limit: Option<u32>,
     },
+    Block {
+        email: String,
+        block: bool,
+    },
+    Blocked,
+    Presence,
+    Unread,
+    /// Change the password (asks the old one and the new one).
+    Passwd,
+    /// Reset a forgotten password by mail (asks the code and the new password).
+    Reset {
+        email: String,
+    },
+    /// Delete the account (asks for confirmation and the password).
+    DeleteAccount,
     Call {
         email: String,
     },
@@ -78,6 +93,13 @@ commands (USER is an email or a username):
   groups                    your groups (GROUP is the id they show)
   gsend GROUP TEXT          message to a group
   ghistory GROUP [LIMIT]    a group's messages, oldest first
+  block USER, unblock USER  refuse (or accept again) USER's messages and calls
+  blocked                   whom you block
+  presence                  which of your contacts are online
+  unread                    conversations with unread messages
+  passwd                    change your password (asks the old and the new one)
+  reset EMAIL               forgotten password: a code by mail, then a new password
+  delete-account            delete your account (asks to confirm, and the password)
   call USER                 ring USER
   accept [USER]             answer the ringing call
   reject [USER]             refuse the ringing call
@@ -140,6 +162,14 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
             };
             Ok(Cmd::GroupHistory { group, limit })
         }
+        "block" => Ok(Cmd::Block { email: need("USER", rest)?, block: true }),
+        "unblock" => Ok(Cmd::Block { email: need("USER", rest)?, block: false }),
+        "blocked" => none_after(Cmd::Blocked),
+        "presence" => none_after(Cmd::Presence),
+        "unread" => none_after(Cmd::Unread),
+        "passwd" | "password" => none_after(Cmd::Passwd),
+        "reset" => Ok(Cmd::Reset { email: need("EMAIL", rest)? }),
+        "delete-account" => none_after(Cmd::DeleteAccount),
         "call" => Ok(Cmd::Call { email: need("USER", rest)? }),
         "accept" => Ok(Cmd::Accept { email: optional(rest) }),
         "reject" => Ok(Cmd::Reject { email: optional(rest) }),
@@ -233,6 +263,26 @@ pub fn history(with: &str, limit: Option<u32>) -> Value {
         Some(l) => json!({"type":"history","details":{"with":with,"limit":l}}),
         None => json!({"type":"history","details":{"with":with}}),
     }
+}
+
+pub fn block(email: &str, block: bool) -> Value {
+    json!({"type": if block { "block" } else { "unblock" }, "details": {"email": email}})
+}
+
+pub fn password_change(old: &str, new: &str) -> Value {
+    json!({"type":"password","details":{"old":md5_hex(old),"new":md5_hex(new)}})
+}
+
+pub fn reset_request(email: &str) -> Value {
+    json!({"type":"reset","details":{"email":email}})
+}
+
+pub fn reset_with(email: &str, otp: &str, new: &str) -> Value {
+    json!({"type":"reset","details":{"email":email,"otp":otp.trim(),"password":md5_hex(new)}})
+}
+
+pub fn delete_account(password: &str) -> Value {
+    json!({"type":"delete","details":{"password":md5_hex(password)}})
 }
 
 pub fn voice(event: &str, email: &str) -> Value {

@@ -167,6 +167,63 @@ pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashM
             line
         }
         ("success", "logout") => paint.good("logged out"),
+        ("logout", "logout") => paint.error(&format!("logged out by the server: {}", s(d, "reason"))),
+        ("success", "block") => paint.good("blocked"),
+        ("success", "unblock") => paint.good("unblocked"),
+        ("success", "blocked") => {
+            let list: Vec<&str> = d.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if list.is_empty() {
+                paint.info("you block nobody")
+            } else {
+                format!("you block: {}", list.join(", "))
+            }
+        }
+        ("success", "presence") => {
+            let list = d.as_array().map(Vec::as_slice).unwrap_or_default();
+            if list.is_empty() {
+                return paint.info("no contacts yet");
+            }
+            let lines: Vec<String> = list
+                .iter()
+                .map(|c| {
+                    let on = c["online"].as_bool().unwrap_or(false);
+                    format!("  {} {}", if on { paint.good("●") } else { paint.info("○") }, s(c, "email"))
+                })
+                .collect();
+            lines.join("\n")
+        }
+        ("presence", "presence") => {
+            let on = d["online"].as_bool().unwrap_or(false);
+            paint.info(&format!("{} is {}", s(d, "email"), if on { "online" } else { "offline" }))
+        }
+        ("typing", "typing") => {
+            let on = d["typing"].as_bool().unwrap_or(false);
+            paint.info(&format!("{} {}", s(d, "from"), if on { "is typing..." } else { "stopped typing" }))
+        }
+        ("read", "read") => paint.info(&format!("{} read up to #{}", s(d, "reader"), s(d, "upto"))),
+        ("success", "unread") => {
+            let list = d.as_array().map(Vec::as_slice).unwrap_or_default();
+            if list.is_empty() {
+                return paint.info("nothing unread");
+            }
+            let lines: Vec<String> = list
+                .iter()
+                .map(|u| {
+                    let with = match u.get("with").and_then(Value::as_str) {
+                        Some(w) => w.to_owned(),
+                        None => {
+                            let g = s(u, "group");
+                            groups.get(g).map_or_else(|| format!("group {g}"), |n| format!("{n} ({g})"))
+                        }
+                    };
+                    format!("  {with}: {} unread, last #{}", u["count"], s(u, "last"))
+                })
+                .collect();
+            lines.join("\n")
+        }
+        ("success", "password") => paint.good("password changed; your other connections were logged out"),
+        ("success", "reset") => paint.good("password reset; now log in with the new one"),
+        ("success", "delete") => paint.good("account deleted"),
         ("success", "pong") => "pong".to_owned(),
         ("success", "users") => {
             let users = d.as_array().map(Vec::as_slice).unwrap_or_default();

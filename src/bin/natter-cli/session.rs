@@ -56,6 +56,12 @@ enum Ask {
     LoginPassword(String),
     RegisterPassword { email: String, username: String },
     Otp,
+    OldPassword,
+    NewPassword { old: String },
+    ResetCode { email: String },
+    ResetPassword { email: String, otp: String },
+    ConfirmDelete,
+    DeletePassword,
 }
 
 /// The answer a queued command waits for before the next one runs.
@@ -151,7 +157,21 @@ impl Session {
     /// Runs queued commands, then lines typed meanwhile, until one has to wait for an
     /// answer or for the user; once input has ended and nothing is left, starts the drain.
     fn next(&mut self, out: &mut Vec<Action>) {
-        while self.waiting.is_none() && self.asking.is_none() {
+        loop {
+            if self.asking.is_some() {
+                // A question asked after its answer was typed (piped lines come early):
+                // the next typed line answers it.
+                match self.typed.pop_front() {
+                    Some(line) => {
+                        self.line(&line, out);
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            if self.waiting.is_some() {
+                return;
+            }
             if let Some(cmd) = self.queue.pop_front() {
                 self.run(cmd, out);
                 continue;
@@ -197,6 +217,7 @@ impl Session {
             Cmd::Send { to, .. } => Some(to),
             Cmd::History { with, .. } => Some(with),
             Cmd::Call { email } => Some(email),
+            Cmd::Block { email, .. } => Some(email),
             Cmd::Accept { email: Some(e) } | Cmd::Reject { email: Some(e) } => Some(e),
             _ => None,
         };
@@ -213,6 +234,7 @@ impl Session {
             Cmd::Send { text, .. } => Cmd::Send { to: email, text },
             Cmd::History { limit, .. } => Cmd::History { with: email, limit },
             Cmd::Call { .. } => Cmd::Call { email },
+            Cmd::Block { block, .. } => Cmd::Block { email, block },
             Cmd::Accept { .. } => Cmd::Accept { email: Some(email) },
             Cmd::Reject { .. } => Cmd::Reject { email: Some(email) },
             other => other,
@@ -253,6 +275,18 @@ impl Session {
             Cmd::Users => (command::simple("users"), Wait::Answer("users")),
             Cmd::History { with, limit } => (command::history(&with, limit), Wait::Answer("history")),
             Cmd::Group { request } => (request, Wait::Answer("group")),
+            Cmd::Block { email, block } => {
+                (command::block(&email, block), Wait::Answer(if block { "block" } else { "unblock" }))
+            }
+            Cmd::Blocked => (command::simple("blocked"), Wait::Answer("blocked")),
+            Cmd::Presence => (command::simple("presence"), Wait::Answer("presence")),
+            Cmd::Unread => (command::simple("unread"), Wait::Answer("unread")),
+            Cmd::Passwd => return self.ask(Ask::OldPassword, out),
+            Cmd::Reset { email } => {
+                self.send(out, command::reset_request(&email).to_string());
+                return self.ask(Ask::ResetCode { email }, out);
+            }
+            Cmd::DeleteAccount => return self.ask(Ask::ConfirmDelete, out),
             Cmd::Groups => (command::simple("groups"), Wait::Answer("groups")),
             Cmd::GroupSend { group, text } => (command::group_message(&group, &text, now), Wait::Answer("message")),
             Cmd::GroupHistory { group, limit } => (command::group_history(&group, limit), Wait::Answer("history")),
@@ -340,7 +374,10 @@ impl Session {
 
     fn ask(&mut self, ask: Ask, out: &mut Vec<Action>) {
         let (prompt, hidden) = match ask {
-            Ask::Otp => ("OTP: ", false),
+            Ask::Otp | Ask::ResetCode { .. } => ("OTP: ", false),
+            Ask::OldPassword => ("current password: ", true),
+            Ask::NewPassword { .. } | Ask::ResetPassword { .. } => ("new password: ", true),
+            Ask::ConfirmDelete => ("delete your account and everything in it? type yes: ", false),
             _ => ("password: ", true),
         };
         self.asking = Some(ask);
@@ -384,6 +421,27 @@ impl Session {
             Some(Ask::Otp) => {
                 self.send(out, command::verify(line).to_string());
                 self.wait_if_scripted(Wait::Answer("verify"));
+            }
+            Some(Ask::OldPassword) => self.ask(Ask::NewPassword { old: line.to_owned() }, out),
+            Some(Ask::NewPassword { old }) => {
+                self.send(out, command::password_change(&old, line).to_string());
+                self.wait_if_scripted(Wait::Answer("password"));
+            }
+            Some(Ask::ResetCode { email }) => self.ask(Ask::ResetPassword { email, otp: line.to_owned() }, out),
+            Some(Ask::ResetPassword { email, otp }) => {
+                self.send(out, command::reset_with(&email, &otp, line).to_string());
+                self.wait_if_scripted(Wait::Answer("reset"));
+            }
+            Some(Ask::ConfirmDelete) => {
+                if line.trim().eq_ignore_ascii_case("yes") {
+                    self.ask(Ask::DeletePassword, out);
+                } else {
+                    self.local_error("not deleted", out);
+                }
+            }
+            Some(Ask::DeletePassword) => {
+                self.send(out, command::delete_account(line).to_string());
+                self.wait_if_scripted(Wait::Answer("delete"));
             }
             None => match command::parse(line) {
                 Ok(cmd) => self.run(cmd, out),
@@ -536,7 +594,7 @@ impl Session {
                     self.learn_group(g);
                 }
             }
-            ("success", "logout") => {
+            ("success", "logout") | ("success", "delete") | ("logout", "logout") => {
                 self.me = None;
                 out.push(Action::Idle(self.idle_prompt()));
             }
