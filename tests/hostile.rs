@@ -156,6 +156,14 @@ const MESSAGE_OR_UNKNOWN: &[&str] = &["message", "unknown"];
 const LOGIN: &[&str] = &["login"];
 const MESSAGE: &[&str] = &["message"];
 const REGISTRATION: &[&str] = &["registration"];
+const GROUP: &[&str] = &["group"];
+const HISTORY: &[&str] = &["history"];
+const TYPING: &[&str] = &["typing"];
+const READ: &[&str] = &["read"];
+const BLOCK: &[&str] = &["block"];
+const PASSWORD: &[&str] = &["password"];
+const DELETE: &[&str] = &["delete"];
+const RESET: &[&str] = &["reset"];
 
 fn stays_open(types: &'static [&'static str]) -> Vec<Step> {
     vec![Step::Invalid(types)]
@@ -319,6 +327,24 @@ fn rows() -> Vec<Row> {
         row("a string frame", LoggedIn, b"\"ping\"\n".to_vec(), closes()),
         row("a number frame", Anonymous, b"42\n".to_vec(), closes()),
         row("a lone closing brace", Anonymous, b"}\n".to_vec(), closes()),
+        // ---- the requests of sections 14-17: missing or wrongly typed fields ------------------
+        row("group create without members", LoggedIn, b"{\"type\":\"group\",\"event\":\"create\",\"details\":{\"name\":\"g\"}}\n".to_vec(), stays_open(GROUP)),
+        row("group create with members a string", LoggedIn, b"{\"type\":\"group\",\"event\":\"create\",\"details\":{\"name\":\"g\",\"members\":\"a@b.org\"}}\n".to_vec(), stays_open(GROUP)),
+        row("group create with a number among the members", LoggedIn, b"{\"type\":\"group\",\"event\":\"create\",\"details\":{\"name\":\"g\",\"members\":[1]}}\n".to_vec(), stays_open(GROUP)),
+        row("group event not a string", LoggedIn, b"{\"type\":\"group\",\"event\":7,\"details\":{\"group\":\"1\"}}\n".to_vec(), stays_open(GROUP)),
+        row("group message without group", LoggedIn, b"{\"event\":\"group\",\"type\":\"message\",\"details\":{\"message\":\"x\"}}\n".to_vec(), stays_open(MESSAGE)),
+        row("group id an object", LoggedIn, b"{\"type\":\"group\",\"event\":\"leave\",\"details\":{\"group\":{}}}\n".to_vec(), stays_open(GROUP)),
+        row("history with both with and group", LoggedIn, b"{\"type\":\"history\",\"details\":{\"with\":\"a@b.org\",\"group\":\"1\"}}\n".to_vec(), stays_open(HISTORY)),
+        row("typing without typing", LoggedIn, b"{\"type\":\"typing\",\"details\":{\"to\":\"bob@example.com\"}}\n".to_vec(), stays_open(TYPING)),
+        row("typing a string", LoggedIn, b"{\"type\":\"typing\",\"details\":{\"to\":\"bob@example.com\",\"typing\":\"yes\"}}\n".to_vec(), stays_open(TYPING)),
+        row("read without upto", LoggedIn, b"{\"type\":\"read\",\"details\":{\"with\":\"bob@example.com\"}}\n".to_vec(), stays_open(READ)),
+        row("read upto a float", LoggedIn, b"{\"type\":\"read\",\"details\":{\"with\":\"bob@example.com\",\"upto\":1.5}}\n".to_vec(), stays_open(READ)),
+        row("block without email", LoggedIn, b"{\"type\":\"block\",\"details\":{}}\n".to_vec(), stays_open(BLOCK)),
+        row("password with new a number", LoggedIn, b"{\"type\":\"password\",\"details\":{\"old\":\"x\",\"new\":5}}\n".to_vec(), stays_open(PASSWORD)),
+        row("delete without password", LoggedIn, b"{\"type\":\"delete\",\"details\":{}}\n".to_vec(), stays_open(DELETE)),
+        row("reset with a code but no password", Anonymous, b"{\"type\":\"reset\",\"details\":{\"email\":\"a@b.org\",\"otp\":\"123456\"}}\n".to_vec(), stays_open(RESET)),
+        row("login with subscribe a string", Anonymous, login_details(&format!("{{\"email\":\"alice@example.com\",\"password\":\"{pw}\",\"subscribe\":\"presence\"}}")), stays_open(LOGIN)),
+        row("login subscribing to something unknown", Anonymous, login_details(&format!("{{\"email\":\"alice@example.com\",\"password\":\"{pw}\",\"subscribe\":[\"gossip\"]}}")), stays_open(LOGIN)),
         // ---- sanity: hostile-looking but valid ------------------------------------------------
         row("braces, quotes and escapes inside strings", Anonymous, b"{\"type\":\"ping\",\"x\":\"}{\\\"}]\\\\\",\"y\":\"\\u00e9\\ud83d\\ude00\"}\n".to_vec(), vec![Step::Pong]),
     ]
