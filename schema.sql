@@ -105,7 +105,10 @@ CREATE INDEX messages_pair ON messages(sender_id, recipient_id);
 -- watermark per user (`users.delivered_upto`) says what was delivered of both. A member
 -- may read a group's messages from `from_id` on (the next id at its latest joining);
 -- `joined` orders the members by joining (the earliest becomes owner when the owner
--- leaves). `last_id` orders a user's groups by activity.
+-- leaves). A member who left or was removed keeps its row with `until_id` (the first id
+-- after its membership), so that what was sent while it was a member still reaches it at
+-- its next login; `until_id` is NULL while it is a member. `last_id` orders a user's
+-- groups by activity.
 CREATE TABLE groups (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     name       TEXT NOT NULL,
@@ -118,6 +121,7 @@ CREATE TABLE group_members (
     user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     joined   INTEGER NOT NULL,
     from_id  INTEGER NOT NULL,
+    until_id INTEGER,
     PRIMARY KEY (group_id, user_id)
 ) WITHOUT ROWID;
 -- A user's groups (login catch-up, `groups`, account deletion).

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-message hot path, without sockets: finding frames, decoding
-//! a personal message, encoding its delivery, and the timer wheel.
+//! a personal message, encoding its delivery, and the timer wheel; and one store query that
+//! must stay an index walk (`unread`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use natter::framing::FrameScanner;
@@ -73,5 +74,43 @@ fn timers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, framing, protocol, timers);
+/// `unread` for a user with 200 conversations and 100,000 messages to it, 500 unread in
+/// each (issue 14: "answers within a few milliseconds").
+fn unread(c: &mut Criterion) {
+    use natter::store::messages::NewMessage;
+    use natter::store::{Durability, Store};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = Store::open(&dir.path().join("u.db"), Durability::Normal, std::time::Duration::from_secs(5))
+        .expect("open the store");
+    let me = store.insert_user("me@x.org", "me", "h", 0).expect("user");
+    let peers: Vec<i64> =
+        (0..200).map(|i| store.insert_user(&format!("p{i}@x.org"), &format!("p{i}"), "h", 0).expect("user")).collect();
+    for (n, &p) in peers.iter().enumerate() {
+        store.add_contact(me, p, 1).expect("contact");
+        for _ in 0..500 {
+            let m = NewMessage {
+                sender: p,
+                recipient: me,
+                body: "hello there",
+                media: None,
+                client_time: 0,
+                server_time: 0,
+                client_id: None,
+            };
+            store.insert_message(&m).expect("message");
+        }
+        if n % 20 == 19 {
+            store.commit().expect("commit");
+        }
+    }
+    store.commit().expect("commit");
+    let mut g = c.benchmark_group("store");
+    g.sample_size(20);
+    g.bench_function("unread, 200 conversations, 100,000 messages", |b| {
+        b.iter(|| store.unread(me).expect("unread").len())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, framing, protocol, timers, unread);
 criterion_main!(benches);

@@ -371,3 +371,27 @@ fn natter_cli_creates_a_group_sends_to_it_and_shows_it_by_name() {
     let history = cli(&["ghistory", "1"]);
     assert!(history.contains("ann@x.org -> group 1: hello team"), "{history}");
 }
+
+#[test]
+fn a_member_removed_while_offline_still_gets_what_was_sent_while_it_was_one() {
+    let s = server_with_users(&[]);
+    let mut ann = on(&s, "ann");
+    let bob = on(&s, "bob");
+    let id = create(&mut ann, &["bob@x.org"]);
+    bob.close();
+    ann.request(&gsend(&id, "while a member"));
+    ann.request(&group_req("remove", json!({"group":id,"members":["bob@x.org"]})));
+    ann.request(&gsend(&id, "after the removal"));
+    let mut bob = on(&s, "bob");
+    expect_group_message(&mut bob, &id, "while a member", "ann@x.org");
+    bob.expect_silence(150);
+    assert_eq!(bob.request(&json!({"type":"groups"}))["details"], json!([]));
+    // Added again: from the new joining on only.
+    ann.request(&group_req("add", json!({"group":id,"members":["bob@x.org"]})));
+    assert_eq!(bob.recv()["event"], "update");
+    ann.request(&gsend(&id, "back again"));
+    expect_group_message(&mut bob, &id, "back again", "ann@x.org");
+    let h = bob.request(&json!({"type":"history","details":{"group":id}}));
+    let texts: Vec<&str> = h["details"].as_array().unwrap().iter().map(|m| m["message"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["back again"]);
+}

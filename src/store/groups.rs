@@ -84,7 +84,7 @@ impl Store {
     pub fn group_members(&self, id: i64) -> Result<Vec<MemberRow>, StoreError> {
         let mut st = self.read().prepare_cached(
             "SELECT m.user_id, u.email, m.joined FROM group_members m JOIN users u ON u.id = m.user_id
-             WHERE m.group_id = ?1 ORDER BY m.joined",
+             WHERE m.group_id = ?1 AND m.until_id IS NULL ORDER BY m.joined",
         )?;
         let rows = st.query_map([id], |r| Ok(MemberRow { user: r.get(0)?, email: r.get(1)?, joined: r.get(2)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -94,15 +94,21 @@ impl Store {
     pub fn add_group_member(&mut self, group: i64, user: i64, joined: i64, from_id: i64) -> Result<(), StoreError> {
         let mut st = self.write()?.prepare_cached(
             "INSERT INTO group_members (group_id, user_id, joined, from_id) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (group_id, user_id) DO NOTHING",
+             ON CONFLICT (group_id, user_id) DO UPDATE SET joined = ?3, from_id = ?4, until_id = NULL
+             WHERE until_id IS NOT NULL",
         )?;
         st.execute(params![group, user, joined, from_id])?;
         Ok(())
     }
 
+    /// Ends a membership: what was sent before now still reaches the member at its next
+    /// login (its row keeps the window), nothing after.
     pub fn remove_group_member(&mut self, group: i64, user: i64) -> Result<(), StoreError> {
-        let mut st = self.write()?.prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?;
-        st.execute(params![group, user])?;
+        let until = self.next_id_peek();
+        let mut st = self.write()?.prepare_cached(
+            "UPDATE group_members SET until_id = ?3 WHERE group_id = ?1 AND user_id = ?2 AND until_id IS NULL",
+        )?;
+        st.execute(params![group, user, until])?;
         Ok(())
     }
 
@@ -136,23 +142,27 @@ impl Store {
     /// A user's groups, most recently active first.
     pub fn groups_of(&self, user: i64) -> Result<Vec<i64>, StoreError> {
         let mut st = self.read().prepare_cached(
-            "SELECT g.id FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?1
-             ORDER BY g.last_id DESC, g.id DESC",
+            "SELECT g.id FROM group_members m JOIN groups g ON g.id = m.group_id
+             WHERE m.user_id = ?1 AND m.until_id IS NULL ORDER BY g.last_id DESC, g.id DESC",
         )?;
         let rows = st.query_map([user], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A user's memberships as (group, the first message id it may read).
-    pub fn memberships(&self, user: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-        let mut st = self.read().prepare_cached("SELECT group_id, from_id FROM group_members WHERE user_id = ?1")?;
-        let rows = st.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    /// A user's memberships, past ones included, as (group, the first message id it may
+    /// read, the first it may not: `i64::MAX` while it is a member).
+    pub fn memberships(&self, user: i64) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        let mut st = self.read().prepare_cached(
+            "SELECT group_id, from_id, coalesce(until_id, 9223372036854775807) FROM group_members WHERE user_id = ?1",
+        )?;
+        let rows = st.query_map([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// How many groups `user` is in.
     pub fn group_count(&self, user: i64) -> Result<usize, StoreError> {
-        let mut st = self.read().prepare_cached("SELECT count(*) FROM group_members WHERE user_id = ?1")?;
+        let mut st =
+            self.read().prepare_cached("SELECT count(*) FROM group_members WHERE user_id = ?1 AND until_id IS NULL")?;
         Ok(st.query_row([user], |r| r.get::<_, i64>(0))? as usize)
     }
 
@@ -216,9 +226,12 @@ impl Store {
             bound = last.unwrap_or(bound);
         }
         let mut st = self.read().prepare_cached(GROUP_AFTER_SQL)?;
-        for (group, from_id) in memberships {
+        for (group, from_id, until_id) in memberships {
             let from = after.max(from_id - 1);
-            let found = st.query_map(params![group, from, user, chunk as i64, bound], |r| {
+            if from >= until_id - 1 {
+                continue;
+            }
+            let found = st.query_map(params![group, from, user, chunk as i64, bound.min(until_id - 1)], |r| {
                 Ok(BacklogRow {
                     id: r.get(0)?,
                     sender: r.get(1)?,
@@ -273,8 +286,9 @@ impl Store {
 
     /// The first message id `user` may read in `group`, when it is a member.
     pub fn member_from(&self, group: i64, user: i64) -> Result<Option<i64>, StoreError> {
-        let mut st =
-            self.read().prepare_cached("SELECT from_id FROM group_members WHERE group_id = ?1 AND user_id = ?2")?;
+        let mut st = self.read().prepare_cached(
+            "SELECT from_id FROM group_members WHERE group_id = ?1 AND user_id = ?2 AND until_id IS NULL",
+        )?;
         Ok(st.query_row(params![group, user], |r| r.get(0)).optional()?)
     }
 
@@ -283,7 +297,8 @@ impl Store {
     /// left empty is deleted. Also deletes the group messages it sent. Returns the groups
     /// it was in.
     pub fn leave_all_groups(&mut self, user: i64) -> Result<Vec<i64>, StoreError> {
-        let groups: Vec<i64> = self.memberships(user)?.into_iter().map(|(g, _)| g).collect();
+        let groups: Vec<i64> =
+            self.memberships(user)?.into_iter().filter(|m| m.2 == i64::MAX).map(|(g, _, _)| g).collect();
         for &g in &groups {
             self.remove_group_member(g, user)?;
             let members = self.group_members(g)?;

@@ -88,7 +88,7 @@ impl Store {
             let mut st = self.read().prepare_cached(
                 "SELECT m.group_id, max(m.from_id - 1, coalesce(r.upto, 0)) FROM group_members m
                  LEFT JOIN read_groups r ON r.user_id = m.user_id AND r.group_id = m.group_id
-                 WHERE m.user_id = ?1",
+                 WHERE m.user_id = ?1 AND m.until_id IS NULL",
             )?;
             let rows = st.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
