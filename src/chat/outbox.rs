@@ -89,6 +89,8 @@ pub struct Outbox {
     watch: Option<(ConnId, usize)>,
     /// Bytes sent to the watched connection since [`watch`](Self::watch).
     watched: usize,
+    /// Bytes of all sends since the last [`clear`](Self::clear), each counted per receiver.
+    queued: usize,
 }
 
 /// Arena capacity kept from one iteration to the next; more was for a rare burst.
@@ -130,7 +132,14 @@ impl Outbox {
         if self.watch.is_some_and(|(c, _)| c == s.to) {
             self.watched += s.range.len();
         }
+        self.queued += s.range.len();
         self.sends.push(s);
+    }
+
+    /// Bytes the iteration's sends will copy into connections: a fan-out counts once per
+    /// receiver (what the loop's per-iteration bound holds back), the arena once.
+    pub fn queued(&self) -> usize {
+        self.queued.max(self.bytes.len())
     }
 
     /// Encodes with `f` into the arena and sends the result to `to`.
@@ -203,9 +212,30 @@ impl Outbox {
         }
         self.watch = None;
         self.watched = 0;
+        self.queued = 0;
         self.bytes.clear();
         self.sends.clear();
         self.closes.clear();
         self.jobs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fan-out is encoded once but copied to every receiver: what the loop's
+    /// per-iteration bound counts is the copies.
+    #[test]
+    fn queued_counts_a_fan_out_once_per_receiver() {
+        let mut out = Outbox::default();
+        let range = out.encode(|b| b.extend_from_slice(&[b'x'; 100]));
+        for slot in 0..50 {
+            out.send_again(ConnId { slot, generation: 1 }, range.clone(), OnCommitFail::Drop);
+        }
+        assert_eq!(out.bytes.len(), 100);
+        assert_eq!(out.queued(), 5_000);
+        out.clear();
+        assert_eq!(out.queued(), 0);
     }
 }

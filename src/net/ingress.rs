@@ -86,7 +86,10 @@ impl EventLoop {
         self.core.outbox().watch(id, self.net.max_output.saturating_sub(conn.pending_output()));
         loop {
             while conn.closing.is_none() && !self.core.is_busy(id) {
-                if self.output.arena_full(self.core.outbox().bytes.len()) {
+                // What the iteration's answers will copy into connections, a fan-out once per
+                // receiver: a rename of a big group, or a group message, copies its bytes to
+                // every member.
+                if self.output.arena_full(self.core.outbox().queued()) {
                     deferred = true;
                     break;
                 }
