@@ -7,20 +7,24 @@
 //!
 //! - [`net`]: the only code that touches mio, sockets, threads, signals or the clock. The
 //!   event loop (`net/event_loop.rs`) and its own deadlines (`net/resume.rs`), one TCP
-//!   client (`net/conn.rs`) and what it speaks (`net/transport.rs`), the UDP relay socket,
-//!   the worker threads for password hashing and mail, the signal pipe.
+//!   client (`net/conn.rs`) and what it speaks (`net/transport.rs`: plain, TLS in
+//!   `net/tls.rs`, PROXY headers in `net/proxy.rs`), the UDP relay socket, the worker
+//!   threads for password hashing and mail, the signal pipe.
 //! - [`framing`]: the resumable JSON-object boundary scanner.
 //! - [`bytescan`]: finding quotes, backslashes and control bytes eight at a time, for the
 //!   scanner and the encoder.
 //! - [`protocol`]: decode a frame into a `Request`, encode every answer. The only serde user.
 //! - [`chat`]: the pure core in owned parts: sessions, accounts, messages and delivery,
-//!   calls, guards (throttles), the account directory, contacts. Takes `Now` as an
-//!   argument, answers through an `Outbox`.
+//!   groups, calls, guards (throttles), the account directory, contacts, blocks, presence,
+//!   typing, read marks, self-service. Takes `Now` as an argument, answers through an
+//!   `Outbox`.
 //! - [`timer_wheel`]: every deadline.
 //! - [`store`]: SQLite: schema and migrations, the group commit, queries.
 //! - [`config`], [`cli`], [`config_file`]: settings, the command line and `--config`;
 //!   [`admin`]: `natter user ...` and `natter backup`.
 //! - [`password`], [`secret`], [`mailer`]: argon2id, OTPs and tokens, lettre.
+//! - [`line_client`], [`tls_client`]: the clients' side (natter-cli, natter-bench): lines
+//!   over a non-blocking socket, plain or TLS. [`cidr`]: address ranges.
 //! - [`line_client`]: not the server's: the client side of a line connection (connect,
 //!   queue, flush, bounded line splitting) that natter-cli and natter-bench share.
 //!
