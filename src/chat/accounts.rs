@@ -188,7 +188,7 @@ fn end_login(core: &mut Core, conn: ConnId, now: Now) {
     if let Some(member) = core.sessions.logout(conn) {
         super::calls::connection_gone(core, conn, member.user_id, now);
         super::typing::connection_gone(core, conn, member.user_id);
-        super::presence::logged_out(core, member.user_id, &member.email);
+        super::presence::logged_out(core, member.user_id, &member.email, now);
         rearm_auth(core, conn, now);
     }
 }
@@ -392,7 +392,7 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     let email = Rc::clone(&member.email);
     core.sessions.login(conn, member, watermark);
     core.counters.logins_ok += 1;
-    super::presence::logged_in(core, conn, user.id, &email, &friends);
+    super::presence::logged_in(core, conn, user.id, &email, &friends, now);
     // The backlog follows the login answer (PROTOCOL.md section 5).
     super::delivery::start(core, conn);
 }

@@ -68,6 +68,8 @@ enum Timer {
     TypingLapse(i64, typing::Target),
     /// A password reset code expires.
     ResetExpiry(ConnId),
+    /// A user's presence announcement is due.
+    PresenceDue(i64),
     /// A talking call's check for relay silence.
     Silence(u64),
     /// Store the delivery watermarks raised since the last commit that wrote them.
@@ -231,6 +233,7 @@ impl Core {
             || !self.out.closes.is_empty()
             || !self.out.jobs.is_empty()
             || self.store.has_pending_writes()
+            || self.presence.has_pending()
     }
 
     /// True while the connection waits for a worker job: its further frames must wait too,
@@ -249,7 +252,7 @@ impl Core {
         if let Some(member) = self.sessions.logout(conn) {
             calls::connection_gone(self, conn, member.user_id, now);
             typing::connection_gone(self, conn, member.user_id);
-            presence::logged_out(self, member.user_id, &member.email);
+            presence::logged_out(self, member.user_id, &member.email, now);
         }
         if let Some(s) = self.sessions.close(conn) {
             for t in s.timers() {
@@ -273,6 +276,7 @@ impl Core {
                 Timer::Silence(call) => calls::silence_check(self, call, now),
                 Timer::TypingLapse(from, target) => typing::lapse(self, from, target),
                 Timer::ResetExpiry(conn) => self_service::reset_expired(self, conn),
+                Timer::PresenceDue(user) => presence::due(self, user, now),
                 Timer::PersistWatermarks => self.ledger.persist_now(true),
                 Timer::Sweep => {
                     self.guards.sweep(now.ms);
@@ -285,6 +289,8 @@ impl Core {
                 }
             }
         }
+        // Presence announcements go out a part per iteration.
+        presence::send_some(self);
     }
 
     /// When the next deadline is due (ms on the `Now::ms` clock), for the poll timeout.

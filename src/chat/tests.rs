@@ -481,3 +481,39 @@ fn typing_to_a_stranger_or_across_a_block_goes_nowhere() {
     let out = h.send(ann, typing_to("bob@x.org", true));
     assert!(to(&out, bob).is_empty() && to(&out, cat).is_empty(), "{out:?}");
 }
+
+#[test]
+fn presence_is_announced_at_once_and_at_most_once_a_second() {
+    let mut h = Harness::new();
+    h.user("ann@x.org", "ann");
+    h.user("bob@x.org", "bob");
+    let a0 = h.login("ann@x.org", false);
+    h.send(a0, personal("bob@x.org", "hi"));
+    h.core.on_close(a0, h.now);
+    h.advance(2_000);
+    let bob = login_subscribed(&mut h, "bob@x.org", &["presence"]);
+    h.advance(2_000);
+    let online = json!({"event":"presence","type":"presence","details":{"email":"ann@x.org","online":true}});
+    let offline = json!({"event":"presence","type":"presence","details":{"email":"ann@x.org","online":false}});
+    let login_out = {
+        let c = h.open();
+        let pw = password::md5_hex("pw");
+        let mut out = h.send(c, json!({"type":"login","details":{"email":"ann@x.org","password":pw}}));
+        out.extend(h.advance(10));
+        (c, out)
+    };
+    assert_eq!(to(&login_out.1, bob), [online.clone()], "at once");
+    // Flapping: out and back within the second is one announcement of where it ended, a
+    // second after the last (it repeats a state: someone may have subscribed in between).
+    h.send(login_out.0, json!({"type":"logout"}));
+    let pw = password::md5_hex("pw");
+    h.send(login_out.0, json!({"type":"login","details":{"email":"ann@x.org","password":pw}}));
+    for _ in 0..5 {
+        h.send(login_out.0, json!({"type":"logout"}));
+        h.send(login_out.0, json!({"type":"login","details":{"email":"ann@x.org","password":pw}}));
+    }
+    assert_eq!(to(&h.advance(1_500), bob), [online.clone()], "once, not per flap");
+    h.send(login_out.0, json!({"type":"logout"}));
+    let out = h.advance(1_100);
+    assert_eq!(to(&out, bob), [offline], "a second after the last announcement");
+}

@@ -33,6 +33,7 @@ enum Workload {
     Relay,
     Handshakes,
     Groups,
+    Presence,
 }
 
 #[derive(Debug, Parser)]
@@ -79,6 +80,12 @@ struct Cli {
     /// against [default: the system's roots].
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// presence: contacts of the user that logs in and out, all online and subscribed.
+    #[arg(long, default_value_t = 5000)]
+    contacts: usize,
+    /// presence: seconds of churn, and of typing.
+    #[arg(long, default_value_t = 5.0)]
+    presence_seconds: f64,
     /// groups: members of the fan-out group, all online.
     #[arg(long, default_value_t = 1000)]
     group_members: usize,
@@ -155,6 +162,7 @@ impl Cli {
         (self.idle, self.calls, self.dps, self.relay_seconds) = (50, 3, 20, 0.5);
         (self.handshake_threads, self.handshake_seconds) = (1, 0.5);
         (self.group_members, self.group_messages, self.member_groups, self.group_backlog) = (5, 20, 3, 60);
+        (self.contacts, self.presence_seconds) = (10, 0.5);
     }
 
     /// How many bench users a workload needs.
@@ -164,6 +172,7 @@ impl Cli {
             Workload::Fanout => self.receivers + 1,
             Workload::Latency | Workload::Offline | Workload::Handshakes => 2,
             Workload::Groups => self.group_members.max(2),
+            Workload::Presence => workloads::presence::users(self.contacts),
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
@@ -188,8 +197,12 @@ fn uses_tls(cli: &Cli, w: Workload) -> bool {
 fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
     let n = cli.users(w);
     let logins = if w == Workload::Logins { cli.clients } else { 0 };
+    let contacts = if w == Workload::Presence { cli.contacts } else { 0 };
     let provision = |db: &std::path::Path| {
         server::provision(db, n, CHEAP)?;
+        if contacts > 0 {
+            server::make_contacts(db, 0, 1..contacts + 1)?;
+        }
         if logins > 0 {
             server::provision_range(db, 2..2 + logins, cli.real_hash())?;
         }
@@ -278,6 +291,14 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
                 size: cli.size,
             },
         )?,
+        Workload::Presence => workloads::presence::run(
+            &env,
+            &workloads::presence::Params {
+                contacts: cli.contacts.max(1),
+                seconds: cli.presence_seconds,
+                size: cli.size,
+            },
+        )?,
         Workload::All => Vec::new(),
     })
 }
@@ -340,6 +361,7 @@ fn main() -> ExitCode {
             Workload::Relay,
             Workload::Handshakes,
             Workload::Groups,
+            Workload::Presence,
         ];
     }
     let mut reports = Vec::new();

@@ -66,6 +66,11 @@ impl Clients {
         Ok(i)
     }
 
+    /// Bytes queued for client `i` and not yet written.
+    pub fn unsent(&self, i: usize) -> usize {
+        self.clients[i].conn.unsent()
+    }
+
     /// Queues bytes for client `i`; they go out at the next [`flush`](Self::flush).
     pub fn send(&mut self, i: usize, bytes: &[u8]) {
         let c = &mut self.clients[i];

@@ -112,6 +112,20 @@ pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashPar
     store.commit().map_err(|e| e.to_string())
 }
 
+/// Makes user `of` and each user in `others` contacts (both directions of the friends list).
+pub fn make_contacts(db: &Path, of: usize, others: std::ops::Range<usize>) -> Result<(), String> {
+    let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let id = |store: &Store, i: usize| -> Result<i64, String> {
+        store.user_by_email(&email(i)).map_err(|e| e.to_string())?.map(|u| u.id).ok_or(format!("no user {i}"))
+    };
+    let me = id(&store, of)?;
+    for i in others {
+        let other = id(&store, i)?;
+        store.add_contact(me, other, 1).map_err(|e| e.to_string())?;
+    }
+    store.commit().map_err(|e| e.to_string())
+}
+
 /// A fresh self-signed ECDSA P-256 certificate for 127.0.0.1 and localhost, made with
 /// openssl in a temp folder (left for the OS to clean: it holds two small files); returns
 /// the certificate and key files.

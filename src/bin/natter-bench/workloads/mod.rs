@@ -9,6 +9,7 @@ pub mod latency;
 pub mod logins;
 pub mod offline;
 pub mod pairs;
+pub mod presence;
 pub mod relay;
 
 use crate::answer::Answer;
@@ -66,12 +67,17 @@ pub fn own_cpu() -> f64 {
 
 /// Connects one client per user and logs each in; waits for every answer.
 pub fn login_all(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Result<Vec<usize>, String> {
+    login_all_with(cl, env, users, &format!("\"acks\":{acks}"))
+}
+
+/// [`login_all`] with `extra` (JSON members, e.g. `"subscribe":["presence"]`) in `details`.
+pub fn login_all_with(cl: &mut Clients, env: &Env, users: &[usize], extra: &str) -> Result<Vec<usize>, String> {
     let md5 = natter::password::md5_hex(PASSWORD);
     let mut ids = Vec::with_capacity(users.len());
     for &u in users {
         let i = cl.connect(env.addr).map_err(|e| format!("connect: {e}"))?;
         let frame = format!(
-            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\",\"acks\":{acks}}}}}\n",
+            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\",{extra}}}}}\n",
             email(u)
         );
         cl.send(i, frame.as_bytes());
