@@ -125,7 +125,7 @@ fn churn(env: &Env, p: &Params) -> Result<Report, String> {
     r.metric("presence events delivered", events as f64 / p.seconds, "events/s");
     if let Some(cpu) = cpu {
         r.metric("server CPU share", cpu / p.seconds * 100.0, "%");
-        r.metric("server CPU per presence event", cpu * 1e6 / events.max(1) as f64, "us");
+        r.metric("server CPU per login+logout cycle", cpu * 1e6 / cycles.max(1) as f64, "us");
     }
     r.metric("pair latency p50", lat.quantile_us(0.5), "us");
     r.metric("pair latency p99", lat.quantile_us(0.99), "us");
