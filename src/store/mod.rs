@@ -148,6 +148,9 @@ impl Store {
         schema::migrate(&mut conn)?;
         let last_message_id =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_message_id'", [], |r| r.get(0))?;
+        // The first look for other processes' commits compares with the database as opened,
+        // not with nothing (which counted one phantom change per start).
+        let data_version_seen: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         // Ids are reserved in blocks, so `meta` is written once per block rather than once
         // per commit; a restart skips what was left of the last block.
         Ok(Store {
@@ -161,7 +164,7 @@ impl Store {
             commits: 0,
             messages_committed: 0,
             pending_inserts: 0,
-            data_version_seen: 0,
+            data_version_seen,
             external_changes: 0,
             changed_at_begin: false,
         })
