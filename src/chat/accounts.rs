@@ -9,7 +9,6 @@
 //! `success`. A login: throttle check, look the name up, check the password against its
 //! hash, or against a dummy hash for an unknown name so both cost the same (worker), answer.
 
-use super::guards::OtpWait;
 use super::sessions::{Busy, ConnId, Member, Pending};
 use super::{validate, Core, Job, JobDone, Now, OnCommitFail, Timer};
 use crate::protocol::{response, Login};
@@ -36,13 +35,7 @@ pub(super) fn registration(core: &mut Core, conn: ConnId, email: &str, password:
     let Some(peer) = core.sessions.get(conn).map(|s| s.peer) else { return };
     let email_key = email.to_ascii_lowercase();
     if let Some(wait) = core.guards.otp_wait(&email_key, peer, now.ms) {
-        let msg = match wait {
-            OtpWait::Email(ms) => format!("too many codes sent to this address; retry in {} s", ms.div_ceil(1000)),
-            OtpWait::Address(ms) => {
-                format!("too many codes requested from your network address; retry in {} s", ms.div_ceil(1000))
-            }
-        };
-        return core.out.failed(conn, "otp", &msg);
+        return core.out.failed(conn, "otp", &wait.message());
     }
     let otp = match secret::otp() {
         Ok(otp) => otp,

@@ -20,6 +20,18 @@ pub enum OtpWait {
     Address(u64),
 }
 
+impl OtpWait {
+    /// The `failed` message for it (registration and password reset alike).
+    pub fn message(self) -> String {
+        match self {
+            OtpWait::Email(ms) => format!("too many codes sent to this address; retry in {} s", ms.div_ceil(1000)),
+            OtpWait::Address(ms) => {
+                format!("too many codes requested from your network address; retry in {} s", ms.div_ceil(1000))
+            }
+        }
+    }
+}
+
 pub struct Guards {
     /// Failed logins by (name as sent, client address): 5 a minute. Keyed on the name as
     /// sent, known or not, so a throttled answer tells nothing about which accounts exist;

@@ -125,11 +125,7 @@ pub(super) fn due(core: &mut Core, user: i64, now: Now) {
         if blocks::blocks(core, user, contact) {
             continue;
         }
-        conns.extend(
-            core.sessions.conns_of(contact).iter().copied().filter(|c| {
-                core.sessions.get(*c).and_then(|s| s.member.as_ref()).is_some_and(|m| m.subscribe.presence)
-            }),
-        );
+        conns.extend(core.sessions.subscribed(contact, |s| s.presence));
     }
     if !conns.is_empty() {
         core.presence.outgoing.push_back(Outgoing { email, online, conns });

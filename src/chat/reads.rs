@@ -30,15 +30,7 @@ fn tell(
 ) {
     let mut bytes = None;
     for &u in users {
-        let conns: Vec<ConnId> = core
-            .sessions
-            .conns_of(u)
-            .iter()
-            .copied()
-            .filter(|c| *c != except)
-            .filter(|c| core.sessions.get(*c).and_then(|s| s.member.as_ref()).is_some_and(|m| m.subscribe.read))
-            .collect();
-        for c in conns {
+        for c in core.sessions.subscribed(u, |s| s.read).into_iter().filter(|c| *c != except) {
             let range = bytes.get_or_insert_with(|| core.out.encode(|b| response::read(b, reader, with, group, upto)));
             core.out.send_again(c, range.clone(), OnCommitFail::Drop);
         }

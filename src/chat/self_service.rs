@@ -13,7 +13,6 @@
 //! A change logs the user's other connections out at once, a deletion all of them (the
 //! asking connection becomes anonymous). Never touches sockets.
 
-use super::guards::OtpWait;
 use super::sessions::{Busy, ConnId};
 use super::{accounts, validate, Core, Job, Now, OnCommitFail, Timer};
 use crate::protocol::response;
@@ -177,13 +176,7 @@ pub(super) fn reset_request(core: &mut Core, conn: ConnId, email: &str, now: Now
     let Some(peer) = core.sessions.get(conn).map(|s| s.peer) else { return };
     let email_key = email.to_ascii_lowercase();
     if let Some(wait) = core.guards.otp_wait(&email_key, peer, now.ms) {
-        let msg = match wait {
-            OtpWait::Email(ms) => format!("too many codes sent to this address; retry in {} s", ms.div_ceil(1000)),
-            OtpWait::Address(ms) => {
-                format!("too many codes requested from your network address; retry in {} s", ms.div_ceil(1000))
-            }
-        };
-        return core.out.failed(conn, "otp", &msg);
+        return core.out.failed(conn, "otp", &wait.message());
     }
     let user = match core.store.user_by_email(email) {
         Ok(u) => u.map(|row| row.id),

@@ -240,6 +240,15 @@ impl Sessions {
         self.online.get(&user).map_or(&[], |o| o.conns.as_slice())
     }
 
+    /// The connections of `user` that subscribed at login to what `pick` chooses.
+    pub fn subscribed(&self, user: i64, pick: impl Fn(&Subscriptions) -> bool) -> Vec<ConnId> {
+        self.conns_of(user)
+            .iter()
+            .copied()
+            .filter(|c| self.get(*c).and_then(|s| s.member.as_ref()).is_some_and(|m| pick(&m.subscribe)))
+            .collect()
+    }
+
     /// The delivery state of an online user.
     pub fn online(&self, user: i64) -> Option<&Online> {
         self.online.get(&user)

@@ -74,14 +74,7 @@ fn tell(core: &mut Core, users: &[i64], from_email: &str, target: Target, typing
     };
     let mut bytes = None;
     for &u in users {
-        let conns: Vec<ConnId> = core
-            .sessions
-            .conns_of(u)
-            .iter()
-            .copied()
-            .filter(|c| core.sessions.get(*c).and_then(|s| s.member.as_ref()).is_some_and(|m| m.subscribe.typing))
-            .collect();
-        for c in conns {
+        for c in core.sessions.subscribed(u, |s| s.typing) {
             let range =
                 bytes.get_or_insert_with(|| core.out.encode(|b| response::typing(b, from_email, group, typing)));
             core.out.send_again(c, range.clone(), OnCommitFail::Keep);

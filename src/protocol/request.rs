@@ -395,12 +395,7 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "read" => {
             let d: ReadDetails = details(ty, env.details)?;
-            let of = match (d.with, d.group) {
-                (Some(with), None) => Conversation::With(with),
-                (None, Some(group)) => Conversation::Group(group),
-                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `with` or `group`, not both")),
-                (None, None) => return Err(DecodeError::new(ty, "missing field `with`")),
-            };
+            let of = conversation(ty, "with", d.with, d.group)?;
             Ok(Request::Read { of, upto: required(ty, "upto", d.upto)?.0 })
         }
         "unread" => Ok(Request::Unread),
@@ -421,12 +416,7 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "typing" => {
             let d: TypingDetails = details(ty, env.details)?;
-            let of = match (d.to, d.group) {
-                (Some(to), None) => Conversation::With(to),
-                (None, Some(group)) => Conversation::Group(group),
-                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `to` or `group`, not both")),
-                (None, None) => return Err(DecodeError::new(ty, "missing field `to`")),
-            };
+            let of = conversation(ty, "to", d.to, d.group)?;
             Ok(Request::Typing { of, typing: required(ty, "typing", d.typing)? })
         }
         "users" => Ok(Request::Users),
@@ -445,12 +435,7 @@ pub(crate) fn general(text: &str) -> Result<Request<'_>, DecodeError> {
         }
         "history" => {
             let d: HistoryDetails = details(ty, env.details)?;
-            let of = match (d.with, d.group) {
-                (Some(with), None) => Conversation::With(with),
-                (None, Some(group)) => Conversation::Group(group),
-                (Some(_), Some(_)) => return Err(DecodeError::new(ty, "give `with` or `group`, not both")),
-                (None, None) => return Err(DecodeError::new(ty, "missing field `with`")),
-            };
+            let of = conversation(ty, "with", d.with, d.group)?;
             Ok(Request::History { of, before: d.before.map(|b| b.0), limit: d.limit })
         }
         "group" => {
@@ -540,6 +525,22 @@ fn details<'a, T: Deserialize<'a>>(ty: &str, raw: Option<&'a RawValue>) -> Resul
         return Err(DecodeError::new(ty, "`details` must be an object"));
     }
     serde_json::from_str(raw.get()).map_err(|e| DecodeError::new(ty, format!("details: {}", json_error(&e))))
+}
+
+/// A conversation named by `user_key` (`with` or `to`: a user's email) or by `group`:
+/// exactly one of the two.
+fn conversation<'a>(
+    ty: &str,
+    user_key: &str,
+    user: Option<Text<'a>>,
+    group: Option<Text<'a>>,
+) -> Result<Conversation<'a>, DecodeError> {
+    match (user, group) {
+        (Some(user), None) => Ok(Conversation::With(user)),
+        (None, Some(group)) => Ok(Conversation::Group(group)),
+        (Some(_), Some(_)) => Err(DecodeError::new(ty, format!("give `{user_key}` or `group`, not both"))),
+        (None, None) => Err(DecodeError::new(ty, format!("missing field `{user_key}`"))),
+    }
 }
 
 fn required<T>(ty: &str, field: &str, value: Option<T>) -> Result<T, DecodeError> {
