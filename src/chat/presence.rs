@@ -16,6 +16,7 @@
 use super::sessions::ConnId;
 use super::{blocks, Core, Now, OnCommitFail, Timer};
 use crate::protocol::response;
+use crate::store::Friend;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -72,17 +73,9 @@ fn shown_online(core: &Core, user: i64) -> bool {
     !core.sessions.conns_of(user).is_empty()
 }
 
-/// The contacts of `user` among `friends` (email, username), as (user, email).
-fn resolve(core: &mut Core, friends: &[(String, String)]) -> Vec<(i64, Rc<str>)> {
-    let mut out = Vec::with_capacity(friends.len());
-    for (email, _) in friends {
-        match core.user_by_email(email) {
-            Ok(Some(u)) => out.push(u),
-            Ok(None) => {}
-            Err(e) => log::warn!("presence: looking up a contact failed: {e}"),
-        }
-    }
-    out
+/// A friends list as presence keeps it: (user, email).
+fn contacts_of(friends: &[Friend]) -> Vec<(i64, Rc<str>)> {
+    friends.iter().map(|f| (f.id, Rc::from(f.email.as_str()))).collect()
 }
 
 /// `user` went online or offline: announced now, or a second after its last announcement.
@@ -160,7 +153,7 @@ pub(super) fn send_some(core: &mut Core) {
 }
 
 /// `conn` just logged in as `user`, whose friends list is `friends`.
-pub(super) fn logged_in(core: &mut Core, conn: ConnId, user: i64, email: &str, friends: &[(String, String)], now: Now) {
+pub(super) fn logged_in(core: &mut Core, conn: ConnId, user: i64, email: &str, friends: &[Friend], now: Now) {
     let first = core.sessions.conns_of(user).len() == 1;
     let subscribed = core.sessions.get(conn).and_then(|s| s.member.as_ref()).is_some_and(|m| m.subscribe.presence);
     if !first && !subscribed {
@@ -168,7 +161,7 @@ pub(super) fn logged_in(core: &mut Core, conn: ConnId, user: i64, email: &str, f
     }
     let contacts: Contacts = match core.presence.contacts.get(&user) {
         Some(c) if !first => Rc::clone(c),
-        _ => Rc::new(resolve(core, friends)),
+        _ => Rc::new(contacts_of(friends)),
     };
     if first {
         changed(core, user, email, true, Rc::clone(&contacts), now);
@@ -205,7 +198,7 @@ pub(super) fn query(core: &mut Core, conn: ConnId) {
             return core.out.failed(conn, "presence", "could not be read now; try again");
         }
     };
-    let contacts = resolve(core, &friends);
+    let contacts = contacts_of(&friends);
     let list: Vec<(Rc<str>, bool)> = contacts
         .into_iter()
         .map(|(id, email)| {

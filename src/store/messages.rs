@@ -384,13 +384,13 @@ mod tests {
         let second = s.insert_message(&msg(c, a, "2")).unwrap();
         s.add_contact(c, a, second).unwrap();
         s.commit().unwrap();
-        let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|(e, _)| e).collect();
+        let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|f| f.email).collect();
         assert_eq!(f, ["c@x.org", "b@x.org"]);
         // b answers a: b is the most recent again, though its contact row is older.
         s.insert_message(&msg(b, a, "3")).unwrap();
         s.add_contact(a, b, 99).unwrap();
         s.commit().unwrap();
-        let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|(e, _)| e).collect();
+        let f: Vec<String> = s.friends(a).unwrap().into_iter().map(|f| f.email).collect();
         assert_eq!(f, ["b@x.org", "c@x.org"]);
         assert_eq!(s.friends(b).unwrap().len(), 1);
         assert_eq!(s.friends(c).unwrap().len(), 1);

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use schema::SCHEMA_VERSION;
-pub use users::UserRow;
+pub use users::{Friend, UserRow};
 
 /// How hard a commit tries to reach the disk (SQLite `synchronous` in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -91,9 +91,10 @@ mod tests {
         let mut s =
             crate::store::Store::open(&path, crate::store::Durability::Normal, std::time::Duration::from_secs(1))
                 .unwrap();
-        let f: Vec<String> = s.friends(1).unwrap().into_iter().map(|(e, _)| e).collect();
+        let f: Vec<String> = s.friends(1).unwrap().into_iter().map(|f| f.email).collect();
         assert_eq!(f, ["b@x.org", "c@x.org"]);
-        assert_eq!(s.friends(3).unwrap(), [("a@x.org".to_owned(), "a".to_owned())]);
+        let f = s.friends(3).unwrap();
+        assert_eq!((f.len(), f[0].email.as_str(), f[0].username.as_str()), (1, "a@x.org", "a"));
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub struct UserRow {
     pub password_hash: String,
 }
 
+/// One entry of a friends list. The id comes with it so that the presence code needs no
+/// lookup per friend (a user may have thousands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Friend {
+    pub id: i64,
+    pub email: String,
+    pub username: String,
+}
+
 /// Which of the unique names of a new account is already taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -26,7 +35,7 @@ fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
 
 /// A user's contacts, the most recent conversation first: the order is the newest message
 /// either way, two index seeks in `messages_pair` per contact.
-pub(super) const FRIENDS_SQL: &str = "SELECT u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
+pub(super) const FRIENDS_SQL: &str = "SELECT u.id, u.email, u.username FROM contacts c JOIN users u ON u.id = c.peer_id
      WHERE c.user_id = ?1 AND c.peer_id != ?1
      ORDER BY max(c.first_id,
          coalesce((SELECT max(id) FROM messages WHERE sender_id = ?1 AND recipient_id = c.peer_id), 0),
@@ -107,10 +116,10 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The friends of a user as (email, username), most recent contact first.
-    pub fn friends(&mut self, user_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+    /// The friends of a user, most recent contact first.
+    pub fn friends(&mut self, user_id: i64) -> Result<Vec<Friend>, StoreError> {
         let mut st = self.read_messages()?.prepare_cached(FRIENDS_SQL)?;
-        let rows = st.query_map([user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = st.query_map([user_id], |r| Ok(Friend { id: r.get(0)?, email: r.get(1)?, username: r.get(2)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
