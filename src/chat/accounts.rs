@@ -378,7 +378,12 @@ fn verified(core: &mut Core, conn: ConnId, ok: bool, now: Now) {
     }
     drop_pending(core, conn);
     core.out.send(conn, OnCommitFail::Keep, |b| {
-        response::login_ok(b, &user.username, &user.email, friends.iter().map(|f| (f.email.as_str(), f.username.as_str())))
+        response::login_ok(
+            b,
+            &user.username,
+            &user.email,
+            friends.iter().map(|f| (f.email.as_str(), f.username.as_str())),
+        )
     });
     log::debug!("user {} logged in on {conn:?}", user.id);
     let member = Member { user_id: user.id, email: user.email.into(), acks, subscribe };

@@ -95,7 +95,7 @@ commands (USER is an email or a username):
   ghistory GROUP [LIMIT]    a group's messages, oldest first
   block USER, unblock USER  refuse (or accept again) USER's messages and calls
   blocked                   whom you block
-  presence                  which of your contacts are online
+  friends                   your contacts, online ones marked ● (also `presence`)
   unread                    conversations with unread messages
   passwd                    change your password (asks the old and the new one)
   reset EMAIL               forgotten password: a code by mail, then a new password
@@ -165,7 +165,7 @@ pub fn parse(line: &str) -> Result<Cmd, String> {
         "block" => Ok(Cmd::Block { email: need("USER", rest)?, block: true }),
         "unblock" => Ok(Cmd::Block { email: need("USER", rest)?, block: false }),
         "blocked" => none_after(Cmd::Blocked),
-        "presence" => none_after(Cmd::Presence),
+        "presence" | "friends" => none_after(Cmd::Presence),
         "unread" => none_after(Cmd::Unread),
         "passwd" | "password" => none_after(Cmd::Passwd),
         "reset" => Ok(Cmd::Reset { email: need("EMAIL", rest)? }),
@@ -245,9 +245,15 @@ pub fn verify(otp: &str) -> Value {
 }
 
 /// A name with `@` is an email, anything else a username.
-pub fn login(name: &str, plain: &str) -> Value {
+/// A login; `subscribe` asks for presence, typing and read events (PROTOCOL.md section 15),
+/// which a person at the prompt sees and a script would have to skip.
+pub fn login(name: &str, plain: &str, subscribe: bool) -> Value {
     let (email, username) = if name.contains('@') { (Some(name), None) } else { (None, Some(name)) };
-    json!({"type":"login","details":{"username":username,"email":email,"password":md5_hex(plain)}})
+    let mut v = json!({"type":"login","details":{"username":username,"email":email,"password":md5_hex(plain)}});
+    if subscribe {
+        v["details"]["subscribe"] = json!(["presence", "typing", "read"]);
+    }
+    v
 }
 
 pub fn personal(to: &str, text: &str, now: i64) -> Value {
@@ -334,8 +340,8 @@ mod tests {
     #[test]
     fn requests_have_the_format_md_shapes() {
         assert_eq!(md5_hex("secret"), "5ebe2294ecd0e0f08eab7690d2a6ee69");
-        assert_eq!(login("ann", "secret")["details"]["email"], Value::Null);
-        assert_eq!(login("a@x.org", "secret")["details"]["username"], Value::Null);
+        assert_eq!(login("ann", "secret", false)["details"]["email"], Value::Null);
+        assert_eq!(login("a@x.org", "secret", true)["details"]["username"], Value::Null);
         assert_eq!(
             personal("b@x.org", "hi", 5),
             json!({"event":"personal","type":"message","details":{"to":"b@x.org","message":"hi","time":5}})

@@ -5,6 +5,34 @@
 //! parsed value so keys keep natter's order and numbers keep their digits.
 
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// What the session has learnt that makes a line readable.
+#[derive(Default)]
+pub struct Known {
+    /// Group names by id, from every group answer and update seen.
+    pub groups: HashMap<String, String>,
+    /// Lowercased emails of the contacts online now (presence answers and events).
+    pub online: HashSet<String>,
+    /// How far each contact has read what we sent it: lowercased email to message id, from
+    /// its read events (the protocol has no query for another's mark, so only this session's).
+    pub read_by: HashMap<String, i64>,
+}
+
+impl Known {
+    /// `NAME (ID)` when the group's name is known, `group ID` otherwise.
+    pub fn group_label(&self, id: &str) -> String {
+        self.groups.get(id).map_or_else(|| format!("group {id}"), |name| format!("{name} ({id})"))
+    }
+
+    /// Whether `to` has read message `id` we sent it, as far as we heard.
+    fn read(&self, to: &str, id: &str) -> bool {
+        let (Some(mark), Ok(id)) = (self.read_by.get(&to.to_ascii_lowercase()), id.parse::<i64>()) else {
+            return false;
+        };
+        id <= *mark
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Paint {
@@ -115,15 +143,15 @@ fn string_end(bytes: &[u8], start: usize) -> usize {
     bytes.len()
 }
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// One readable line (or a few) for a server event; `None` when the event says nothing a
 /// person needs (a `sent` in the middle of a conversation, say, is shown compactly).
 /// `now` (unix seconds) decides whether message times show their date.
-/// `groups` names the groups seen so far by id, for group messages.
-pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashMap<String, String>) -> String {
+/// `known` names groups and says who is online and how far contacts read.
+pub fn human(v: &Value, paint: Paint, now: i64, known: &Known) -> String {
     let event = s(v, "event");
     let ty = s(v, "type");
     let d = &v["details"];
@@ -138,8 +166,7 @@ pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashM
         }
         ("global", "message") => message_line(d, &format!("{} (everyone)", s(d, "from")), paint, now),
         ("group", "message") => {
-            let id = s(d, "group");
-            let group = groups.get(id).map_or_else(|| format!("group {id}"), |name| format!("{name} ({id})"));
+            let group = known.group_label(s(d, "group"));
             message_line(d, &format!("{} @ {group}", s(d, "from")), paint, now)
         }
         ("success" | "update", "group") => {
@@ -211,10 +238,7 @@ pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashM
                 .map(|u| {
                     let with = match u.get("with").and_then(Value::as_str) {
                         Some(w) => w.to_owned(),
-                        None => {
-                            let g = s(u, "group");
-                            groups.get(g).map_or_else(|| format!("group {g}"), |n| format!("{n} ({g})"))
-                        }
+                        None => known.group_label(s(u, "group")),
                     };
                     format!("  {with}: {} unread, last #{}", u["count"], s(u, "last"))
                 })
@@ -242,10 +266,14 @@ pub fn human(v: &Value, paint: Paint, now: i64, groups: &std::collections::HashM
                 .rev()
                 .map(|m| {
                     let to = match m.get("group").and_then(Value::as_str) {
-                        Some(g) => groups.get(g).map_or_else(|| format!("group {g}"), |name| format!("{name} ({g})")),
+                        Some(g) => known.group_label(g),
                         None => s(m, "to").to_owned(),
                     };
-                    message_line(m, &format!("{} -> {to}", s(m, "from")), paint, now)
+                    let mut line = message_line(m, &format!("{} -> {to}", s(m, "from")), paint, now);
+                    if m.get("group").is_none() && known.read(s(m, "to"), s(m, "id")) {
+                        line.push_str(&paint.good(" ✓ read"));
+                    }
+                    line
                 })
                 .collect();
             lines.join("\n")
@@ -322,18 +350,23 @@ mod tests {
         let p = Paint::Plain;
         let m =
             json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":0}});
-        let line = human(&m, p, 0, &HashMap::new());
+        let line = human(&m, p, 0, &Known::default());
         assert!(line.ends_with("a@x.org: hi #7"), "{line}");
         let f = json!({"event":"failed","type":"login","message":"invalid credentials"});
-        assert_eq!(human(&f, p, 0, &HashMap::new()), "failed login: invalid credentials");
+        assert_eq!(human(&f, p, 0, &Known::default()), "failed login: invalid credentials");
         let h = json!({"event":"success","type":"history","details":[
             {"id":"2","from":"b@x.org","to":"a@x.org","message":"second","time":0},
             {"id":"1","from":"a@x.org","to":"b@x.org","message":"first","time":0}]});
-        let lines: Vec<String> = human(&h, p, 0, &HashMap::new()).lines().map(String::from).collect();
+        let lines: Vec<String> = human(&h, p, 0, &Known::default()).lines().map(String::from).collect();
         assert!(lines[0].contains("first") && lines[1].contains("second"), "{lines:?}");
+        assert!(!lines[0].contains("read"), "{lines:?}");
+        // b read up to #1: the message we sent it shows the mark; its own message does not.
+        let known = Known { read_by: HashMap::from([("b@x.org".to_owned(), 1)]), ..Known::default() };
+        let lines: Vec<String> = human(&h, p, 0, &known).lines().map(String::from).collect();
+        assert!(lines[0].ends_with("#1 ✓ read") && !lines[1].contains("read"), "{lines:?}");
         let call = json!({"type":"voice","event":"request","details":{"email":"a@x.org"}});
-        assert_eq!(human(&call, p, 0, &HashMap::new()), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
-        let names = HashMap::from([("7".to_owned(), "team".to_owned())]);
+        assert_eq!(human(&call, p, 0, &Known::default()), "a@x.org is calling: `accept a@x.org` or `reject a@x.org`");
+        let names = Known { groups: HashMap::from([("7".to_owned(), "team".to_owned())]), ..Known::default() };
         let gm = json!({"event":"group","type":"message","details":{"id":"9","group":"7","message":"hi","from":"a@x.org","time":0}});
         assert!(human(&gm, p, 0, &names).contains("a@x.org @ team (7): hi"), "{}", human(&gm, p, 0, &names));
         let upd = json!({"event":"update","type":"group","details":{"group":"7","name":"team","owner":"a@x.org","members":["a@x.org","b@x.org"]}});
@@ -347,9 +380,9 @@ mod tests {
         let p = Paint::Plain;
         let at = |t: i64| json!({"event":"personal","type":"message","details":{"id":"7","message":"hi","from":"a@x.org","time":t}});
         let now = 1_800_000_000;
-        let today = human(&at(now - 1), p, now, &HashMap::new());
+        let today = human(&at(now - 1), p, now, &Known::default());
         assert!(today.starts_with('[') && today.as_bytes()[9] == b']', "{today}");
-        let old = human(&at(now - 3 * 86_400), p, now, &HashMap::new());
+        let old = human(&at(now - 3 * 86_400), p, now, &Known::default());
         let stamp = &old[1..old.find(']').unwrap()];
         assert_eq!(stamp.len(), "2027-01-12 08:00:00".len(), "{old}");
         assert!(stamp.starts_with("2027-01-1"), "{old}");

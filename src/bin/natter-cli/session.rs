@@ -5,7 +5,7 @@
 //! the reading and writing; the unit tests below play both sides.
 
 use crate::command::{self, Cmd, HELP};
-use crate::render::{self, Paint};
+use crate::render::{self, Known, Paint};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 
@@ -109,8 +109,10 @@ pub struct Session {
     input_ended: bool,
     /// Emails by lowercased username, from the user list and the friends list.
     directory: HashMap<String, String>,
-    /// Group names by id, from every group answer and update seen.
-    group_names: HashMap<String, String>,
+    /// Group names, who is online, how far contacts have read: what makes lines readable.
+    known: Known,
+    /// Who is typing to us now (from typing events), shown on the prompt line.
+    typists: Vec<String>,
     /// The user list was read for the command about to run: a name it lacks is unknown.
     directory_fresh: bool,
     /// When (ms) each ping in flight was sent, oldest first: pongs come back in order.
@@ -138,7 +140,8 @@ impl Session {
             typed: VecDeque::new(),
             input_ended: false,
             directory: HashMap::new(),
-            group_names: HashMap::new(),
+            known: Known::default(),
+            typists: Vec::new(),
             directory_fresh: false,
             ping_starts: VecDeque::new(),
         }
@@ -151,7 +154,31 @@ impl Session {
     }
 
     fn idle_prompt(&self) -> String {
-        format!("{}> ", self.me.as_deref().unwrap_or("natter"))
+        let me = self.me.as_deref().unwrap_or("natter");
+        match self.typists.as_slice() {
+            [] => format!("{me}> "),
+            [one] => format!("({one} is typing) {me}> "),
+            many => format!("({} are typing) {me}> ", many.join(", ")),
+        }
+    }
+
+    /// A person at the prompt sees presence, typing and read marks; a script or a one-shot
+    /// command gets only what it asked for.
+    fn subscribes(&self) -> bool {
+        self.opts.interactive && !self.opts.one_shot
+    }
+
+    /// Typing goes on the prompt line while it lasts, where there is one.
+    fn typing_on_prompt(&self) -> bool {
+        self.opts.interactive && self.opts.output == Output::Human
+    }
+
+    /// Redraws the idle prompt after the typists changed, unless a question (a hidden
+    /// password, say) holds the prompt: the next idle prompt shows them.
+    fn typists_changed(&self, out: &mut Vec<Action>) {
+        if self.typing_on_prompt() && self.asking.is_none() {
+            out.push(Action::Idle(self.idle_prompt()));
+        }
     }
 
     /// Runs queued commands, then lines typed meanwhile, until one has to wait for an
@@ -264,7 +291,7 @@ impl Session {
                 }
             },
             Cmd::Login { name } => match self.opts.password.clone() {
-                Some(p) => (command::login(&name, &p), Wait::Answer("login")),
+                Some(p) => (command::login(&name, &p, self.subscribes()), Wait::Answer("login")),
                 None => return self.ask(Ask::LoginPassword(name), out),
             },
             Cmd::Send { to, text } => (command::personal(&to, &text, now), Wait::Answer("message")),
@@ -411,7 +438,7 @@ impl Session {
     fn line(&mut self, line: &str, out: &mut Vec<Action>) {
         match self.asking.take() {
             Some(Ask::LoginPassword(name)) => {
-                self.send(out, command::login(&name, line).to_string());
+                self.send(out, command::login(&name, line, self.subscribes()).to_string());
                 self.wait_if_scripted(Wait::Answer("login"));
             }
             Some(Ask::RegisterPassword { email, username }) => {
@@ -532,6 +559,8 @@ impl Session {
         if matches!(event, "failed" | "invalid") {
             self.refused = true;
             out.push(Action::Warn(self.show(line, &v)));
+        } else if (event, ty) == ("typing", "typing") && self.typing_on_prompt() {
+            // Shown on the prompt line (track() changed it).
         } else if !our_pong && !preamble {
             let mut shown = self.show(line, &v);
             if let (Some(ms), Output::Human) = (round_trip, self.opts.output) {
@@ -545,7 +574,7 @@ impl Session {
 
     fn show(&self, line: &str, v: &Value) -> String {
         match self.opts.output {
-            Output::Human => render::human(v, self.opts.paint, (self.opts.clock)(), &self.group_names),
+            Output::Human => render::human(v, self.opts.paint, (self.opts.clock)(), &self.known),
             Output::Json { pretty: true } => render::pretty_json(line, self.opts.paint),
             Output::Json { pretty: false } => line.to_owned(),
         }
@@ -594,8 +623,57 @@ impl Session {
                     self.learn_group(g);
                 }
             }
+            ("success", "presence") => {
+                self.known.online.clear();
+                for c in d.as_array().into_iter().flatten() {
+                    if let (Some(e), Some(true)) = (c["email"].as_str(), c["online"].as_bool()) {
+                        self.known.online.insert(e.to_ascii_lowercase());
+                    }
+                }
+            }
+            ("presence", "presence") => {
+                if let (Some(e), Some(on)) = (d["email"].as_str(), d["online"].as_bool()) {
+                    if on {
+                        self.known.online.insert(e.to_ascii_lowercase());
+                    } else {
+                        self.known.online.remove(&e.to_ascii_lowercase());
+                    }
+                }
+            }
+            ("typing", "typing") => {
+                let who = match d["group"].as_str() {
+                    Some(g) => format!("{} in {}", render::s(d, "from"), self.known.group_label(g)),
+                    None => render::s(d, "from").to_owned(),
+                };
+                self.typists.retain(|t| *t != who);
+                if d["typing"].as_bool() == Some(true) {
+                    self.typists.push(who);
+                }
+                self.typists_changed(out);
+            }
+            ("personal" | "group", "message") if !self.typists.is_empty() => {
+                // A message ends its sender's typing (the server's `false` may follow).
+                let from = render::s(d, "from");
+                let n = self.typists.len();
+                self.typists.retain(|t| t != from && !t.starts_with(&format!("{from} in ")));
+                if n != self.typists.len() {
+                    self.typists_changed(out);
+                }
+            }
+            ("read", "read") => {
+                // How far a contact read what we sent (our own devices' marks name us).
+                let reader = render::s(d, "reader").to_ascii_lowercase();
+                let upto = render::s(d, "upto").parse::<i64>().ok();
+                if let (Some(upto), false) = (upto, d.get("group").is_some()) {
+                    let mark = self.known.read_by.entry(reader).or_insert(0);
+                    *mark = (*mark).max(upto);
+                }
+            }
             ("success", "logout") | ("success", "delete") | ("logout", "logout") => {
                 self.me = None;
+                self.typists.clear();
+                self.known.online.clear();
+                self.known.read_by.clear();
                 out.push(Action::Idle(self.idle_prompt()));
             }
             ("sent", "otp") if self.asking.is_none() => {
@@ -617,7 +695,7 @@ impl Session {
 
     fn learn_group(&mut self, g: &Value) {
         if let (Some(id), Some(name)) = (g["group"].as_str(), g["name"].as_str()) {
-            self.group_names.insert(id.to_owned(), name.to_owned());
+            self.known.groups.insert(id.to_owned(), name.to_owned());
         }
     }
 
@@ -902,5 +980,40 @@ mod tests {
         let a = s.on_server_line(r#"{"event":"success","type":"users","details":[]}"#);
         assert!(sent(&a).is_empty());
         assert!(a.iter().any(|x| matches!(x, Action::Warn(w) if w.contains("no user named zed"))), "{a:?}");
+    }
+
+    /// A person at the prompt subscribes to section 15's events; typing shows on the prompt
+    /// line while it lasts (not as lines), and a contact's read mark shows on history.
+    #[test]
+    fn at_the_prompt_typing_is_on_the_prompt_line_and_read_marks_on_history() {
+        let opts = Options { interactive: true, ..session(false, Some("pw"), vec![]).opts };
+        let mut s = Session::new(opts, vec![Cmd::Login { name: "ann".into() }]);
+        let req = sent(&s.start());
+        assert_eq!(req[0]["details"]["subscribe"], serde_json::json!(["presence", "typing", "read"]));
+        s.on_server_line(LOGGED_IN);
+        let a = s.on_server_line(r#"{"event":"typing","type":"typing","details":{"from":"bob@x.org","typing":true}}"#);
+        assert_eq!(a, vec![Action::Idle("(bob@x.org is typing) ann> ".into())]);
+        let a = s.on_server_line(
+            r#"{"event":"personal","type":"message","details":{"id":"5","from":"bob@x.org","message":"hi","time":0}}"#,
+        );
+        assert!(a.contains(&Action::Idle("ann> ".into())), "the message ends the typing: {a:?}");
+        let a = s.on_server_line(
+            r#"{"event":"read","type":"read","details":{"reader":"bob@x.org","with":"ann@x.org","upto":"4"}}"#,
+        );
+        assert!(matches!(&a[..], [Action::Print(p)] if p.contains("read up to #4")), "{a:?}");
+        let a = s.on_server_line(
+            r#"{"event":"success","type":"history","details":[{"id":"6","from":"ann@x.org","to":"bob@x.org","message":"unseen","time":0},{"id":"4","from":"ann@x.org","to":"bob@x.org","message":"seen","time":0}]}"#,
+        );
+        let Some(Action::Print(text)) = a.first() else { panic!("{a:?}") };
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("seen #4 ✓ read") && lines[1].ends_with("unseen #6"), "{lines:?}");
+    }
+
+    /// A script logs in without subscribing: nothing of section 15 arrives to confuse it.
+    #[test]
+    fn a_script_does_not_subscribe() {
+        let mut s = session(true, Some("pw"), vec![Cmd::Login { name: "ann".into() }]);
+        let req = sent(&s.start());
+        assert!(req[0]["details"].get("subscribe").is_none(), "{req:?}");
     }
 }
