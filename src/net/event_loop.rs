@@ -36,6 +36,10 @@ pub const METRICS: Token = Token(usize::MAX - 5);
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read from one connection per iteration before others get their turn.
 pub(super) const READ_BUDGET: usize = 256 * 1024;
+/// Finished worker jobs taken per iteration: a thousand logins whose hashes finish together
+/// would otherwise be answered in one iteration (each a friends list, a presence burst and
+/// a catch-up), holding every other connection's messages for tens of milliseconds.
+const JOBS_PER_ITERATION: usize = 32;
 /// Backlog messages read from the store per batch.
 pub(super) const CATCH_UP_BATCH: usize = 2048;
 /// A connection catching up gets more backlog only while its unsent output is below a low
@@ -206,7 +210,12 @@ impl EventLoop {
     /// Zero when work is carried over; else until the next deadline of the core, of a
     /// throttled connection or of an accept retry; else forever.
     fn poll_timeout(&self) -> Option<Duration> {
-        if self.resume.has_work_now() || self.relay.readable || self.catch_up.again || self.core.has_output() {
+        if self.resume.has_work_now()
+            || self.relay.readable
+            || self.catch_up.again
+            || self.core.has_output()
+            || self.workers.more
+        {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -279,13 +288,16 @@ impl EventLoop {
 
     /// Hands finished worker jobs to the core, and wakes the connections they were for.
     fn finish_jobs(&mut self, now: Now) {
-        while let Some(done) = self.workers.try_done() {
+        self.workers.more = false;
+        for _ in 0..JOBS_PER_ITERATION {
+            let Some(done) = self.workers.try_done() else { return };
             let id = done.conn();
             self.core.on_job_done(done, now);
             if self.conns.is_live(id) {
                 self.conns.schedule(id.slot as usize);
             }
         }
+        self.workers.more = true;
     }
 
     /// Stops accepting, writes what the sockets take within a short grace period, and

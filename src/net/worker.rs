@@ -20,6 +20,9 @@ pub struct Workers {
     hash_jobs: Sender<Job>,
     mail_jobs: Sender<Job>,
     done: Receiver<JobDone>,
+    /// The loop left finished jobs in the channel (it takes a bounded number per iteration)
+    /// and must come back without waiting for the waker, which they already used.
+    pub(super) more: bool,
 }
 
 impl Workers {
@@ -67,7 +70,7 @@ impl Workers {
                 let _ = waker.wake();
             }
         })?;
-        Ok(Workers { hash_jobs, mail_jobs, done })
+        Ok(Workers { hash_jobs, mail_jobs, done, more: false })
     }
 
     /// Queues a job for the thread that does its kind of work.

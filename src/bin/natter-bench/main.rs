@@ -34,6 +34,7 @@ enum Workload {
     Handshakes,
     Groups,
     Presence,
+    Storm,
 }
 
 #[derive(Debug, Parser)]
@@ -86,6 +87,19 @@ struct Cli {
     /// presence: seconds of churn, and of typing.
     #[arg(long, default_value_t = 5.0)]
     presence_seconds: f64,
+    /// storm: users logged in and subscribed to presence.
+    #[arg(long, default_value_t = 10_000)]
+    storm_users: usize,
+    /// storm: contacts of each user (about).
+    #[arg(long, default_value_t = 50)]
+    storm_contacts: usize,
+    /// storm: users that log out and in again at once.
+    #[arg(long, default_value_t = 1_000)]
+    storm_churners: usize,
+    /// Every workload's logins subscribe to presence, typing and read (what that costs the
+    /// message path).
+    #[arg(long)]
+    subscribe: bool,
     /// groups: members of the fan-out group, all online.
     #[arg(long, default_value_t = 1000)]
     group_members: usize,
@@ -163,6 +177,7 @@ impl Cli {
         (self.handshake_threads, self.handshake_seconds) = (1, 0.5);
         (self.group_members, self.group_messages, self.member_groups, self.group_backlog) = (5, 20, 3, 60);
         (self.contacts, self.presence_seconds) = (10, 0.5);
+        (self.storm_users, self.storm_contacts, self.storm_churners) = (60, 5, 10);
     }
 
     /// How many bench users a workload needs.
@@ -173,10 +188,31 @@ impl Cli {
             Workload::Latency | Workload::Offline | Workload::Handshakes => 2,
             Workload::Groups => self.group_members.max(2),
             Workload::Presence => workloads::presence::users(self.contacts),
+            Workload::Storm => workloads::storm::users(&self.storm()),
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
             Workload::All => 0,
+        }
+    }
+
+    fn storm(&self) -> workloads::storm::Params {
+        let users = self.storm_users.max(self.storm_churners + 2);
+        workloads::storm::Params {
+            users,
+            contacts: self.storm_contacts.max(1),
+            churners: self.storm_churners.max(1),
+            seconds: self.presence_seconds.max(2.5),
+            size: self.size,
+        }
+    }
+
+    /// The contact pairs a workload starts with (user indexes).
+    fn contact_pairs(&self, w: Workload) -> Vec<(usize, usize)> {
+        match w {
+            Workload::Presence => (1..self.contacts + 1).map(|i| (0, i)).collect(),
+            Workload::Storm => workloads::storm::contact_pairs(&self.storm()),
+            _ => Vec::new(),
         }
     }
 
@@ -197,12 +233,10 @@ fn uses_tls(cli: &Cli, w: Workload) -> bool {
 fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
     let n = cli.users(w);
     let logins = if w == Workload::Logins { cli.clients } else { 0 };
-    let contacts = if w == Workload::Presence { cli.contacts } else { 0 };
+    let contacts = cli.contact_pairs(w);
     let provision = |db: &std::path::Path| {
         server::provision(db, n, CHEAP)?;
-        if contacts > 0 {
-            server::make_contacts(db, 0, 1..contacts + 1)?;
-        }
+        server::make_contacts(db, &contacts)?;
         if logins > 0 {
             server::provision_range(db, 2..2 + logins, cli.real_hash())?;
         }
@@ -221,6 +255,10 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
         "--argon2-iterations".into(),
         cli.argon2_iterations.to_string(),
     ];
+    if w == Workload::Storm || (w == Workload::Idle && cli.idle + 100 > 10_000) {
+        // Room for every bench connection above the default --max-connections.
+        extra.extend(["--max-connections".to_owned(), (n + 1000).to_string()]);
+    }
     if let Some(more) = &cli.server_args {
         extra.extend(more.split_whitespace().map(str::to_owned));
     }
@@ -235,7 +273,14 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
 fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
     let (t, ca) = target(cli, w)?;
     let tls = if uses_tls(cli, w) { Some(natter::tls_client::config(ca.as_deref())?) } else { None };
-    let env = Env { addr: t.addr, pid: t.pid, base: Instant::now(), limit: Duration::from_secs(cli.timeout), tls };
+    let env = Env {
+        addr: t.addr,
+        pid: t.pid,
+        base: Instant::now(),
+        limit: Duration::from_secs(cli.timeout),
+        tls,
+        subscribe: cli.subscribe,
+    };
     Ok(match w {
         Workload::Pairs => vec![workloads::pairs::run(
             &env,
@@ -299,6 +344,7 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
                 size: cli.size,
             },
         )?,
+        Workload::Storm => vec![workloads::storm::run(&env, &cli.storm())?],
         Workload::All => Vec::new(),
     })
 }
@@ -362,6 +408,7 @@ fn main() -> ExitCode {
             Workload::Handshakes,
             Workload::Groups,
             Workload::Presence,
+            Workload::Storm,
         ];
     }
     let mut reports = Vec::new();

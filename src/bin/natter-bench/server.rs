@@ -112,16 +112,27 @@ pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashPar
     store.commit().map_err(|e| e.to_string())
 }
 
-/// Makes user `of` and each user in `others` contacts (both directions of the friends list).
-pub fn make_contacts(db: &Path, of: usize, others: std::ops::Range<usize>) -> Result<(), String> {
+/// Makes each pair of users (indexes) contacts, both directions of the friends list.
+pub fn make_contacts(db: &Path, pairs: &[(usize, usize)]) -> Result<(), String> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
     let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let id = |store: &Store, i: usize| -> Result<i64, String> {
-        store.user_by_email(&email(i)).map_err(|e| e.to_string())?.map(|u| u.id).ok_or(format!("no user {i}"))
-    };
-    let me = id(&store, of)?;
-    for i in others {
-        let other = id(&store, i)?;
-        store.add_contact(me, other, 1).map_err(|e| e.to_string())?;
+    let mut ids = std::collections::HashMap::new();
+    for (n, &(a, b)) in pairs.iter().enumerate() {
+        let mut id = |i: usize| -> Result<i64, String> {
+            if let Some(&id) = ids.get(&i) {
+                return Ok(id);
+            }
+            let u = store.user_by_email(&email(i)).map_err(|e| e.to_string())?.ok_or(format!("no user {i}"))?;
+            ids.insert(i, u.id);
+            Ok(u.id)
+        };
+        let (a, b) = (id(a)?, id(b)?);
+        store.add_contact(a, b, 1).map_err(|e| e.to_string())?;
+        if n % 10_000 == 9_999 {
+            store.commit().map_err(|e| e.to_string())?;
+        }
     }
     store.commit().map_err(|e| e.to_string())
 }

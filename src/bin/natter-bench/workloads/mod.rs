@@ -11,6 +11,7 @@ pub mod offline;
 pub mod pairs;
 pub mod presence;
 pub mod relay;
+pub mod storm;
 
 use crate::answer::Answer;
 use crate::net::Clients;
@@ -47,6 +48,8 @@ pub struct Env {
     pub limit: Duration,
     /// Clients speak TLS with this configuration (`--tls`).
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Logins subscribe to presence, typing and read (`--subscribe`).
+    pub subscribe: bool,
 }
 
 impl Env {
@@ -67,7 +70,8 @@ pub fn own_cpu() -> f64 {
 
 /// Connects one client per user and logs each in; waits for every answer.
 pub fn login_all(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Result<Vec<usize>, String> {
-    login_all_with(cl, env, users, &format!("\"acks\":{acks}"))
+    let subscribe = if env.subscribe { ",\"subscribe\":[\"presence\",\"typing\",\"read\"]" } else { "" };
+    login_all_with(cl, env, users, &format!("\"acks\":{acks}{subscribe}"))
 }
 
 /// [`login_all`] with `extra` (JSON members, e.g. `"subscribe":["presence"]`) in `details`.

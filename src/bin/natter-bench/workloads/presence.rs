@@ -33,7 +33,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Vec<Report>, String> {
 /// Runs the bystander pair at 1,000/s while `work` is called every round; returns the
 /// pair's latency samples and how many messages it expected.
 #[allow(clippy::too_many_arguments)]
-fn beside_pair(
+pub(super) fn beside_pair(
     cl: &mut Clients,
     env: &Env,
     pair: &[usize],
