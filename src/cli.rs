@@ -184,6 +184,11 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_PROXY_FROM")]
     pub proxy_from: Option<crate::cidr::CidrList>,
 
+    /// Origins (e.g. https://chat.example.org) whose pages may open a WebSocket besides the
+    /// server's own [default: the same host only].
+    #[arg(long, env = "NATTER_WS_ORIGINS", value_delimiter = ',')]
+    pub ws_origins: Vec<String>,
+
     /// Voice datagrams per second per party on the relay (burst: one second's worth).
     #[arg(long, env = "NATTER_RELAY_RATE", default_value_t = 200)]
     pub relay_rate: u32,
@@ -253,6 +258,7 @@ impl ServerArgs {
             tls: self.tls_cert.zip(self.tls_key).map(|(cert, key)| TlsFilesConfig { cert, key }),
             require_tls: self.require_tls,
             proxy_from: self.proxy_from.unwrap_or_default().0,
+            ws_origins: self.ws_origins.into_iter().map(|o| o.trim().trim_end_matches('/').to_owned()).collect(),
             hash_threads: self.hash_threads.max(1),
         }
     }

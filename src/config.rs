@@ -136,6 +136,8 @@ pub struct Config {
     pub require_tls: bool,
     /// Peers whose PROXY headers are believed.
     pub proxy_from: Vec<crate::cidr::Cidr>,
+    /// Origins besides the server's own allowed to open a WebSocket.
+    pub ws_origins: Vec<String>,
     /// Voice datagrams per second per party; more are dropped.
     pub relay_rate: u32,
     /// Threads hashing and checking passwords (mail has its own thread).

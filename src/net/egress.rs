@@ -130,6 +130,8 @@ impl EventLoop {
             if conn.closing.is_none() {
                 self.conns.close(key, CloseWhy::WriteError);
             }
+        } else if conn.linger && conn.pending_output() == 0 && conn.closing.is_none() {
+            self.conns.close(key, CloseWhy::Answered("answered"));
         }
     }
 

@@ -174,7 +174,7 @@ impl EventLoop {
         }
         // A TLS handshake's records, or an answer the transport queued, go out with this
         // iteration's flush.
-        let transport_output = conn.transport_wants_write();
+        let transport_output = conn.transport_wants_write() || conn.pending_output() > 0;
         let closing = conn.closing.is_some();
         let carry = deferred || (conn.readable && budget == 0 && !conn.paused && !self.core.is_busy(id));
         if transport_output {

@@ -29,8 +29,14 @@ pub(super) struct Listener {
 }
 
 impl Listener {
-    pub fn new(socket: TcpListener, tls: Option<TlsFiles>, require_tls: bool, proxy_from: Vec<Cidr>) -> Listener {
-        let offer = Offer { tls: tls.as_ref().map(|t| t.config().clone()), require_tls };
+    pub fn new(
+        socket: TcpListener,
+        tls: Option<TlsFiles>,
+        require_tls: bool,
+        proxy_from: Vec<Cidr>,
+        web: super::http::WebConfig,
+    ) -> Listener {
+        let offer = Offer { tls: tls.as_ref().map(|t| t.config().clone()), require_tls, web: std::sync::Arc::new(web) };
         Listener { socket: Some(socket), last_warning_ms: None, offer, tls, proxy_from }
     }
 

@@ -1,11 +1,13 @@
 //! Everything that touches mio, sockets, threads, signals or the clock. The rest of the
 //! crate is driven from here.
 
+mod accept_key;
 mod checkpointer;
 mod conn;
 mod connections;
 mod egress;
 mod event_loop;
+pub mod http;
 mod ingress;
 mod listener;
 mod lockfile;
@@ -21,6 +23,8 @@ mod sockopt;
 mod tls;
 pub mod transport;
 mod udp_batch;
+mod web_assets;
+pub mod websocket;
 mod worker;
 
 use crate::chat::{Core, Now, VoiceConfig};
@@ -143,7 +147,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     log::info!("transports on {tcp_addr}: {}", transports(&config));
     log::info!("natter listening on tcp={tcp_addr} udp={udp_addr} db={}", config.db.display());
     let relay = RelaySocket::new(udp);
-    let listener = listener::Listener::new(listener, tls, config.require_tls, config.proxy_from.clone());
+    let listener = listener::Listener::new(
+        listener,
+        tls,
+        config.require_tls,
+        config.proxy_from.clone(),
+        http::WebConfig { origins: config.ws_origins.clone() },
+    );
     EventLoop::new(poll, listener, relay, core, workers, signals, config.net.clone(), metrics, start).run()?;
     Ok(())
 }

@@ -12,10 +12,11 @@
 //! | a prefix of the PROXY v2 signature (it starts with CR LF, also whitespace) | wait for more |
 //! | `PROXY ` or the v2 signature | from a `--proxy-from` peer: the header, then detection again; else closed without an answer |
 //! | `0x16`, a TLS handshake record | TLS with `--tls-cert`; the plain stream inside. Without a certificate: closed at once |
-//! | anything else, HTTP included | the plain stream, whose scanner answers `invalid` and closes (section 1) |
+//! | a prefix of an HTTP method | wait for more |
+//! | anything else, HTTP included | the plain stream (inside which conn.rs tells HTTP from JSON) |
 //!
-//! The HTTP row of section 13 comes in as one more variant here and one more row in
-//! [`detect`].
+//! HTTP and WebSocket are what travels inside a transport, plain or TLS alike, so they are
+//! told apart in conn.rs after this (`Inner`), not here.
 
 use super::proxy::{self, Header};
 use super::tls::{Received, TlsError, TlsLink};
@@ -53,6 +54,11 @@ pub fn detect(first: &[u8]) -> Detected {
     if first[0] == TLS_HANDSHAKE {
         return Detected::Tls;
     }
+    if super::http::looks_like_http(first).is_none() {
+        // A prefix of an HTTP method: the plain stream carries HTTP too, but under
+        // --require-tls it must be refused as HTTP (a 426), so wait for the method.
+        return Detected::NeedMore;
+    }
     Detected::Plain
 }
 
@@ -63,6 +69,8 @@ pub struct Offer {
     pub tls: Option<Arc<ServerConfig>>,
     /// `--require-tls`: the plain stream only from loopback clients.
     pub require_tls: bool,
+    /// What HTTP and WebSocket allow (`--ws-origins`).
+    pub web: Arc<super::http::WebConfig>,
 }
 
 /// Why a connection is refused while its transport is being told.
@@ -238,7 +246,7 @@ mod tests {
 
     #[test]
     fn require_tls_refuses_the_plain_stream_from_other_hosts_only() {
-        let offer = Offer { tls: None, require_tls: true };
+        let offer = Offer { tls: None, require_tls: true, ..Offer::default() };
         let mut input = b"{}".to_vec();
         assert!(matches!(
             Transport::new(false).step(&mut input, IpAddr::from([192, 0, 2, 1]), &offer),
