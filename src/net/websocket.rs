@@ -114,17 +114,12 @@ impl WsReader {
             owned = std::mem::take(&mut self.partial);
             &owned
         };
-        loop {
-            match self.frame(data, text, replies)? {
-                Some((used, closed)) => {
-                    data = &data[used..];
-                    if closed {
-                        self.closed = true;
-                        seen.closed = true;
-                        return Ok(seen);
-                    }
-                }
-                None => break,
+        while let Some((used, closed)) = self.frame(data, text, replies)? {
+            data = &data[used..];
+            if closed {
+                self.closed = true;
+                seen.closed = true;
+                return Ok(seen);
             }
         }
         if !data.is_empty() {
