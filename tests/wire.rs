@@ -450,9 +450,13 @@ fn the_first_bytes_choose_the_transport() {
     c.expect_silence(200);
     c.send_raw(b"\r\n{\"type\":\"ping\"}\n");
     assert_eq!(c.recv(), serde_json::json!({"event":"success","type":"pong"}));
-    // HTTP: `invalid`, then closed.
+    // HTTP: answered as HTTP (section 13's row), here a 404, then closed.
     let mut c = s.connect();
-    c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_invalid_any_type(&c.recv());
-    c.expect_closed();
+    c.send_raw(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    match c.read_line(std::time::Duration::from_secs(10)) {
+        ReadOutcome::Line(l) => assert!(l.starts_with("HTTP/1.1 404"), "{l}"),
+        _ => panic!("no HTTP answer"),
+    }
+    let closed = (0..20).any(|_| matches!(c.read_line(std::time::Duration::from_secs(10)), ReadOutcome::Closed(_)));
+    assert!(closed, "an HTTP error answer closes the connection");
 }
