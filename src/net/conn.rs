@@ -1,6 +1,6 @@
-//! One TCP client: its socket, its transport (plain, TLS; see transport.rs), what travels
-//! inside it (the JSON stream, HTTP or WebSocket; see [`Inner`]), its input buffer and frame
-//! scanner, its output buffer, and the readiness it has seen.
+//! One TCP client: its socket, its transport (plain or TLS, carrying JSON, HTTP or
+//! WebSocket; see transport.rs), its input buffer and frame scanner, its output buffer,
+//! and the readiness it has seen.
 //!
 //! Input: bytes are appended to `input`; the scanner finds frames in place; the consumed
 //! prefix is dropped after each batch. Output: answers are appended to `output` during the
@@ -8,10 +8,10 @@
 //! next writable event (edge-triggered: we must write until `WouldBlock` before waiting).
 //! Idle connections keep no buffer capacity: both buffers are released when empty.
 
+use super::carried::Outcome;
 use super::http;
 use super::proxy::Header;
 use super::transport::{Offer, Refusal, Step, Transport};
-use super::websocket::{self, WsReader};
 use crate::chat::{CloseReason, ConnId};
 use crate::framing::{FrameError, FrameScanner};
 use crate::token_bucket::TokenBucket;
@@ -116,21 +116,6 @@ pub struct TransportNews {
     pub handshake: Option<bool>,
 }
 
-/// What travels inside the transport (PROTOCOL.md section 13): told by the first bytes
-/// the transport yields, like the transport itself by the first bytes of the socket.
-enum Inner {
-    /// Nothing yet, or a prefix of an HTTP method.
-    Undecided,
-    /// The JSON stream: transport bytes are frame bytes.
-    Json,
-    /// HTTP requests; the bytes of the next request head so far.
-    Http(Vec<u8>),
-    /// WebSocket: text payload becomes frame bytes, each answer line one text message.
-    Ws(Box<WsReader>),
-    /// Answered and closing: whatever else arrives is dropped.
-    Done,
-}
-
 pub struct Conn {
     pub stream: TcpStream,
     pub id: ConnId,
@@ -164,8 +149,6 @@ pub struct Conn {
     pub bucket: Option<TokenBucket>,
     /// What it speaks, told by its first bytes.
     transport: Transport,
-    inner: Inner,
-    max_frame: usize,
     /// Close once the output is written (an HTTP answer that ends it, a WebSocket close).
     pub linger: bool,
     /// Its unsent output passed the pause mark: its frames are neither read nor handled
@@ -197,9 +180,7 @@ impl Conn {
             closing: None,
             bucket: None,
             paused: false,
-            transport: Transport::new(proxy_trusted),
-            inner: Inner::Undecided,
-            max_frame,
+            transport: Transport::new(proxy_trusted, max_frame),
             linger: false,
         }
     }
@@ -235,90 +216,19 @@ impl Conn {
             self.detect(offer);
         }
         if self.transport.ready() && self.closing.is_none() {
-            self.carry(before, offer);
-        }
-        ReadOutcome::Data(n)
-    }
-
-    /// Passes the bytes the transport just added to `input` (from `before` on) through what
-    /// travels inside it: the JSON stream leaves them; HTTP answers them; WebSocket turns
-    /// them into frame bytes.
-    fn carry(&mut self, before: usize, offer: &Offer) {
-        match self.inner {
-            Inner::Json => {}
-            Inner::Undecided => match http::looks_like_http(&self.input) {
-                _ if self.input.is_empty() => {}
-                None => {}
-                Some(false) => self.inner = Inner::Json,
-                Some(true) => {
-                    let raw = std::mem::take(&mut self.input);
-                    self.inner = Inner::Http(Vec::new());
-                    self.http(raw, offer);
-                }
-            },
-            Inner::Http(_) => {
-                let fresh = self.input.split_off(before.min(self.input.len()));
-                self.http(fresh, offer);
-            }
-            Inner::Ws(_) => {
-                let fresh = self.input.split_off(before.min(self.input.len()));
-                self.ws(&fresh);
-            }
-            Inner::Done => self.input.truncate(before),
-        }
-    }
-
-    /// Answers the complete requests among the HTTP bytes so far.
-    fn http(&mut self, fresh: Vec<u8>, offer: &Offer) {
-        let Inner::Http(mut buf) = std::mem::replace(&mut self.inner, Inner::Done) else { return };
-        buf.extend_from_slice(&fresh);
-        let secure = self.transport.tls().is_some();
-        loop {
-            match http::answer(&buf, &offer.web, secure) {
-                http::Answer::NeedMore => break,
-                http::Answer::Respond { bytes, used, close } => {
-                    self.queue_raw(&bytes);
-                    if close {
-                        self.linger = true;
-                        return;
-                    }
-                    buf.drain(..used);
-                    if buf.is_empty() {
-                        buf = Vec::new();
-                        break;
-                    }
-                }
-                http::Answer::Upgrade { bytes, used } => {
-                    self.queue_raw(&bytes);
-                    let rest = buf.split_off(used);
-                    self.inner = Inner::Ws(Box::new(WsReader::new(self.max_frame)));
-                    self.ws(&rest);
-                    return;
-                }
-            }
-        }
-        self.inner = Inner::Http(buf);
-    }
-
-    /// Decodes WebSocket frames into frame bytes; answers pings and closes.
-    fn ws(&mut self, fresh: &[u8]) {
-        let Inner::Ws(reader) = &mut self.inner else { return };
-        let mut replies = Vec::new();
-        match reader.receive(fresh, &mut self.input, &mut replies) {
-            Ok(seen) => {
-                self.queue_raw(&replies);
-                if seen.closed {
+            let start = self.output.len();
+            let outcome = self.transport.carry(before, &mut self.input, &mut self.output, offer);
+            self.transport_wrote(start);
+            match outcome {
+                Outcome::Going => {}
+                Outcome::Linger => self.linger = true,
+                Outcome::Refused(e) => {
+                    log::debug!("WebSocket from {}: {e}", self.peer);
                     self.linger = true;
                 }
             }
-            Err(e) => {
-                log::debug!("WebSocket from {}: {e}", self.peer);
-                websocket::close_frame(&mut replies, e.close_code());
-                self.queue_raw(&replies);
-                self.inner = Inner::Done;
-                self.linger = true;
-            }
         }
+        ReadOutcome::Data(n)
     }
 
     /// Tells the transport from the input so far, taking a PROXY header out of it and
@@ -344,9 +254,10 @@ impl Conn {
                     self.closing = Some(CloseWhy::Refused(why));
                     return;
                 }
-                Err(Refusal::TlsRequired) if http::looks_like_http(&self.input) == Some(true) => {
-                    self.queue_raw(&http::error_bytes(426, "TLS required", &[("Upgrade", "TLS/1.2, HTTP/1.1")]));
-                    self.inner = Inner::Done;
+                Err(Refusal::HttpTlsRequired) => {
+                    let start = self.output.len();
+                    self.output.extend_from_slice(&http::tls_required());
+                    self.transport_wrote(start);
                     self.closing = Some(CloseWhy::Answered("plain HTTP refused: --require-tls"));
                     return;
                 }
@@ -373,13 +284,7 @@ impl Conn {
 
     /// What the connection speaks, for logs and metrics.
     pub fn transport_name(&self) -> &'static str {
-        match (&self.inner, self.transport.name()) {
-            (Inner::Ws(_), "tls") => "wss",
-            (Inner::Ws(_), _) => "ws",
-            (Inner::Http(_), "tls") => "https",
-            (Inner::Http(_), _) => "http",
-            (_, name) => name,
-        }
+        self.transport.name()
     }
 
     /// True when the transport has something to write that the core did not queue: TLS
@@ -402,7 +307,7 @@ impl Conn {
     /// The next complete frame in the input buffer, as a range of [`input`](Self::input);
     /// none while the transport is not known yet.
     pub fn next_frame(&mut self) -> Result<Option<Range<usize>>, FrameError> {
-        if !self.transport.ready() || !matches!(self.inner, Inner::Json | Inner::Ws(_)) {
+        if !self.transport.frames_ready() {
             return Ok(None);
         }
         self.scanner.next_frame(&self.input)
@@ -442,11 +347,7 @@ impl Conn {
             self.output.reserve(bytes.len().max(OUTPUT_START));
         }
         let start = self.output.len();
-        match self.inner {
-            // Each answer line is one text message, without its newline.
-            Inner::Ws(_) => websocket::frame_lines(&mut self.output, bytes),
-            _ => self.output.extend_from_slice(bytes),
-        }
+        self.transport.encode(bytes, &mut self.output);
         self.queued_total += (self.output.len() - start) as u64;
         if let Some(id) = delivers {
             self.marks.push_back((self.queued_total, id));
@@ -454,11 +355,12 @@ impl Conn {
         true
     }
 
-    /// Appends bytes the transport itself answers with (HTTP, WebSocket control frames),
-    /// outside the output cap: each is bounded by the request that caused it.
-    fn queue_raw(&mut self, bytes: &[u8]) {
-        self.output.extend_from_slice(bytes);
-        self.queued_total += bytes.len() as u64;
+    /// The transport answered on its own (HTTP, WebSocket control) from output offset
+    /// `start` on: those bytes count as queued, so that the delivery marks stay offsets of
+    /// the stream written. They are outside the output cap: each is bounded by the request
+    /// that caused it.
+    fn transport_wrote(&mut self, start: usize) {
+        self.queued_total += (self.output.len() - start) as u64;
     }
 
     /// The id of the last personal message whose bytes have all been written since the

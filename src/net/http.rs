@@ -161,8 +161,8 @@ pub fn error(code: u16, text: &str, extra: &[(&str, &str)]) -> Answer {
     Answer::Respond { bytes: error_bytes(code, text, extra), used: 0, close: true }
 }
 
-/// The bytes of an error answer: also the 426 of `--require-tls` (PROTOCOL.md section 13).
-pub fn error_bytes(code: u16, text: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+/// The bytes of an error answer.
+fn error_bytes(code: u16, text: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let body = format!("{code} {}: {text}\n", reason(code));
     let mut out = status_line(code);
     for (k, v) in extra {
@@ -177,6 +177,11 @@ pub fn error_bytes(code: u16, text: &str, extra: &[(&str, &str)]) -> Vec<u8> {
         .as_bytes(),
     );
     out
+}
+
+/// The answer to plain HTTP from a non-loopback client under `--require-tls`.
+pub fn tls_required() -> Vec<u8> {
+    error_bytes(426, "TLS required", &[("Upgrade", "TLS/1.2, HTTP/1.1")])
 }
 
 /// Whether `bytes` (at least one) may be the start of an HTTP request: a method of section

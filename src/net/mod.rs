@@ -2,6 +2,7 @@
 //! crate is driven from here.
 
 mod accept_key;
+mod carried;
 mod checkpointer;
 mod conn;
 mod connections;

@@ -3,7 +3,7 @@
 //!
 //! One port serves every transport. Each state owns what it needs: detection only looks,
 //! a PROXY header is read and dropped (its addresses go to the connection), TLS owns its
-//! rustls session. The chat core and the frame scanner never learn which one a connection
+//! rustls session, and what the layer carries (JSON, HTTP, WebSocket) is carried.rs's. The chat core and the frame scanner never learn which one a connection
 //! speaks. Detection looks at no more bytes than it needs:
 //!
 //! | first bytes | transport |
@@ -11,13 +11,14 @@
 //! | `{` or JSON whitespace | the plain stream (refused from a non-loopback client under `--require-tls`) |
 //! | a prefix of the PROXY v2 signature (it starts with CR LF, also whitespace) | wait for more |
 //! | `PROXY ` or the v2 signature | from a `--proxy-from` peer: the header, then detection again; else closed without an answer |
-//! | `0x16`, a TLS handshake record | TLS with `--tls-cert`; the plain stream inside. Without a certificate: closed at once |
+//! | `0x16`, a TLS handshake record | TLS with `--tls-cert`; inside it, the same choice of what it carries. Without a certificate: closed at once |
 //! | a prefix of an HTTP method | wait for more |
 //! | anything else, HTTP included | the plain stream (inside which conn.rs tells HTTP from JSON) |
 //!
-//! HTTP and WebSocket are what travels inside a transport, plain or TLS alike, so they are
-//! told apart in conn.rs after this (`Inner`), not here.
+//! HTTP and WebSocket travel inside either layer, plain or TLS, so they are told apart
+//! (carried.rs) once the layer is known, on the bytes it yields.
 
+use super::carried::{Carried, Context, Outcome};
 use super::proxy::{self, Header};
 use super::tls::{Received, TlsError, TlsLink};
 use rustls::ServerConfig;
@@ -81,6 +82,8 @@ pub enum Refusal {
     /// The plain stream from a non-loopback client under `--require-tls`: answered, then
     /// closed.
     TlsRequired,
+    /// The same for plain HTTP: a 426, then closed.
+    HttpTlsRequired,
     /// The TLS session failed (not TLS after all, a protocol error or an alert).
     Tls(TlsError),
 }
@@ -98,27 +101,36 @@ pub enum Step {
     TlsStarted(Received),
 }
 
-/// What a connection speaks, as far as its bytes so far tell.
-pub enum Transport {
+/// The layer on the socket, as far as its bytes so far tell.
+enum Layer {
     /// Nothing read yet, or too little to tell: its bytes wait. `proxy`: the peer is in
     /// `--proxy-from` and no header has been read yet.
     Detecting { proxy: bool },
-    /// The plain JSON stream: socket bytes are frame bytes.
+    /// Socket bytes are what it carries.
     Plain,
-    /// TLS; the plain stream inside.
+    /// TLS; what it carries is inside.
     Tls(Box<TlsLink>),
 }
 
+/// What a connection speaks: the layer on the socket (plain or TLS, after any PROXY
+/// header) and what that layer carries (JSON, HTTP or WebSocket; carried.rs).
+pub struct Transport {
+    layer: Layer,
+    carried: Carried,
+    /// `--max-frame`, which also bounds a WebSocket message.
+    max_frame: usize,
+}
+
 impl Transport {
-    pub fn new(proxy_trusted: bool) -> Transport {
-        Transport::Detecting { proxy: proxy_trusted }
+    pub fn new(proxy_trusted: bool, max_frame: usize) -> Transport {
+        Transport { layer: Layer::Detecting { proxy: proxy_trusted }, carried: Carried::Undecided, max_frame }
     }
 
     /// Takes bytes read from the socket into `input`: as they are, or decrypted.
     pub fn receive(&mut self, bytes: &[u8], input: &mut Vec<u8>) -> Result<Received, TlsError> {
-        match self {
-            Transport::Tls(link) => link.receive(bytes, input),
-            Transport::Detecting { .. } | Transport::Plain => {
+        match &mut self.layer {
+            Layer::Tls(link) => link.receive(bytes, input),
+            Layer::Detecting { .. } | Layer::Plain => {
                 input.extend_from_slice(bytes);
                 Ok(Received { closed: false, handshake_done: false })
             }
@@ -128,7 +140,7 @@ impl Transport {
     /// One step of telling the transport from `input`, for a client at `peer` (its address
     /// after any PROXY header). Call until it says [`Step::Decided`] or [`Step::Wait`].
     pub fn step(&mut self, input: &mut Vec<u8>, peer: IpAddr, offer: &Offer) -> Result<Step, Refusal> {
-        let Transport::Detecting { proxy } = *self else { return Ok(Step::Decided) };
+        let Layer::Detecting { proxy } = self.layer else { return Ok(Step::Decided) };
         match detect(input) {
             Detected::NeedMore => Ok(Step::Wait),
             Detected::Proxy if !proxy => Err(Refusal::Silent("PROXY header from a peer not in --proxy-from")),
@@ -136,7 +148,7 @@ impl Transport {
                 Ok(None) => Ok(Step::Wait),
                 Ok(Some((header, len))) => {
                     input.drain(..len);
-                    *self = Transport::Detecting { proxy: false };
+                    self.layer = Layer::Detecting { proxy: false };
                     Ok(Step::Proxied(header))
                 }
                 Err(e) => Err(Refusal::Silent(e.as_str())),
@@ -145,37 +157,61 @@ impl Transport {
                 let Some(config) = offer.tls.as_ref() else {
                     return Err(Refusal::Silent("TLS handshake, but no certificate is configured"));
                 };
-                let link = TlsLink::new(config).map_err(Refusal::Tls)?;
-                *self = Transport::Tls(Box::new(link));
+                let mut link = Box::new(TlsLink::new(config).map_err(Refusal::Tls)?);
                 let raw = std::mem::take(input);
-                let Transport::Tls(link) = self else { unreachable!("just set") };
-                link.receive(&raw, input).map(Step::TlsStarted).map_err(Refusal::Tls)
+                let received = link.receive(&raw, input);
+                self.layer = Layer::Tls(link);
+                received.map(Step::TlsStarted).map_err(Refusal::Tls)
             }
-            Detected::Plain if offer.require_tls && !peer.is_loopback() => Err(Refusal::TlsRequired),
+            Detected::Plain if offer.require_tls && !peer.is_loopback() => {
+                if super::http::looks_like_http(input) == Some(true) {
+                    Err(Refusal::HttpTlsRequired)
+                } else {
+                    Err(Refusal::TlsRequired)
+                }
+            }
             Detected::Plain => {
-                *self = Transport::Plain;
+                self.layer = Layer::Plain;
                 Ok(Step::Decided)
             }
         }
     }
 
-    /// True once frames can be read from the input.
+    /// True once the layer on the socket is known.
     pub fn ready(&self) -> bool {
-        !matches!(self, Transport::Detecting { .. })
+        !matches!(self.layer, Layer::Detecting { .. })
+    }
+
+    /// Passes what the layer just added to `input` (from `before` on) through what it
+    /// carries; answers of the layer itself (HTTP, WebSocket control) go to `out`.
+    pub fn carry(&mut self, before: usize, input: &mut Vec<u8>, out: &mut Vec<u8>, offer: &Offer) -> Outcome {
+        let cx = Context { web: &offer.web, secure: matches!(self.layer, Layer::Tls(_)), max_frame: self.max_frame };
+        self.carried.carry(before, input, out, &cx)
+    }
+
+    /// True when the input holds frame bytes for the scanner.
+    pub fn frames_ready(&self) -> bool {
+        self.ready() && self.carried.frames()
+    }
+
+    /// Appends answer lines to `out` as the client reads them.
+    pub fn encode(&self, lines: &[u8], out: &mut Vec<u8>) {
+        self.carried.encode(lines, out);
     }
 
     /// The name used in logs and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Transport::Detecting { .. } => "detecting",
-            Transport::Plain => "plain",
-            Transport::Tls(_) => "tls",
-        }
+        let secure = matches!(self.layer, Layer::Tls(_));
+        self.carried.name(secure).unwrap_or(match self.layer {
+            Layer::Detecting { .. } => "detecting",
+            Layer::Plain => "plain",
+            Layer::Tls(_) => "tls",
+        })
     }
 
     pub fn tls(&mut self) -> Option<&mut TlsLink> {
-        match self {
-            Transport::Tls(link) => Some(link),
+        match &mut self.layer {
+            Layer::Tls(link) => Some(link),
             _ => None,
         }
     }
@@ -211,7 +247,7 @@ mod tests {
     #[test]
     fn a_transport_is_ready_once_its_bytes_tell_it() {
         let offer = Offer::default();
-        let mut t = Transport::new(false);
+        let mut t = Transport::new(false, 4096);
         let mut input = b"\r\n".to_vec();
         assert_eq!(t.step(&mut input, loopback(), &offer).unwrap(), Step::Wait);
         assert!(!t.ready());
@@ -221,16 +257,16 @@ mod tests {
         // Decided once: later bytes are frames, not first bytes.
         let mut tls = vec![0x16];
         assert_eq!(t.step(&mut tls, loopback(), &offer).unwrap(), Step::Decided);
-        assert!(matches!(Transport::new(false).step(&mut tls, loopback(), &offer), Err(Refusal::Silent(_))));
+        assert!(matches!(Transport::new(false, 4096).step(&mut tls, loopback(), &offer), Err(Refusal::Silent(_))));
     }
 
     #[test]
     fn a_proxy_header_is_taken_from_trusted_peers_only_and_detection_goes_on() {
         let offer = Offer::default();
         let mut input = b"PROXY TCP4 203.0.113.7 192.0.2.1 56324 5050\r\n{\"type\"".to_vec();
-        let mut untrusted = Transport::new(false);
+        let mut untrusted = Transport::new(false, 4096);
         assert!(matches!(untrusted.step(&mut input.clone(), loopback(), &offer), Err(Refusal::Silent(_))));
-        let mut t = Transport::new(true);
+        let mut t = Transport::new(true, 4096);
         let Ok(Step::Proxied(Header::Proxied { source, .. })) = t.step(&mut input, loopback(), &offer) else {
             panic!("a trusted header is read")
         };
@@ -239,7 +275,7 @@ mod tests {
         assert_eq!(t.step(&mut input, source.ip(), &offer).unwrap(), Step::Decided);
         // One header only: a second one is refused like any untrusted one.
         let mut twice = b"PROXY UNKNOWN\r\nPROXY UNKNOWN\r\n".to_vec();
-        let mut t = Transport::new(true);
+        let mut t = Transport::new(true, 4096);
         assert!(matches!(t.step(&mut twice, loopback(), &offer), Ok(Step::Proxied(Header::Local))));
         assert!(matches!(t.step(&mut twice, loopback(), &offer), Err(Refusal::Silent(_))));
     }
@@ -249,10 +285,13 @@ mod tests {
         let offer = Offer { tls: None, require_tls: true, ..Offer::default() };
         let mut input = b"{}".to_vec();
         assert!(matches!(
-            Transport::new(false).step(&mut input, IpAddr::from([192, 0, 2, 1]), &offer),
+            Transport::new(false, 4096).step(&mut input, IpAddr::from([192, 0, 2, 1]), &offer),
             Err(Refusal::TlsRequired)
         ));
-        assert_eq!(Transport::new(false).step(&mut input, loopback(), &offer).unwrap(), Step::Decided);
-        assert_eq!(Transport::new(false).step(&mut input, "::1".parse().unwrap(), &offer).unwrap(), Step::Decided);
+        assert_eq!(Transport::new(false, 4096).step(&mut input, loopback(), &offer).unwrap(), Step::Decided);
+        assert_eq!(
+            Transport::new(false, 4096).step(&mut input, "::1".parse().unwrap(), &offer).unwrap(),
+            Step::Decided
+        );
     }
 }
