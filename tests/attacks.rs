@@ -153,12 +153,7 @@ fn many_connections_that_never_read_are_bounded_together() {
 }
 
 fn metrics_of(s: &Server) -> String {
-    let line = s.log_lines().into_iter().find(|l| l.contains("metrics on")).unwrap_or_else(|| panic!("{}", s.tail()));
-    let addr = line.rsplit("http://").next().unwrap().trim_end_matches("/metrics").trim().to_string();
-    let url = format!("http://{addr}/metrics");
-    let out = std::process::Command::new("curl").args(["-sS", "--max-time", "5", &url]).output().expect("curl");
-    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    scrape_text(&s.metrics_url())
 }
 
 fn metric_value(text: &str, name: &str) -> Option<f64> {
@@ -466,9 +461,8 @@ fn backup_refuses_the_database_its_companions_and_existing_files() {
 #[test]
 fn idle_connections_cannot_block_metrics_scrapes() {
     let s = server(&["--metrics", "127.0.0.1:0"]);
-    let line = s.log_lines().into_iter().find(|l| l.contains("metrics on")).unwrap();
     let addr: std::net::SocketAddr =
-        line.rsplit("http://").next().unwrap().trim_end_matches("/metrics").trim().parse().unwrap();
+        s.metrics_url().trim_start_matches("http://").trim_end_matches("/metrics").parse().unwrap();
     let mut idle: Vec<TcpStream> = (0..32).map(|_| TcpStream::connect(addr).unwrap()).collect();
     // Kept: no event says the server has accepted them all; 200 ms lets it, before the scrape.
     thread::sleep(Duration::from_millis(200));

@@ -5,29 +5,11 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::collections::HashMap;
-
-fn scrape(url: &str) -> HashMap<String, f64> {
-    let out =
-        std::process::Command::new("curl").args(["-sS", "--max-time", "5", url]).output().expect("curl is installed");
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut m = HashMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (name, value) = line.rsplit_once(' ').expect("name value");
-        m.insert(name.to_owned(), value.parse().unwrap_or_else(|_| panic!("number in {line}")));
-    }
-    m
-}
 
 #[test]
 fn counters_match_a_known_sequence_of_actions() {
     let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
-    let url = s
-        .log_lines()
-        .iter()
-        .find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned))
-        .expect("the metrics address in the log");
+    let url = s.metrics_url();
     for n in ["ann", "bob", "cat"] {
         s.user_add(&format!("{n}@x.org"), n, "pw");
     }
@@ -89,11 +71,7 @@ fn counters_match_a_known_sequence_of_actions() {
 #[test]
 fn requests_are_counted_by_type() {
     let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
-    let url = s
-        .log_lines()
-        .iter()
-        .find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned))
-        .expect("the metrics address in the log");
+    let url = s.metrics_url();
     s.user_add("ann@x.org", "ann", "pw");
     let mut ann = logged_in(&s, "ann@x.org", "pw");
     for _ in 0..3 {

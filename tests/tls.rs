@@ -547,20 +547,10 @@ fn natter_cli_refuses_an_unknown_certificate_and_works_with_its_ca() {
     assert!(out.contains("ann <ann@x.org>"), "{out}");
 }
 
-fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
-    let out = Command::new("curl").args(["-sS", "--max-time", "5", url]).output().expect("curl is installed");
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(n, v)| Some((n.to_owned(), v.parse().ok()?))))
-        .collect()
-}
-
 #[test]
 fn metrics_count_transports_handshakes_and_proxy_headers() {
     let (s, _certs, cert, _key) = tls_server("ec", &["--metrics", "127.0.0.1:0", "--proxy-from", "127.0.0.1/32"]);
-    let url = s.log_lines().iter().find_map(|l| l.split("metrics on ").nth(1).map(str::to_owned)).expect("metrics url");
+    let url = s.metrics_url();
     let (mut tls, first) = TlsPipe::python(s.addr, &cert, &[]);
     assert!(first.starts_with("CONNECTED"), "{first}");
     tls.request(&json!({"type":"ping"}));

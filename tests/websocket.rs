@@ -186,6 +186,19 @@ fn http_answers_404_405_400_426_403_and_serves_the_page() {
 }
 
 #[test]
+fn metrics_count_websocket_connections_as_ws() {
+    let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let mut ws = ws_connect(&s, None).expect("upgrade");
+    send(&mut ws, r#"{"type":"ping"}"#);
+    assert_eq!(next(&mut ws)["type"], "pong");
+    let mut plain = s.connect();
+    plain.ping();
+    let m = scrape(&s.metrics_url());
+    assert_eq!(m.get("natter_connections_open{transport=\"ws\"}"), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("natter_connections_open{transport=\"plain\"}"), Some(&1.0), "{m:?}");
+}
+
+#[test]
 fn hostile_http_and_frames_are_refused_and_nothing_else_is_hurt() {
     let s = Server::start_with(&["--auth-timeout", "2"]);
     s.user_add(&email("ann"), "ann", &plain("ann"));

@@ -69,8 +69,8 @@ impl Connections {
 
     /// Open connections by transport, in the order of `metrics::TRANSPORTS` (for a scrape:
     /// one pass over the table).
-    pub fn count_by_transport(&self) -> [u64; 3] {
-        let mut n = [0; 3];
+    pub fn count_by_transport(&self) -> [u64; super::metrics::TRANSPORTS.len()] {
+        let mut n = [0; super::metrics::TRANSPORTS.len()];
         for (_, c) in self.slab.iter() {
             let i = super::metrics::TRANSPORTS.iter().position(|t| *t == c.transport_name()).unwrap_or(0);
             n[i] += 1;

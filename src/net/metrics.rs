@@ -63,7 +63,7 @@ impl Histogram {
 }
 
 /// The transports of [`NetCounters::by_transport`], in order.
-pub const TRANSPORTS: [&str; 3] = ["detecting", "plain", "tls"];
+pub const TRANSPORTS: [&str; 7] = ["detecting", "plain", "tls", "http", "https", "ws", "wss"];
 
 /// What the loop counts itself.
 #[derive(Debug, Default, Clone)]
@@ -82,7 +82,7 @@ pub struct NetCounters {
     /// Unsent output of all connections, as of the scrape.
     pub unsent_bytes: u64,
     /// Open connections by transport (detecting, plain, tls), as of the scrape.
-    pub by_transport: [u64; 3],
+    pub by_transport: [u64; TRANSPORTS.len()],
     pub handshakes_ok: u64,
     pub handshakes_failed: u64,
     /// PROXY headers read from `--proxy-from` peers.

@@ -11,6 +11,7 @@
 //! - `protocol.rs`: request builders, exact answer shapes, named accounts, login flows;
 //! - `mail.rs`: mail parsing, the OTP in it, a server's outbox;
 //! - `log.rs`: the server's stderr lines and their tail;
+//! - `metrics.rs`: the metrics URL and a scrape;
 //! - `procfs.rs`: memory, descriptors, CPU time and niceness from /proc;
 //! - `wait.rs`: waiting for an observable event with a deadline.
 
@@ -25,6 +26,8 @@ mod commands;
 mod log;
 #[allow(dead_code)]
 mod mail;
+#[allow(dead_code)]
+mod metrics;
 #[allow(dead_code)]
 mod procfs;
 #[allow(dead_code)]
@@ -42,6 +45,8 @@ pub use commands::*;
 pub use log::*;
 #[allow(unused_imports)]
 pub use mail::*;
+#[allow(unused_imports)]
+pub use metrics::*;
 #[allow(unused_imports)]
 pub use procfs::*;
 #[allow(unused_imports)]
