@@ -12,8 +12,10 @@
 
 use natter::chat::relay::{DropReason, Relay, Verdict, MAX_DATAGRAM};
 use natter::framing::FrameScanner;
+use natter::net::http::{self, WebConfig};
 use natter::net::proxy;
 use natter::net::transport::{detect, Offer, Step, Transport};
+use natter::net::websocket::WsReader;
 use natter::protocol::decode;
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -153,6 +155,71 @@ fn padded_seeds_reach_the_frame_limit() {
     }
 }
 
+/// HTTP request heads as browsers and attackers send them.
+const HTTP_SEEDS: &[&[u8]] = &[
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:5050\r\nIf-None-Match: \"abc\"\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://x\r\n\r\n",
+    b"HEAD /app.js HTTP/1.1\r\n\r\nGET /app.css HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+];
+
+/// Client WebSocket frames: (first byte, masked, length form, payload), so that lengths,
+/// masks, opcodes, fragments and control frames all vary.
+fn ws_frames() -> impl Strategy<Value = Vec<u8>> {
+    let frame = (any::<u8>(), any::<bool>(), 0u8..4, prop::collection::vec(any::<u8>(), 0..200), any::<[u8; 4]>());
+    prop::collection::vec(frame, 1..6).prop_map(|frames| {
+        let mut out = Vec::new();
+        for (first, masked, form, payload, mask) in frames {
+            // Mostly valid first bytes (FIN or not, text, continuation, ping, pong, close).
+            let first = if first % 4 == 0 {
+                first
+            } else {
+                (first & 0x80) | [0x1, 0x0, 0x9, 0xA, 0x8, 0x2][first as usize % 6]
+            };
+            out.push(first);
+            let m = if masked { 0x80 } else { 0 };
+            match form {
+                0 if payload.len() < 126 => out.push(m | payload.len() as u8),
+                0 | 1 => {
+                    out.push(m | 126);
+                    out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                }
+                2 => {
+                    out.push(m | 127);
+                    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+                }
+                _ => {
+                    // A huge claimed length (up to 2^64 - 1) with a short body.
+                    out.push(m | 127);
+                    out.extend_from_slice(&u64::MAX.to_be_bytes()[..8]);
+                }
+            }
+            if masked {
+                out.extend_from_slice(&mask);
+            }
+            out.extend_from_slice(&payload);
+        }
+        out
+    })
+}
+
+/// Feeds `bytes` to a WebSocket decoder in pieces; what it passed on, what it answered,
+/// and the first error, after which it stops as the connection does.
+fn ws_decode(bytes: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<u8>, Option<String>) {
+    let mut r = WsReader::new(MAX_FRAME);
+    let (mut text, mut replies) = (Vec::new(), Vec::new());
+    let (mut at, mut i) = (0, 0);
+    while at < bytes.len() {
+        let end = (at + cuts[i % cuts.len()]).min(bytes.len());
+        if let Err(e) = r.receive(&bytes[at..end], &mut text, &mut replies) {
+            return (text, replies, Some(e.to_string()));
+        }
+        at = end;
+        i += 1;
+    }
+    (text, replies, None)
+}
+
 /// `seed` with a few byte-level mutations.
 fn mutated_first_bytes() -> impl Strategy<Value = Vec<u8>> {
     let edits = prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..5);
@@ -195,7 +262,7 @@ proptest! {
         }
         // As a connection from a trusted proxy reads them, in pieces.
         let peer = std::net::IpAddr::from([127, 0, 0, 1]);
-        let mut transport = Transport::new(true);
+        let mut transport = Transport::new(true, MAX_FRAME);
         let mut input = Vec::new();
         let (mut at, mut i) = (0, 0);
         let mut taken = 0;
@@ -229,6 +296,41 @@ proptest! {
         scan_and_decode(&stream, &cuts);
         stream.extend_from_slice(&noise);
         scan_and_decode(&stream, &cuts);
+    }
+
+    /// HTTP heads: any bytes are answered or waited on, never panic, and an answer never
+    /// takes more than it was given; a head is waited on only while it may still fit.
+    #[test]
+    fn fuzz_http_heads(
+        seed in prop::sample::select(HTTP_SEEDS),
+        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let mut b = seed.to_vec();
+        for (at, byte) in edits {
+            let i = at % b.len();
+            b[i] = byte;
+        }
+        let b = &b[..=cut % b.len()];
+        for secure in [false, true] {
+            match http::answer(b, &WebConfig::default(), secure) {
+                http::Answer::NeedMore => prop_assert!(b.len() <= http::MAX_HEAD),
+                http::Answer::Respond { used, bytes, .. } | http::Answer::Upgrade { used, bytes } => {
+                    prop_assert!(used <= b.len());
+                    prop_assert!(bytes.starts_with(b"HTTP/1.1 "));
+                }
+            }
+        }
+    }
+
+    /// WebSocket frames give the same text, answers and error whether their bytes come at
+    /// once or in pieces, never panic, and never pass on more than --max-frame per message.
+    #[test]
+    fn fuzz_websocket_frames(bytes in ws_frames(), cuts in prop::collection::vec(1usize..30, 1..5)) {
+        let whole = ws_decode(&bytes, &[bytes.len()]);
+        let pieces = ws_decode(&bytes, &cuts);
+        prop_assert_eq!(&whole, &pieces);
+        prop_assert!(whole.0.len() <= bytes.len());
     }
 
     #[test]
