@@ -395,6 +395,12 @@ function sendMessage(textValue) {
 }
 
 // ---- rendering ----
+// A friend's username where we know it, else the email.
+function nameOf(email) {
+  const f = state.friends.get((email || '').toLowerCase());
+  return f && f.username ? f.username : email || '';
+}
+
 function text(t) { const s = document.createElement('span'); s.textContent = t; return s; }
 function button(label, onclick, cls) {
   const b = document.createElement('button');
@@ -466,7 +472,8 @@ function renderConv() {
     const li = document.createElement('li');
     const own = (it.from || '').toLowerCase() === mine;
     li.className = own ? 'own' : '';
-    const who = text(own ? 'you' : it.from || '');
+    const who = text(own ? 'you' : nameOf(it.from));
+    who.title = it.from || '';
     who.className = 'from';
     const when = text(it.time ? new Date(it.time * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '');
     when.className = 'time';
@@ -486,7 +493,7 @@ function renderConv() {
 
 function renderTyping() {
   const m = state.typing.get(state.current);
-  const who = m ? [...m.keys()] : [];
+  const who = m ? [...m.keys()].map(nameOf) : [];
   $('typing').textContent = who.length ? `${who.join(', ')} ${who.length > 1 ? 'are' : 'is'} typing…` : '';
 }
 

@@ -225,6 +225,9 @@ impl Cli {
 /// thing measured.
 const CHEAP: HashParams = HashParams { memory_kib: 64, iterations: 1 };
 
+/// natter's `--max-connections` default.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// Whether a workload's clients speak TLS.
 fn uses_tls(cli: &Cli, w: Workload) -> bool {
     cli.tls || w == Workload::Handshakes
@@ -255,8 +258,8 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
         "--argon2-iterations".into(),
         cli.argon2_iterations.to_string(),
     ];
-    if w == Workload::Storm || (w == Workload::Idle && cli.idle + 100 > 10_000) {
-        // Room for every bench connection above the default --max-connections.
+    if n + 100 > DEFAULT_MAX_CONNECTIONS {
+        // Room for every bench connection (one per user, and a few more) past the default.
         extra.extend(["--max-connections".to_owned(), (n + 1000).to_string()]);
     }
     if let Some(more) = &cli.server_args {

@@ -15,7 +15,7 @@ use super::{login_all, login_all_with, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
 use crate::server::{email, PASSWORD};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 pub struct Params {
@@ -66,7 +66,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     cl.until(Duration::from_millis(1200), |_, _, _| false).map_err(|e| e.to_string())?;
 
     let churners = &conns[..p.churners];
-    let is_churner: HashMap<usize, usize> = churners.iter().enumerate().map(|(u, &ci)| (ci, u)).collect();
+    let is_churner: HashSet<usize> = churners.iter().copied().collect();
     let emails: HashMap<String, usize> = (0..p.churners).map(|u| (email(u), u)).collect();
     let md5 = natter::password::md5_hex(PASSWORD);
     let login = |u: usize| {
@@ -90,8 +90,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
         p.size,
         |_, ci, line| {
             let Some(a) = Answer::parse(line) else { return };
-            if let Some(&u) = is_churner.get(&ci) {
-                let _ = u;
+            if is_churner.contains(&ci) {
                 if a.is("success", "logout") {
                     out += 1;
                     if out == churners.len() {
