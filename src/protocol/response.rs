@@ -91,20 +91,37 @@ pub fn logged_out(buf: &mut Vec<u8>, reason: &str) {
 /// `users` as (username, email) pairs in the order given. Stops and returns false once
 /// the answer passes `max` bytes (what is written then is garbage for the caller to cut).
 pub fn users<'a>(buf: &mut Vec<u8>, max: usize, users: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    success_list(buf, max, b"users", users, |buf, (username, email)| {
+        buf.extend_from_slice(b"{\"username\":");
+        string(buf, username);
+        buf.extend_from_slice(b",\"email\":");
+        string(buf, email);
+        buf.push(b'}');
+    })
+}
+
+/// `{"event":"success","type":TYPE,"details":[...]}`, each item written by `item`. Stops
+/// and returns false once the answer passes `max` bytes (what is written then is garbage
+/// for the caller to cut).
+fn success_list<T>(
+    buf: &mut Vec<u8>,
+    max: usize,
+    ty: &[u8],
+    items: impl Iterator<Item = T>,
+    mut item: impl FnMut(&mut Vec<u8>, T),
+) -> bool {
     let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"users\",\"details\":[");
-    for (i, (username, email)) in users.enumerate() {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"");
+    buf.extend_from_slice(ty);
+    buf.extend_from_slice(b"\",\"details\":[");
+    for (i, x) in items.enumerate() {
         if buf.len() - start > max {
             return false;
         }
         if i > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(b"{\"username\":");
-        string(buf, username);
-        buf.extend_from_slice(b",\"email\":");
-        string(buf, email);
-        buf.push(b'}');
+        item(buf, x);
     }
     buf.extend_from_slice(b"]}\n");
     buf.len() - start <= max
@@ -119,19 +136,9 @@ pub fn success(buf: &mut Vec<u8>, ty: &str) {
 
 /// `{"event":"success","type":"blocked","details":[EMAIL,...]}`; false past `max` bytes.
 pub fn blocked<'a>(buf: &mut Vec<u8>, max: usize, emails: impl Iterator<Item = &'a String>) -> bool {
-    let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"blocked\",\"details\":[");
-    for (i, e) in emails.enumerate() {
-        if buf.len() - start > max {
-            return false;
-        }
-        if i > 0 {
-            buf.push(b',');
-        }
+    success_list(buf, max, b"blocked", emails, |buf, e| {
         string(buf, e);
-    }
-    buf.extend_from_slice(b"]}\n");
-    buf.len() - start <= max
+    })
 }
 
 /// `{"event":"presence","type":"presence","details":{"email":E,"online":B}}`.
@@ -143,21 +150,11 @@ pub fn presence(buf: &mut Vec<u8>, email: &str, online: bool) {
 
 /// `{"event":"success","type":"presence","details":[{"email":E,"online":B},...]}`.
 pub fn presence_list<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item = (&'a str, bool)>) -> bool {
-    let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"presence\",\"details\":[");
-    for (i, (email, online)) in list.enumerate() {
-        if buf.len() - start > max {
-            return false;
-        }
-        if i > 0 {
-            buf.push(b',');
-        }
+    success_list(buf, max, b"presence", list, |buf, (email, online)| {
         buf.extend_from_slice(b"{\"email\":");
         string(buf, email);
         buf.extend_from_slice(if online { b",\"online\":true}" } else { b",\"online\":false}" });
-    }
-    buf.extend_from_slice(b"]}\n");
-    buf.len() - start <= max
+    })
 }
 
 /// `{"event":"typing","type":"typing","details":{"from":E,"typing":B}}` (plus `group`).
@@ -192,15 +189,7 @@ pub fn read(buf: &mut Vec<u8>, reader: &str, with: Option<&str>, group: Option<i
 
 /// `{"event":"success","type":"unread","details":[{"with":E,"count":N,"last":ID},...]}`.
 pub fn unread<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item = &'a crate::store::reads::Unread>) -> bool {
-    let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"unread\",\"details\":[");
-    for (i, u) in list.enumerate() {
-        if buf.len() - start > max {
-            return false;
-        }
-        if i > 0 {
-            buf.push(b',');
-        }
+    success_list(buf, max, b"unread", list, |buf, u| {
         match (&u.with, u.group) {
             (Some(with), _) => {
                 buf.extend_from_slice(b"{\"with\":");
@@ -217,9 +206,7 @@ pub fn unread<'a>(buf: &mut Vec<u8>, max: usize, list: impl Iterator<Item = &'a 
         buf.extend_from_slice(b",\"last\":\"");
         integer(buf, u.last);
         buf.extend_from_slice(b"\"}");
-    }
-    buf.extend_from_slice(b"]}\n");
-    buf.len() - start <= max
+    })
 }
 
 pub fn pong(buf: &mut Vec<u8>) {
@@ -269,15 +256,7 @@ pub fn global(buf: &mut Vec<u8>, message: &str, media: Option<&str>, from: &str,
 /// `history` items in the order given. Stops and returns false once the answer passes
 /// `max` bytes, as [`users`] does.
 pub fn history<'a>(buf: &mut Vec<u8>, max: usize, items: impl Iterator<Item = HistoryItem<'a>>) -> bool {
-    let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"history\",\"details\":[");
-    for (i, m) in items.enumerate() {
-        if buf.len() - start > max {
-            return false;
-        }
-        if i > 0 {
-            buf.push(b',');
-        }
+    success_list(buf, max, b"history", items, |buf, m| {
         buf.extend_from_slice(b"{\"id\":\"");
         integer(buf, m.id);
         buf.extend_from_slice(b"\",\"from\":");
@@ -300,9 +279,7 @@ pub fn history<'a>(buf: &mut Vec<u8>, max: usize, items: impl Iterator<Item = Hi
         buf.extend_from_slice(b",\"time\":");
         integer(buf, m.time);
         buf.push(b'}');
-    }
-    buf.extend_from_slice(b"]}\n");
-    buf.len() - start <= max
+    })
 }
 
 /// A group as answers and updates carry it (G of PROTOCOL.md section 14).
@@ -349,19 +326,9 @@ pub fn groups<'a, M: Iterator<Item = &'a str>>(
     max: usize,
     groups: impl Iterator<Item = GroupOut<'a, M>>,
 ) -> bool {
-    let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"groups\",\"details\":[");
-    for (i, g) in groups.enumerate() {
-        if buf.len() - start > max {
-            return false;
-        }
-        if i > 0 {
-            buf.push(b',');
-        }
+    success_list(buf, max, b"groups", groups, |buf, g| {
         group_object(buf, g);
-    }
-    buf.extend_from_slice(b"]}\n");
-    buf.len() - start <= max
+    })
 }
 
 /// A group message as delivered to its members' connections.
