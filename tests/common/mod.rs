@@ -13,7 +13,8 @@
 //! - `log.rs`: the server's stderr lines and their tail;
 //! - `metrics.rs`: the metrics URL and a scrape;
 //! - `procfs.rs`: memory, descriptors, CPU time and niceness from /proc;
-//! - `wait.rs`: waiting for an observable event with a deadline.
+//! - `wait.rs`: waiting for an observable event with a deadline;
+//! - `webdriver.rs`: headless chromium over WebDriver, for the web client.
 
 // Every tests/*.rs compiles this harness as a module of its own and uses a part of it: what
 // one test binary leaves unused, another uses (every item is used by some test file). Hence
@@ -36,6 +37,8 @@ mod protocol;
 mod server;
 #[allow(dead_code)]
 mod wait;
+#[allow(dead_code)]
+mod webdriver;
 
 #[allow(unused_imports)]
 pub use client::*;
@@ -54,3 +57,5 @@ pub use protocol::*;
 pub use server::*;
 #[allow(unused_imports)]
 pub use wait::*;
+#[allow(unused_imports)]
+pub use webdriver::*;
