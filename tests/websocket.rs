@@ -196,6 +196,19 @@ fn metrics_count_websocket_connections_as_ws() {
     let m = scrape(&s.metrics_url());
     assert_eq!(m.get("natter_connections_open{transport=\"ws\"}"), Some(&1.0), "{m:?}");
     assert_eq!(m.get("natter_connections_open{transport=\"plain\"}"), Some(&1.0), "{m:?}");
+    // Every byte a connection was given counts in the output budget, framing and the
+    // transport's own answers (pages, pongs) included: once all is written, none is held.
+    // (Counting the unframed lines only once took the total below zero.)
+    assert!(http(&s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").starts_with("HTTP/1.1 200"));
+    for _ in 0..20 {
+        ws.send(Message::Ping(b"p".to_vec().into())).expect("ping");
+        send(&mut ws, r#"{"type":"ping"}"#);
+        assert_eq!(next(&mut ws)["type"], "pong");
+    }
+    let drained = poll_until(Duration::from_secs(10), || {
+        scrape(&s.metrics_url()).get("natter_output_unsent_bytes") == Some(&0.0)
+    });
+    assert!(drained, "{:?}", scrape(&s.metrics_url()).get("natter_output_unsent_bytes"));
 }
 
 #[test]

@@ -151,6 +151,9 @@ pub struct Conn {
     transport: Transport,
     /// Close once the output is written (an HTTP answer that ends it, a WebSocket close).
     pub linger: bool,
+    /// Bytes the transport queued on its own (HTTP answers, WebSocket control frames) that
+    /// the loop has not yet counted in its output budget.
+    transport_bytes: usize,
     /// Its unsent output passed the pause mark: its frames are neither read nor handled
     /// until the flush takes it back below (PROTOCOL.md section 10).
     pub paused: bool,
@@ -182,6 +185,7 @@ impl Conn {
             paused: false,
             transport: Transport::new(proxy_trusted, max_frame),
             linger: false,
+            transport_bytes: 0,
         }
     }
 
@@ -334,11 +338,12 @@ impl Conn {
         self.scanner.consumed(keep);
     }
 
-    /// Appends bytes to send; `delivers` is the personal message they carry, if any.
-    /// Returns false when the unsent output would pass `cap`.
-    pub fn queue(&mut self, bytes: &[u8], cap: usize, delivers: Option<i64>) -> bool {
+    /// Appends answer lines to send, as the transport frames them; `delivers` is the
+    /// personal message they carry, if any. Returns the bytes appended (framing included,
+    /// for the output budget), or `None` when the unsent output would pass `cap`.
+    pub fn queue(&mut self, bytes: &[u8], cap: usize, delivers: Option<i64>) -> Option<usize> {
         if self.output.len() - self.written + bytes.len() > cap {
-            return false;
+            return None;
         }
         if self.output.capacity() == 0 {
             // The buffer was released when it emptied; start it at a size that holds a
@@ -348,11 +353,12 @@ impl Conn {
         }
         let start = self.output.len();
         self.transport.encode(bytes, &mut self.output);
-        self.queued_total += (self.output.len() - start) as u64;
+        let added = self.output.len() - start;
+        self.queued_total += added as u64;
         if let Some(id) = delivers {
             self.marks.push_back((self.queued_total, id));
         }
-        true
+        Some(added)
     }
 
     /// The transport answered on its own (HTTP, WebSocket control) from output offset
@@ -360,7 +366,15 @@ impl Conn {
     /// the stream written. They are outside the output cap: each is bounded by the request
     /// that caused it.
     fn transport_wrote(&mut self, start: usize) {
-        self.queued_total += (self.output.len() - start) as u64;
+        let added = self.output.len() - start;
+        self.queued_total += added as u64;
+        self.transport_bytes += added;
+    }
+
+    /// The bytes the transport queued on its own since the last call, for the loop's
+    /// output budget (which counts every byte a connection holds, whoever queued it).
+    pub fn take_transport_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.transport_bytes)
     }
 
     /// The id of the last personal message whose bytes have all been written since the

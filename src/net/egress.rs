@@ -30,9 +30,8 @@ impl EventLoop {
             if conn.closing == Some(CloseWhy::SlowConsumer) {
                 continue;
             }
-            let len = send.range.len();
-            if conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
-                self.output.queued(len);
+            if let Some(added) = conn.queue(&out.bytes[send.range], self.net.max_output, send.delivers) {
+                self.output.queued(added);
                 self.conns.mark_dirty(key);
             } else {
                 log::warn!("{}: {}", conn.peer, CloseWhy::SlowConsumer.as_str());

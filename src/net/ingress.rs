@@ -129,7 +129,9 @@ impl EventLoop {
                 break;
             }
             let len = budget.min(READ_CHUNK);
-            match conn.read_some(&mut self.scratch[..len], &self.listener.offer) {
+            let outcome = conn.read_some(&mut self.scratch[..len], &self.listener.offer);
+            self.output.queued(conn.take_transport_bytes());
+            match outcome {
                 ReadOutcome::Data(n) => {
                     budget -= n;
                     self.metrics.counters.bytes_in += n as u64;
