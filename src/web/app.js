@@ -49,13 +49,13 @@ const state = {
   readBy: new Map(),   // email -> how far it read what we sent
   ringing: null,
   asked: [],           // requests waiting for an answer: {type, then}
+  resetting: false,    // a password reset's code was asked for
 };
 const $ = id => document.getElementById(id);
 
 // ---- the connection ----
 let ws = null;
 let backoff = 500;
-let everConnected = false;
 
 function connect() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -63,7 +63,6 @@ function connect() {
   setStatus('connecting…');
   ws.onopen = () => {
     backoff = 500;
-    everConnected = true;
     setStatus('connected', 'ok');
     state.asked = [];
     if (state.login) send(state.login); else showAuth();
@@ -112,7 +111,7 @@ function handle(m) {
     if (i >= 0 && m.type !== 'message') {
       const a = state.asked.splice(i, 1)[0];
       a.then(m);
-      if (m.type !== 'login') return;
+      return;
     }
   }
   switch (kind) {
@@ -195,13 +194,6 @@ function otpSent(m) {
 function conv(key) {
   if (!state.convs.has(key)) state.convs.set(key, { items: new Map(), oldest: null, more: true, loaded: false });
   return state.convs.get(key);
-}
-
-function keyOf(item) {
-  if (item.group) return '#' + item.group;
-  if (!item.to && !item.from) return '*';
-  const other = (item.from || '').toLowerCase() === (state.me?.email || '').toLowerCase() ? item.to : item.from;
-  return '@' + (other || '').toLowerCase();
 }
 
 function incoming(d, key) {
