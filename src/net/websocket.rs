@@ -163,9 +163,10 @@ impl WsReader {
         if control && (!fin || len > MAX_CONTROL as u64) {
             return Err(WsError::BadControl);
         }
-        // Checked before waiting for the payload: a 2^63 length is refused at its header.
+        // Checked before waiting for the payload: a 2^63 length is refused at its header
+        // (saturating: a length near 2^64 must not wrap past the check).
         let so_far = self.message.unwrap_or(0) as u64;
-        if !control && so_far + len > self.max_message as u64 {
+        if !control && so_far.saturating_add(len) > self.max_message as u64 {
             return Err(match opcode {
                 BINARY => WsError::Binary,
                 _ => WsError::TooBig,
@@ -333,6 +334,12 @@ mod tests {
             // A 2^63 length: refused at its header, before any payload.
             (vec![FIN | TEXT, MASKED | 127, 0x80, 0, 0, 0, 0, 0, 0, 0], WsError::TooBig),
         ];
+        // A length of 2^64 - 1 after a fragment: the sum must not wrap past the limit
+        // (found by tests/fuzz.rs; it overflowed).
+        let mut r = WsReader::new(100);
+        assert!(run(&mut r, &client(TEXT, b"abcd")).0.is_ok());
+        let huge = [CONTINUATION, MASKED | 127, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0];
+        assert_eq!(run(&mut r, &huge).0, Err(WsError::TooBig));
         for (bytes, want) in cases {
             let mut r = WsReader::new(100);
             assert_eq!(run(&mut r, &bytes).0, Err(want), "{bytes:?}");
