@@ -23,10 +23,9 @@
 //! - [`config`], [`cli`], [`config_file`]: settings, the command line and `--config`;
 //!   [`admin`]: `natter user ...` and `natter backup`.
 //! - [`password`], [`secret`], [`mailer`]: argon2id, OTPs and tokens, lettre.
-//! - [`line_client`], [`tls_client`]: the clients' side (natter-cli, natter-bench): lines
-//!   over a non-blocking socket, plain or TLS. [`cidr`]: address ranges.
-//! - [`line_client`]: not the server's: the client side of a line connection (connect,
-//!   queue, flush, bounded line splitting) that natter-cli and natter-bench share.
+//! - [`line_client`], [`tls_client`], [`ws_client`]: not the server's: the clients' side
+//!   (natter-cli, natter-bench): lines over a non-blocking socket (connect, queue, flush,
+//!   bounded line splitting), plain, TLS or WebSocket. [`cidr`]: address ranges.
 //!
 //! # Invariants
 //!
@@ -57,3 +56,4 @@ pub mod store;
 pub mod timer_wheel;
 pub mod tls_client;
 pub mod token_bucket;
+pub mod ws_client;

@@ -574,3 +574,81 @@ fn metrics_count_transports_handshakes_and_proxy_headers() {
     assert_eq!(get("natter_connections_open{transport=\"tls\"}"), 1.0);
     assert_eq!(get("natter_connections_open{transport=\"plain\"}"), 2.0, "plain and proxied");
 }
+
+/// A browser's TLS client, as far as natter can tell: rustls verifying against `ca` and
+/// offering `h2` and `http/1.1` by ALPN.
+fn browser_tls(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("client");
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn https_serves_the_page_and_wss_the_socket_on_the_one_port() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+    let (s, _certs, cert, _key) = tls_server("ec", &["--metrics", "127.0.0.1:0"]);
+    s.user_add("ann@x.org", "ann", "pw");
+    s.user_add("bob@x.org", "bob", "pw");
+
+    // The page over https, fetched by curl against the pair's certificate.
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--cacert"])
+        .arg(&cert)
+        .arg(format!("https://localhost:{}/", s.addr.port()))
+        .args(["--resolve", &format!("localhost:{}:127.0.0.1", s.addr.port())])
+        .output()
+        .expect("curl is installed");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'none'"), "{page}");
+
+    // The socket over wss, with the https page's origin; ALPN picks http/1.1 of a browser's
+    // offer.
+    let mut stream = browser_tls(s.addr, &cert);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).expect("handshake");
+    }
+    assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut req = format!("wss://localhost:{}/ws", s.addr.port()).into_client_request().expect("request");
+    let origin = format!("https://localhost:{}", s.addr.port());
+    req.headers_mut().insert("Origin", origin.parse().expect("origin"));
+    let (mut ws, _) = tungstenite::client(req, stream).expect("wss upgrade");
+    let read = |ws: &mut tungstenite::WebSocket<_>| loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return serde_json::from_str::<Value>(&t).expect("JSON"),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected text, got {other:?}"),
+        }
+    };
+    let login = login_req(None, Some("ann@x.org"), &md5_hex("pw")).to_string();
+    ws.send(Message::text(login)).expect("send");
+    assert_eq!(read(&mut ws)["event"], "success");
+    // A plain TCP user on the same port reaches the wss user and back.
+    let mut bob = logged_in(&s, "bob@x.org", "pw");
+    assert_eq!(bob.request(&personal("ann@x.org", "to the browser"))["event"], "sent");
+    assert_eq!(read(&mut ws)["details"]["message"], "to the browser");
+    ws.send(Message::text(personal("bob@x.org", "from the browser").to_string())).expect("send");
+    assert_eq!(read(&mut ws)["event"], "sent");
+    assert_eq!(bob.recv()["details"]["message"], "from the browser");
+    let m = scrape(&s.metrics_url());
+    assert_eq!(m.get("natter_connections_open{transport=\"wss\"}"), Some(&1.0), "{m:?}");
+}

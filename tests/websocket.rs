@@ -243,3 +243,79 @@ fn hostile_http_and_frames_are_refused_and_nothing_else_is_hurt() {
     }
     bystander.ping();
 }
+
+/// One masked client frame, written by hand (tungstenite will not send the hostile ones).
+fn raw_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5a, 0x13, 0xc4, 0x7e];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 65535 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// The bytes the server sends until it closes (or 10 s).
+fn read_to_close(raw: &mut TcpStream) -> Vec<u8> {
+    raw.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut got = Vec::new();
+    let _ = raw.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn a_fragment_storm_is_assembled_within_max_frame_and_refused_past_it() {
+    let s = Server::start_with(&["--max-frame", "65536"]);
+    s.user_add(&email("ann"), "ann", &plain("ann"));
+    let mut bystander = logged_in(&s, &email("ann"), &plain("ann"));
+
+    // 40,000 one-byte fragments making one message: a ping and then spaces. It arrives whole.
+    let mut text = br#"{"type":"ping"}"#.to_vec();
+    text.resize(40_000, b' ');
+    let mut storm = Vec::with_capacity(text.len() * 7);
+    for (i, b) in text.iter().enumerate() {
+        let opcode = if i == 0 { 0x1 } else { 0x0 };
+        let fin = if i + 1 == text.len() { 0x80 } else { 0 };
+        storm.extend(raw_frame(fin | opcode, &[*b]));
+    }
+    let mut raw = ws_connect(&s, None).expect("upgrade").into_inner();
+    raw.write_all(&storm).expect("storm");
+    raw.write_all(&raw_frame(0x81, br#"{"type":"ping"}"#)).expect("second ping");
+    let mut ws = tungstenite::WebSocket::from_raw_socket(raw, tungstenite::protocol::Role::Client, None);
+    for _ in 0..2 {
+        assert_eq!(next(&mut ws), json!({"event":"success","type":"pong"}));
+    }
+    bystander.ping();
+
+    // Fragments adding up past --max-frame end the connection with 1009, whatever their size,
+    // and the server never holds the message: the connection's memory stays near a frame's.
+    let mut raw = ws_connect(&s, None).expect("upgrade").into_inner();
+    let mut storm = raw_frame(0x01, b"{");
+    for _ in 0..70_000 {
+        storm.extend(raw_frame(0x00, b" "));
+    }
+    let _ = raw.write_all(&storm); // the server may close before it has read everything
+    let got = read_to_close(&mut raw);
+    assert_eq!(got.get(..4), Some(&[0x88, 0x02, 0x03, 0xf1][..]), "close 1009: {got:?}");
+    bystander.ping();
+}
+
+#[test]
+fn control_frames_over_125_bytes_or_fragmented_are_a_protocol_error() {
+    let s = Server::start();
+    for frame in [raw_frame(0x89, &[b'p'; 126]), raw_frame(0x09, b"fragmented ping")] {
+        let mut raw = ws_connect(&s, None).expect("upgrade").into_inner();
+        raw.write_all(&frame).expect("write");
+        let got = read_to_close(&mut raw);
+        assert_eq!(got.get(..4), Some(&[0x88, 0x02, 0x03, 0xea][..]), "close 1002: {got:?}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Everything that touches mio, sockets, threads, signals or the clock. The rest of the
 //! crate is driven from here.
 
-mod accept_key;
+pub mod accept_key;
 mod carried;
 mod checkpointer;
 mod conn;

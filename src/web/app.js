@@ -366,7 +366,15 @@ function onTyping() {
   send({ type: 'typing', details: { ...(t.group ? { group: t.group } : { to: t.with }), typing: true } });
 }
 
+// `sent` and `failed` answers carry no client_id, so they are matched to `state.pending` in
+// order: the server answers one connection's requests in order. A global message gets no
+// answer unless it breaks a field rule, so it must never reach the server breaking one, or
+// its `failed` would be taken for a pending send's: the one rule text can break is the
+// length, checked here (the input's maxlength keeps to it too).
+const MAX_CHARS = 4096;
+
 function sendMessage(textValue) {
+  if ([...textValue].length > MAX_CHARS) return note(`Not sent: a message has at most ${MAX_CHARS} characters.`);
   const key = state.current;
   const clientId = `w${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const time = Math.floor(Date.now() / 1000);

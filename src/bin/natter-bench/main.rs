@@ -37,6 +37,19 @@ enum Workload {
     Storm,
 }
 
+/// How the clients connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// Lines over plain TCP.
+    Tcp,
+    /// Lines over TLS.
+    Tls,
+    /// WebSocket on `/ws`, one text message per write.
+    Ws,
+    /// WebSocket over TLS.
+    Wss,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "natter-bench", about = "Drive a natter server and measure it", max_term_width = 100)]
 struct Cli {
@@ -73,8 +86,11 @@ struct Cli {
     /// argon2id iterations for the users of `logins` and for a spawned server.
     #[arg(long, default_value_t = 1)]
     argon2_iterations: u32,
-    /// Clients speak TLS (with --spawn: to a server given a fresh self-signed ECDSA P-256
-    /// certificate, made with openssl).
+    /// How clients connect. TLS (tls, wss) with --spawn gives the server a fresh self-signed
+    /// ECDSA P-256 certificate, made with openssl.
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// Clients speak TLS: `--transport tls`, or wss with `--transport ws`.
     #[arg(long)]
     tls: bool,
     /// With --tls and --addr: the CA (or self-signed certificate) to verify the server
@@ -230,7 +246,7 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// Whether a workload's clients speak TLS.
 fn uses_tls(cli: &Cli, w: Workload) -> bool {
-    cli.tls || w == Workload::Handshakes
+    cli.tls || matches!(cli.transport, Transport::Tls | Transport::Wss) || w == Workload::Handshakes
 }
 
 fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
@@ -281,7 +297,7 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
         pid: t.pid,
         base: Instant::now(),
         limit: Duration::from_secs(cli.timeout),
-        tls,
+        dial: net::Dial { tls, websocket: matches!(cli.transport, Transport::Ws | Transport::Wss) },
         subscribe: cli.subscribe,
     };
     Ok(match w {

@@ -3,28 +3,78 @@
 //! Lines the server sends are collected into one arena per poll round and handed to the
 //! workload; what the workload sends is appended to each client's output and written in one
 //! go per round (as the server does), so the generator costs few system calls per message.
-//! Each client's buffers and line splitting are natter's shared [`LineClient`].
+//! Each client's buffers and line splitting are natter's shared [`LineClient`], over plain
+//! TCP, TLS, WebSocket or both ([`Dial`]).
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use natter::line_client::{self, LineClient};
 use natter::tls_client::{self, Link};
+use natter::ws_client::{self, WsStream};
 use rustls::ClientConfig;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How every client of a workload connects (`--transport`).
+#[derive(Clone)]
+pub struct Dial {
+    /// Over TLS with this configuration.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Lines carried in WebSocket text messages (after an upgrade on `/ws`).
+    pub websocket: bool,
+}
+
+/// What one client's lines travel over.
+enum Wire {
+    Lines(Link<TcpStream>),
+    Ws(Box<WsStream<Link<TcpStream>>>),
+}
+
+impl Wire {
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Wire::Lines(l) => l.socket_mut(),
+            Wire::Ws(w) => w.get_mut().socket_mut(),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Lines(l) => l.read(buf),
+            Wire::Ws(w) => w.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Lines(l) => l.write(buf),
+            Wire::Ws(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Wire::Lines(l) => l.flush(),
+            Wire::Ws(w) => w.flush(),
+        }
+    }
+}
+
 pub struct Client {
-    conn: LineClient<Link<TcpStream>>,
+    conn: LineClient<Wire>,
     pub open: bool,
 }
 
 /// All clients of a workload.
 pub struct Clients {
-    /// Connect over TLS with this configuration (`--tls`).
-    tls: Option<Arc<ClientConfig>>,
+    dial: Dial,
     poll: Poll,
     events: Events,
     pub clients: Vec<Client>,
@@ -36,9 +86,9 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn new(tls: Option<Arc<ClientConfig>>) -> io::Result<Clients> {
+    pub fn new(dial: Dial) -> io::Result<Clients> {
         Ok(Clients {
-            tls,
+            dial,
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
             clients: Vec::new(),
@@ -49,16 +99,23 @@ impl Clients {
         })
     }
 
-    /// Opens a client (its TLS handshake done, with `--tls`); returns its index.
+    /// Opens a client (its TLS handshake and WebSocket upgrade done, as dialled); returns its
+    /// index.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<usize> {
-        let link = match &self.tls {
+        let timeout = Duration::from_secs(10);
+        let link = match &self.dial.tls {
             Some(config) => {
-                let session = tls_client::connect(&addr.to_string(), Duration::from_secs(10), config)?;
+                let session = tls_client::connect(&addr.to_string(), timeout, config)?;
                 Link::Tls(Box::new(session.map_socket(TcpStream::from_std)))
             }
             None => Link::Plain(TcpStream::from_std(line_client::connect(addr, None)?)),
         };
-        let mut conn = LineClient::new(link);
+        let wire = if self.dial.websocket {
+            Wire::Ws(Box::new(ws_client::upgrade(link, &addr.to_string(), timeout)?))
+        } else {
+            Wire::Lines(link)
+        };
+        let mut conn = LineClient::new(wire);
         let i = self.clients.len();
         let interest = Interest::READABLE | Interest::WRITABLE;
         self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;

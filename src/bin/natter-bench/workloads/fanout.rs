@@ -13,7 +13,7 @@ pub struct Params {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..=p.receivers).collect();
     let ids = login_all(&mut cl, env, &users, false)?;
     let sender = ids[0];

@@ -69,7 +69,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Vec<Report>, String> {
 }
 
 fn fan_out(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..p.members).collect();
     let ids = login_all(&mut cl, env, &users, false)?;
     let sender = ids[0];
@@ -135,7 +135,7 @@ fn fan_out(env: &Env, p: &Params) -> Result<Report, String> {
 }
 
 fn catch_up(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let sender = login_all(&mut cl, env, &[0], false)?[0];
     let mut groups = Vec::with_capacity(p.groups);
     for _ in 0..p.groups {

@@ -22,8 +22,9 @@ pub struct Params {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let config = env.tls.clone().ok_or("handshakes needs TLS (--tls, or --spawn which makes a certificate)")?;
-    let mut cl = Clients::new(Some(Arc::clone(&config))).map_err(|e| e.to_string())?;
+    let config = env.dial.tls.clone().ok_or("handshakes needs TLS (--tls, or --spawn which makes a certificate)")?;
+    let mut cl = Clients::new(crate::net::Dial { tls: Some(Arc::clone(&config)), websocket: false })
+        .map_err(|e| e.to_string())?;
     let pair = login_all(&mut cl, env, &[0, 1], false)?;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));

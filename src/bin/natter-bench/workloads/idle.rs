@@ -13,7 +13,7 @@ pub struct Params {
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let pid = env.pid.ok_or("idle needs the server's pid (--spawn or --server-pid)")?;
     let before = rss_bytes(pid).ok_or("cannot read the server's RSS")?;
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..p.connections).collect();
     // Log in in batches so the listen backlog and the hash worker keep up.
     for chunk in users.chunks(500) {

@@ -14,7 +14,7 @@ pub struct Params {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let ids = login_all(&mut cl, env, &[0, 1], false)?;
     let total = (p.rate as f64 * p.seconds) as u64;
     let interval = Duration::from_secs_f64(1.0 / p.rate.max(1) as f64);

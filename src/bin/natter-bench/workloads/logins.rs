@@ -16,7 +16,7 @@ pub struct Params {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let pair = login_all(&mut cl, env, &[0, 1], false)?;
     let md5 = natter::password::md5_hex(PASSWORD);
     let t0 = env.now_ns();

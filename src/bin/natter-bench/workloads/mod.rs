@@ -46,8 +46,8 @@ pub struct Env {
     pub base: Instant,
     /// Upper bound on any one phase of a workload.
     pub limit: Duration,
-    /// Clients speak TLS with this configuration (`--tls`).
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// How clients connect (`--transport`).
+    pub dial: crate::net::Dial,
     /// Logins subscribe to presence, typing and read (`--subscribe`).
     pub subscribe: bool,
 }

@@ -13,7 +13,7 @@ pub struct Params {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let sender = login_all(&mut cl, env, &[0], false)?[0];
     let window = 256u64;
     let (mut sent, mut answered) = (0u64, 0u64);

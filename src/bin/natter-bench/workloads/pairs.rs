@@ -21,7 +21,7 @@ enum Role {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..p.pairs * 2).collect();
     let ids = login_all(&mut cl, env, &users, false)?;
     let mut role = vec![Role::Receiver; cl.clients.len()];

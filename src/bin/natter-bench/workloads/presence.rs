@@ -79,7 +79,7 @@ pub(super) fn beside_pair(
 }
 
 fn churn(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let contacts: Vec<usize> = (1..=p.contacts).collect();
     let mut watchers = Vec::with_capacity(p.contacts);
     for chunk in contacts.chunks(500) {
@@ -139,7 +139,7 @@ fn churn(env: &Env, p: &Params) -> Result<Report, String> {
 }
 
 fn typing(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let watcher = login_all_with(&mut cl, env, &[1], "\"subscribe\":[\"typing\"]")?[0];
     let typist = login_all(&mut cl, env, &[0], false)?[0];
     let pair_users = [p.contacts + 1, p.contacts + 2];

@@ -120,7 +120,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
         p.per_second.max(200),
         p.size,
     )?;
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..2 * p.calls).collect();
     let ids = login_all(&mut cl, env, &users, false)?;
     let parties = set_up(&mut cl, env, &ids, p.calls)?;

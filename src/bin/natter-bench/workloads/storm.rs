@@ -53,7 +53,7 @@ pub fn contact_pairs(p: &Params) -> Vec<(usize, usize)> {
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
-    let mut cl = Clients::new(env.tls.clone()).map_err(|e| e.to_string())?;
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let everyone: Vec<usize> = (0..p.users).collect();
     let mut conns = Vec::with_capacity(p.users);
     for chunk in everyone.chunks(500) {
