@@ -98,6 +98,14 @@ pub struct ServerArgs {
     #[arg(long, env = "NATTER_DURABILITY", value_enum, default_value = "normal")]
     pub durability: Durability,
 
+    /// SQLite's page cache in MiB: what of the database stays in the server's memory.
+    #[arg(long, env = "NATTER_DB_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub db_cache_mib: u32,
+
+    /// MiB of the database file SQLite reads through a memory map (0: off).
+    #[arg(long, env = "NATTER_DB_MMAP_MIB", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1048576))]
+    pub db_mmap_mib: u32,
+
     /// Address given to callees in `accept` [default: the local address of their connection].
     #[arg(long, env = "NATTER_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
@@ -228,6 +236,8 @@ impl ServerArgs {
             udp: self.udp,
             db,
             durability: self.durability,
+            db_cache_mib: self.db_cache_mib,
+            db_mmap_mib: self.db_mmap_mib,
             mail,
             mail_from: self.mail_from.clone(),
             public_ip: self.public_ip,

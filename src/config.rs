@@ -121,6 +121,10 @@ pub struct Config {
     pub udp: Option<SocketAddr>,
     pub db: PathBuf,
     pub durability: Durability,
+    /// SQLite's page cache, MiB (`--db-cache-mib`).
+    pub db_cache_mib: u32,
+    /// SQLite's memory-mapped reads, MiB of the file (`--db-mmap-mib`; 0: off).
+    pub db_mmap_mib: u32,
     pub mail: MailTarget,
     pub mail_from: String,
     /// The address put in `accept`; `None`: the callee connection's local address.

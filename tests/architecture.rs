@@ -145,3 +145,17 @@ fn every_cited_document_is_in_the_repository() {
         assert!(root.join(name).is_file(), "{} cites {name}, which the repository does not have", f.display());
     }
 }
+
+/// The count of messages pending delivery reads one index range per account (a second for
+/// a million): only the checkpoint thread, on its own connection, may run it; a metrics
+/// scrape on the loop once did, and stalled every client for as long.
+#[test]
+fn only_the_background_thread_counts_pending_messages_over_every_account() {
+    for f in rust_files(&src("")) {
+        let c = code(&f);
+        let allowed = f.ends_with("net/checkpointer.rs") || f.ends_with("store/mod.rs");
+        for word in ["pending_offline(", "PENDING_OFFLINE_SQL"] {
+            assert!(allowed || !c.contains(word), "{} runs {word} (on the loop?)", f.display());
+        }
+    }
+}

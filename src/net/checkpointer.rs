@@ -3,11 +3,17 @@
 //! `Store::set_autocheckpoint`) find little left to copy.
 //!
 //! It uses a connection of its own and PASSIVE checkpoints, which never block the loop's
-//! writes. Ends when its handle is dropped.
+//! writes. Ends when its handle and every [`PendingCount`] are dropped.
+//!
+//! On the same connection it counts the messages pending delivery for a metrics scrape
+//! ([`PendingCount`]): that count reads one index range per account, about a second for a
+//! million, and must never run on the loop.
 
 use crate::store;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rest when the WAL is empty.
@@ -23,13 +29,32 @@ const SPARSE_PAGES: i64 = 256;
 /// Rest when a checkpoint could copy nothing (another connection held it up).
 const BLOCKED: Duration = Duration::from_millis(2);
 
-/// Dropping it stops the thread.
+/// Dropping it (and every [`PendingCount`]) stops the thread.
 pub struct Checkpointer {
-    _stop: Sender<()>,
+    pub pending: PendingCount,
+}
+
+/// The messages pending delivery as last counted: a scrape shows the count its previous
+/// scrape asked for, and asks for the next.
+#[derive(Clone)]
+pub struct PendingCount {
+    ask: Sender<()>,
+    /// -1 until the first count.
+    value: Arc<AtomicI64>,
+}
+
+impl PendingCount {
+    /// The last count, and a new one asked for.
+    pub fn latest_and_ask(&self) -> Option<i64> {
+        let _ = self.ask.send(());
+        Some(self.value.load(Ordering::Relaxed)).filter(|&v| v >= 0)
+    }
 }
 
 pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
-    let (stop, stopped) = channel::<()>();
+    let (ask, asked) = channel::<()>();
+    let value = Arc::new(AtomicI64::new(-1));
+    let counted = Arc::clone(&value);
     std::thread::Builder::new().name("natter-checkpoint".into()).spawn(move || {
         super::priority::lower_this_thread();
         let conn = match store::open_for_checkpoints(&db) {
@@ -41,7 +66,20 @@ pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
         };
         let mut rest = IDLE;
         let mut last = (0, 0);
-        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(rest) {
+        loop {
+            match asked.recv_timeout(rest) {
+                Ok(()) => {
+                    // Asks that came meanwhile are answered by this one count.
+                    while asked.try_recv().is_ok() {}
+                    match store::pending_offline(&conn) {
+                        Ok(n) => counted.store(n, Ordering::Relaxed),
+                        Err(e) => log::warn!("counting messages pending delivery: {e}"),
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
             rest = match store::checkpoint(&conn) {
                 // Nothing new since the last pass (or an empty WAL): rest longer.
                 Ok(now) if now == last || now.0 == 0 => IDLE,
@@ -64,5 +102,5 @@ pub fn start(db: PathBuf) -> std::io::Result<Checkpointer> {
             };
         }
     })?;
-    Ok(Checkpointer { _stop: stop })
+    Ok(Checkpointer { pending: PendingCount { ask, value } })
 }

@@ -95,10 +95,11 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let store = Store::open(&config.db, config.durability, STARTUP_BUSY_TIMEOUT).map_err(ServeError::Store)?;
     store.probe_write().map_err(ServeError::Store)?;
     store.set_busy_timeout(BUSY_TIMEOUT).map_err(ServeError::Store)?;
+    store.set_memory(config.db_cache_mib, config.db_mmap_mib).map_err(ServeError::Store)?;
     // The loop's own checkpoints bound the WAL; the thread copies most pages before one is
     // due, so the loop's checkpoint finds little left to copy.
     store.set_autocheckpoint(WAL_AUTOCHECKPOINT_PAGES).map_err(ServeError::Store)?;
-    let _checkpointer = checkpointer::start(config.db.clone())?;
+    let checkpointer = checkpointer::start(config.db.clone())?;
     let mailer = Mailer::new(&config.mail, &config.mail_from).map_err(ServeError::Mail)?;
 
     let tls = match &config.tls {
@@ -141,7 +142,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             let mut l = TcpListener::bind(addr).map_err(|e| ServeError::Bind("metrics", addr, e))?;
             poll.registry().register(&mut l, METRICS, Interest::READABLE)?;
             log::info!("metrics on http://{}/metrics", l.local_addr()?);
-            Some(metrics::MetricsServer::new(l))
+            Some(metrics::MetricsServer::new(l, checkpointer.pending.clone()))
         }
         None => None,
     };

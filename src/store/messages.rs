@@ -293,7 +293,7 @@ mod tests {
     fn message_queries_search_the_indexes() {
         let (_d, s, _, _) = store();
         let friends = crate::store::users::FRIENDS_SQL;
-        for sql in [CATCH_UP_SQL, HISTORY_SQL, HISTORY_SELF_SQL, friends] {
+        for sql in [CATCH_UP_SQL, HISTORY_SQL, HISTORY_SELF_SQL, friends, crate::store::PENDING_OFFLINE_SQL] {
             let mut st = s.read().prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let args = rusqlite::params_from_iter(1..=st.parameter_count() as i64);
             let plan: Vec<String> = st.query_map(args, |r| r.get(3)).unwrap().collect::<Result<_, _>>().unwrap();

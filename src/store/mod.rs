@@ -95,6 +95,17 @@ pub fn checkpoint(conn: &Connection) -> Result<(i64, i64), StoreError> {
     Ok(conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")?.query_row([], |r| Ok((r.get(1)?, r.get(2)?)))?)
 }
 
+/// Personal messages not yet delivered, over all users, on a connection of another thread
+/// ([`open_for_checkpoints`]): one index range per user, so its cost grows with the number
+/// of accounts (a million take about a second), which is why the loop's own [`Store`] has
+/// no such query.
+pub fn pending_offline(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.prepare_cached(PENDING_OFFLINE_SQL)?.query_row([], |r| r.get(0))?)
+}
+
+pub(crate) const PENDING_OFFLINE_SQL: &str = "SELECT coalesce(sum((SELECT count(*) FROM messages m \
+     WHERE m.recipient_id = u.id AND m.id > u.delivered_upto)), 0) FROM users u";
+
 /// A connection for [`checkpoint`] on another thread.
 pub fn open_for_checkpoints(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
@@ -184,14 +195,16 @@ impl Store {
         Ok(())
     }
 
-    /// Personal messages not yet delivered, over all users (a scrape-time figure: one index
-    /// range per user).
-    pub fn pending_offline(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT coalesce(sum((SELECT count(*) FROM messages m WHERE m.recipient_id = u.id AND m.id > u.delivered_upto)), 0) FROM users u",
-            [],
-            |r| r.get(0),
-        )?)
+    /// How much memory SQLite may keep of the database: a page cache of `cache_mib` MiB
+    /// (SQLite's own default is 2 MiB) and `mmap_mib` MiB of the file mapped (0: read with
+    /// system calls). Both are ceilings, not allocations: the cache grows as pages are used.
+    pub fn set_memory(&self, cache_mib: u32, mmap_mib: u32) -> Result<(), StoreError> {
+        let cache_kib = i64::from(cache_mib.max(1)) * 1024;
+        let mmap_bytes = i64::from(mmap_mib) << 20;
+        self.conn.execute_batch(&format!("PRAGMA cache_size = -{cache_kib}"))?;
+        // mmap_size answers with a row (the size granted).
+        let _: i64 = self.conn.query_row(&format!("PRAGMA mmap_size = {mmap_bytes}"), [], |r| r.get(0))?;
+        Ok(())
     }
 
     /// Makes a commit checkpoint the WAL once it holds `pages` pages (SQLite's default is

@@ -7,6 +7,7 @@
 //! corrupted is an error, reported and turned into a non-zero exit status.
 
 mod answer;
+mod fill;
 mod net;
 mod server;
 mod stats;
@@ -35,6 +36,10 @@ enum Workload {
     Groups,
     Presence,
     Storm,
+    /// A user's reads at the database's size: logins, history pages, unread, users.
+    Reads,
+    /// Not a workload: writes a database of `--fill-*` size into `--db` (no server).
+    Fill,
 }
 
 /// How the clients connect.
@@ -62,7 +67,9 @@ struct Cli {
     /// Drive the natter server at this address.
     #[arg(long)]
     addr: Option<SocketAddr>,
-    /// With --addr: the server's database file, to create the bench users in.
+    /// With --addr: the server's database file, to create the bench users in. With --spawn:
+    /// run the server on this database (kept, and changed by the run) instead of a fresh one.
+    /// With fill: the database to write.
     #[arg(long)]
     db: Option<PathBuf>,
     /// With --addr: the server's pid, to read its CPU time and memory.
@@ -134,6 +141,18 @@ struct Cli {
     /// handshakes: seconds.
     #[arg(long, default_value_t = 5.0)]
     handshake_seconds: f64,
+    /// fill (and reads on a fresh database): users.
+    #[arg(long, default_value_t = 100_000)]
+    fill_users: usize,
+    /// fill (and reads on a fresh database): personal messages.
+    #[arg(long, default_value_t = 1_000_000)]
+    fill_messages: u64,
+    /// fill: conversations per user.
+    #[arg(long, default_value_t = 10)]
+    fill_partners: usize,
+    /// reads: requests of each kind.
+    #[arg(long, default_value_t = 200)]
+    reads: usize,
     /// Upper bound in seconds on any phase of a workload.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -194,6 +213,16 @@ impl Cli {
         (self.group_members, self.group_messages, self.member_groups, self.group_backlog) = (5, 20, 3, 60);
         (self.contacts, self.presence_seconds) = (10, 0.5);
         (self.storm_users, self.storm_contacts, self.storm_churners) = (60, 5, 10);
+        (self.fill_users, self.fill_messages, self.reads) = (50, 500, 10);
+    }
+
+    fn fill(&self) -> fill::Params {
+        fill::Params {
+            users: self.fill_users,
+            messages: self.fill_messages,
+            partners: self.fill_partners,
+            size: self.size,
+        }
     }
 
     /// How many bench users a workload needs.
@@ -208,7 +237,8 @@ impl Cli {
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
-            Workload::All => 0,
+            // Its users are the fill's.
+            Workload::Reads | Workload::Fill | Workload::All => 0,
         }
     }
 
@@ -254,6 +284,9 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
     let logins = if w == Workload::Logins { cli.clients } else { 0 };
     let contacts = cli.contact_pairs(w);
     let provision = |db: &std::path::Path| {
+        if w == Workload::Reads && cli.db.is_none() {
+            fill::run(db, &cli.fill(), CHEAP)?;
+        }
         server::provision(db, n, CHEAP)?;
         server::make_contacts(db, &contacts)?;
         if logins > 0 {
@@ -286,10 +319,14 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
         extra.extend(["--tls-cert".to_owned(), cert.display().to_string()]);
         extra.extend(["--tls-key".to_owned(), key.display().to_string()]);
     }
-    Ok((Target::spawn(&extra, provision)?, pair.map(|(cert, _)| cert)))
+    Ok((Target::spawn(&extra, cli.db.as_deref(), provision)?, pair.map(|(cert, _)| cert)))
 }
 
 fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
+    if w == Workload::Fill {
+        let db = cli.db.as_ref().ok_or("fill needs --db FILE (the database to write)")?;
+        return Ok(vec![fill::run(db, &cli.fill(), CHEAP)?]);
+    }
     let (t, ca) = target(cli, w)?;
     let tls = if uses_tls(cli, w) { Some(natter::tls_client::config(ca.as_deref())?) } else { None };
     let env = Env {
@@ -364,7 +401,11 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
             },
         )?,
         Workload::Storm => vec![workloads::storm::run(&env, &cli.storm())?],
-        Workload::All => Vec::new(),
+        Workload::Reads => vec![workloads::reads::run(
+            &env,
+            &workloads::reads::Params { requests: cli.reads.max(1), users: cli.fill_users },
+        )?],
+        Workload::Fill | Workload::All => Vec::new(),
     })
 }
 
@@ -406,7 +447,7 @@ fn print_json(reports: &[Report]) {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if !cli.spawn && cli.addr.is_none() {
+    if !cli.spawn && cli.addr.is_none() && cli.workloads != [Workload::Fill] {
         eprintln!("natter-bench: give --spawn or --addr HOST:PORT");
         return ExitCode::from(2);
     }
@@ -428,6 +469,7 @@ fn main() -> ExitCode {
             Workload::Groups,
             Workload::Presence,
             Workload::Storm,
+            Workload::Reads,
         ];
     }
     let mut reports = Vec::new();

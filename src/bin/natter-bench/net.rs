@@ -75,6 +75,8 @@ pub struct Client {
 /// All clients of a workload.
 pub struct Clients {
     dial: Dial,
+    /// The longest line a client accepts (from `connect` on).
+    pub max_line: usize,
     poll: Poll,
     events: Events,
     pub clients: Vec<Client>,
@@ -89,6 +91,7 @@ impl Clients {
     pub fn new(dial: Dial) -> io::Result<Clients> {
         Ok(Clients {
             dial,
+            max_line: line_client::MAX_LINE,
             poll: Poll::new()?,
             events: Events::with_capacity(4096),
             clients: Vec::new(),
@@ -115,7 +118,7 @@ impl Clients {
         } else {
             Wire::Lines(link)
         };
-        let mut conn = LineClient::new(wire);
+        let mut conn = LineClient::with_max_line(wire, self.max_line);
         let i = self.clients.len();
         let interest = Interest::READABLE | Interest::WRITABLE;
         self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;

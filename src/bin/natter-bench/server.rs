@@ -26,8 +26,13 @@ pub struct Target {
 
 impl Target {
     /// Starts `natter` (the binary beside this one) on a fresh temp folder, after
-    /// `provision` has prepared its database.
-    pub fn spawn(extra: &[String], provision: impl FnOnce(&Path) -> Result<(), String>) -> Result<Target, String> {
+    /// `provision` has prepared its database: `db` when given (kept, and changed by the
+    /// run), else a fresh one in the folder.
+    pub fn spawn(
+        extra: &[String],
+        db: Option<&Path>,
+        provision: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<Target, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let natter = exe.with_file_name("natter");
         let dir = std::env::temp_dir().join(format!(
@@ -36,7 +41,7 @@ impl Target {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let db = dir.join("natter.db");
+        let db = db.map_or_else(|| dir.join("natter.db"), Path::to_path_buf);
         provision(&db)?;
         let mut child = Command::new(&natter)
             .args(["--listen", "127.0.0.1:0", "--log-level", "info", "--db"])

@@ -10,6 +10,7 @@ pub mod logins;
 pub mod offline;
 pub mod pairs;
 pub mod presence;
+pub mod reads;
 pub mod relay;
 pub mod storm;
 
