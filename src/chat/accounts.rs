@@ -211,18 +211,10 @@ pub(super) fn log_out_everywhere(core: &mut Core, user: i64, reason: &str, now: 
     }
 }
 
+/// FORMAT.md's `users`: every account, in one line written a slice at a time
+/// (`listing.rs`).
 pub(super) fn users(core: &mut Core, conn: ConnId) {
-    match core.store.list_users() {
-        Ok(list) => {
-            core.out.send_sized(conn, "users", |b, max| {
-                response::users(b, max, list.iter().map(|(u, e)| (u.as_str(), e.as_str())))
-            });
-        }
-        Err(e) => {
-            log::error!("listing users failed: {e}");
-            core.out.failed(conn, "users", "could not list users now; try again");
-        }
-    }
+    super::listing::start_users(core, conn);
 }
 
 /// Restarts the anonymous deadline: when a connection becomes anonymous again (logout).

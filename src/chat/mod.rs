@@ -20,6 +20,7 @@ mod directory;
 mod dispatch;
 mod groups;
 mod guards;
+mod listing;
 mod messages;
 pub mod metrics;
 mod outbox;
@@ -129,6 +130,8 @@ pub struct Core {
     presence: presence::Presence,
     /// Typing states in progress.
     typing: typing::Typing,
+    /// Answers written a slice at a time (`users`), and what waits behind them.
+    listings: listing::Listings,
     /// Password resets waiting for their code, by connection.
     resets: self_service::Resets,
     /// When (`Now::ms`) `data_version` is read next.
@@ -163,6 +166,7 @@ impl Core {
             blocks: blocks::Blocks::default(),
             presence: presence::Presence::default(),
             typing: typing::Typing::default(),
+            listings: listing::Listings::default(),
             resets: self_service::Resets::default(),
             external_check_due: 0,
             counters: metrics::Counters::default(),
@@ -239,7 +243,7 @@ impl Core {
     /// True while the connection waits for a worker job: its further frames must wait too,
     /// so that answers keep the order of requests.
     pub fn is_busy(&self, conn: ConnId) -> bool {
-        self.sessions.get(conn).is_some_and(|s| s.busy.is_some())
+        self.sessions.get(conn).is_some_and(|s| s.busy.is_some()) || self.listings.is_active(conn)
     }
 
     /// A worker job finished.
@@ -249,6 +253,7 @@ impl Core {
 
     /// A connection is gone (closed by either side or by the server).
     pub fn on_close(&mut self, conn: ConnId, now: Now) {
+        self.listings.forget(conn);
         if let Some(member) = self.sessions.logout(conn) {
             calls::connection_gone(self, conn, member.user_id, now);
             typing::connection_gone(self, conn, member.user_id);
@@ -417,6 +422,14 @@ impl Core {
         &mut self.out
     }
 
+    /// The outbox of a committed iteration (or of a backlog's batch), ready for the
+    /// connections: sends to a connection inside a long answer's line are taken out to wait
+    /// for its end (`listing.rs`).
+    pub fn sendable(&mut self) -> &mut Outbox {
+        self.listings.hold(&mut self.out);
+        &mut self.out
+    }
+
     /// The account with this email (case-insensitive) as (id, email as registered).
     fn user_by_email(&mut self, email: &str) -> Result<Option<(i64, Rc<str>)>, crate::store::StoreError> {
         self.directory.by_email(&self.store, email)
@@ -426,12 +439,16 @@ impl Core {
     pub fn catching_up(&self, into: &mut Vec<ConnId>) {
         into.clear();
         into.extend_from_slice(&self.ledger.catching_up);
+        into.extend(self.listings.conns().filter(|c| !self.ledger.catching_up.contains(c)));
     }
 
     /// Queues the next batch of `conn`'s backlog: at most `limit` messages and about
-    /// `max_bytes`. Returns true while more remains. Call only after
-    /// [`commit`](Self::commit), before new requests.
+    /// `max_bytes`; or, first, the next slice of a long answer it asked for. Returns true
+    /// while more remains. Call only after [`commit`](Self::commit), before new requests.
     pub fn catch_up(&mut self, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
+        if self.listings.is_active(conn) {
+            return listing::next(self, conn, max_bytes) || self.ledger.catching_up.contains(&conn);
+        }
         let more = delivery::catch_up(self, conn, limit, max_bytes);
         if !more {
             self.ledger.catching_up.retain(|c| *c != conn);

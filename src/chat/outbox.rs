@@ -34,6 +34,10 @@ pub struct Send {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
     AuthTimeout,
+    /// What waited for the connection passed its cap (see `listing.rs`).
+    SlowConsumer,
+    /// An answer could not be finished (a store error inside a long line).
+    Broken,
 }
 
 /// Blocking or CPU-heavy work for the worker threads.

@@ -517,3 +517,68 @@ fn presence_is_announced_at_once_and_at_most_once_a_second() {
     let out = h.advance(1_100);
     assert_eq!(to(&out, bob), [offline], "a second after the last announcement");
 }
+
+/// Drains a committed outbox the way the loop does (`sendable`), appending each
+/// connection's bytes to its stream.
+fn drain_sendable(core: &mut Core, streams: &mut std::collections::HashMap<ConnId, Vec<u8>>) {
+    let out = core.sendable();
+    for s in out.sends.drain(..) {
+        streams.entry(s.to).or_default().extend_from_slice(&out.bytes[s.range]);
+    }
+    out.clear();
+}
+
+#[test]
+fn users_over_many_accounts_is_one_line_written_in_slices_and_nothing_lands_inside_it() {
+    let mut h = Harness::new();
+    let hash = password::hash(CHEAP, &password::md5_hex("pw")).unwrap();
+    for i in 0..3000 {
+        h.core.store().insert_user(&format!("user{i:04}@x.org"), &format!("User{i:04}"), &hash, 0).unwrap();
+    }
+    h.core.store().commit().unwrap();
+    let ann = h.login("user0000@x.org", false);
+    let bob = h.login("user0001@x.org", false);
+    let mut streams = std::collections::HashMap::new();
+
+    h.core.on_frame(ann, br#"{"type":"users"}"#, 2, h.now);
+    h.core.commit();
+    drain_sendable(&mut h.core, &mut streams);
+    assert!(h.core.is_busy(ann), "3,000 accounts do not fit the first slice: ann's requests wait");
+    let first = streams.get(&ann).map_or(0, Vec::len);
+    assert!(first > 0 && !streams[&ann].contains(&b'\n'), "a first slice, not the whole line");
+
+    // A message to ann while her line is unfinished waits for its end.
+    let pm = json!({"event":"personal","type":"message","details":{"to":"user0000@x.org","message":"hi"}});
+    h.core.on_frame(bob, pm.to_string().as_bytes(), 2, h.now);
+    h.core.commit();
+    drain_sendable(&mut h.core, &mut streams);
+    assert_eq!(streams[&ann].len(), first, "nothing was added inside the line");
+    assert!(streams[&bob].starts_with(br#"{"event":"sent""#), "{:?}", String::from_utf8_lossy(&streams[&bob]));
+
+    let mut slices = 1;
+    let mut backlog = Vec::new();
+    h.core.catching_up(&mut backlog);
+    assert_eq!(backlog, vec![ann]);
+    while h.core.catch_up(ann, 2, 4096) {
+        drain_sendable(&mut h.core, &mut streams);
+        slices += 1;
+        assert!(slices < 1000, "the listing ends");
+    }
+    drain_sendable(&mut h.core, &mut streams);
+    assert!(slices > 5, "the rest written in slices of about 4 KiB: {slices}");
+    assert!(!h.core.is_busy(ann));
+
+    let text = String::from_utf8(streams.remove(&ann).unwrap()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "the users line, then the message that waited");
+    let users: Value = serde_json::from_str(lines[0]).unwrap();
+    let list = users["details"].as_array().unwrap();
+    assert_eq!(list.len(), 3000);
+    let names: Vec<&str> = list.iter().map(|u| u["username"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|n| n.to_lowercase());
+    sorted.dedup();
+    assert_eq!(names, sorted, "every account once, by username");
+    let msg: Value = serde_json::from_str(lines[1]).unwrap();
+    assert_eq!((msg["event"].as_str(), msg["details"]["message"].as_str()), (Some("personal"), Some("hi")));
+}

@@ -125,11 +125,12 @@ impl Carried {
         matches!(self, Carried::Json | Carried::Ws(_))
     }
 
-    /// Appends answer lines to `out` as this layer sends them.
-    pub fn encode(&self, lines: &[u8], out: &mut Vec<u8>) {
+    /// Appends answer bytes to `out` as this layer sends them (whole lines, or a slice of a
+    /// long one).
+    pub fn encode(&mut self, lines: &[u8], out: &mut Vec<u8>) {
         match self {
             // Each answer line is one text message, without its newline.
-            Carried::Ws(_) => websocket::frame_lines(out, lines),
+            Carried::Ws(ws) => ws.frame_answer(out, lines),
             _ => out.extend_from_slice(lines),
         }
     }

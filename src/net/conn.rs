@@ -82,6 +82,8 @@ impl From<CloseReason> for CloseWhy {
     fn from(r: CloseReason) -> Self {
         match r {
             CloseReason::AuthTimeout => CloseWhy::AuthTimeout,
+            CloseReason::SlowConsumer => CloseWhy::SlowConsumer,
+            CloseReason::Broken => CloseWhy::WriteError,
         }
     }
 }

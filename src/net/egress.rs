@@ -23,7 +23,7 @@ impl EventLoop {
 
     /// Moves the core's outbox into the connections.
     pub(super) fn queue_outbox(&mut self) {
-        let out = self.core.outbox();
+        let out = self.core.sendable();
         for send in out.sends.drain(..) {
             let key = send.to.slot as usize;
             let Some(conn) = self.conns.live(send.to) else { continue };
@@ -86,6 +86,9 @@ impl EventLoop {
                 self.queue_outbox();
                 queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
                 if !more {
+                    // A long answer's end lets its connection's waiting requests be read
+                    // (readiness will not fire again for bytes already there).
+                    self.resume.next_iteration(key);
                     break;
                 }
             }

@@ -6,9 +6,9 @@
 //! whole answer is rendered at once. The loop's own figures (bytes, latencies) are kept
 //! here; the chat core's are read from it at scrape time.
 
+use super::checkpointer::PendingCount;
 use crate::chat::metrics::CALL_OUTCOMES;
 use crate::chat::relay::DropReason;
-use super::checkpointer::PendingCount;
 use crate::chat::Core;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};

@@ -194,8 +194,9 @@ impl Transport {
         self.ready() && self.carried.frames()
     }
 
-    /// Appends answer lines to `out` as the client reads them.
-    pub fn encode(&self, lines: &[u8], out: &mut Vec<u8>) {
+    /// Appends answer bytes to `out` as the client reads them: whole lines, or a slice of a
+    /// long one (then the next bytes continue it).
+    pub fn encode(&mut self, lines: &[u8], out: &mut Vec<u8>) {
         self.carried.encode(lines, out);
     }
 

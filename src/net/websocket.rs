@@ -78,7 +78,7 @@ pub struct Seen {
     pub closed: bool,
 }
 
-/// One connection's decoder state.
+/// One connection's framing state: the decoder's, and where the answers framed stopped.
 #[derive(Debug)]
 pub struct WsReader {
     /// Bytes of a frame not complete yet (released when empty).
@@ -87,11 +87,36 @@ pub struct WsReader {
     message: Option<usize>,
     max_message: usize,
     closed: bool,
+    /// The answer bytes framed so far ended inside a line (a long answer written a slice
+    /// at a time): the next bytes continue that message.
+    answer_open: bool,
 }
 
 impl WsReader {
     pub fn new(max_message: usize) -> WsReader {
-        WsReader { partial: Vec::new(), message: None, max_message, closed: false }
+        WsReader { partial: Vec::new(), message: None, max_message, closed: false, answer_open: false }
+    }
+
+    /// Appends answer bytes (server JSON lines, each ending in `\n`) as text messages, one
+    /// per line without its `\n`. Bytes that stop inside a line go out as a fragment (no
+    /// FIN), and the next call continues that message: a line given a slice at a time is
+    /// still one message to the client.
+    pub fn frame_answer(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (piece, ends) = match rest.iter().position(|&b| b == b'\n') {
+                Some(at) => (&rest[..at], true),
+                None => (rest, false),
+            };
+            rest = &rest[(piece.len() + usize::from(ends)).min(rest.len())..];
+            if piece.is_empty() && !self.answer_open {
+                continue;
+            }
+            let opcode = if self.answer_open { CONTINUATION } else { TEXT };
+            header(out, if ends { FIN | opcode } else { opcode }, piece.len());
+            out.extend_from_slice(piece);
+            self.answer_open = !ends;
+        }
     }
 
     /// Bytes held for a frame not complete yet.
@@ -249,16 +274,6 @@ pub fn close_frame(out: &mut Vec<u8>, code: u16) {
     control_frame(out, CLOSE, &code.to_be_bytes());
 }
 
-/// Appends each line of `lines` (server JSON lines, each ending in `\n`) as one text
-/// message without its `\n`.
-pub fn frame_lines(out: &mut Vec<u8>, lines: &[u8]) {
-    for line in lines.split(|&b| b == b'\n') {
-        if !line.is_empty() {
-            text_frame(out, line);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,10 +370,28 @@ mod tests {
     #[test]
     fn server_lines_become_one_message_each() {
         let mut out = Vec::new();
-        frame_lines(&mut out, b"{\"a\":1}\n{\"b\":2}\n");
+        WsReader::new(100).frame_answer(&mut out, b"{\"a\":1}\n{\"b\":2}\n");
         assert_eq!(out, b"\x81\x07{\"a\":1}\x81\x07{\"b\":2}");
         let mut big = Vec::new();
         text_frame(&mut big, &[b'x'; 70_000]);
         assert_eq!(&big[..10], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    #[test]
+    fn a_line_given_in_slices_is_one_fragmented_message() {
+        let mut ws = WsReader::new(100);
+        let mut out = Vec::new();
+        for slice in [&b"{\"a\""[..], b"", b":1", b"}\n{\"b\":2}\n"] {
+            ws.frame_answer(&mut out, slice);
+        }
+        // TEXT without FIN, a CONTINUATION, the final CONTINUATION, then a whole message.
+        let want: &[u8] = b"\x01\x04{\"a\"\x00\x02:1\x80\x01}\x81\x07{\"b\":2}";
+        assert_eq!(out, want);
+        // A slice ending exactly at a line's end closes the message with an empty FIN frame
+        // only when the message was open.
+        let mut out = Vec::new();
+        ws.frame_answer(&mut out, b"{\"c\"");
+        ws.frame_answer(&mut out, b"\n");
+        assert_eq!(out, b"\x01\x04{\"c\"\x80\x00");
     }
 }

@@ -88,16 +88,29 @@ pub fn logged_out(buf: &mut Vec<u8>, reason: &str) {
     buf.extend_from_slice(b"}}\n");
 }
 
-/// `users` as (username, email) pairs in the order given. Stops and returns false once
-/// the answer passes `max` bytes (what is written then is garbage for the caller to cut).
-pub fn users<'a>(buf: &mut Vec<u8>, max: usize, users: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-    success_list(buf, max, b"users", users, |buf, (username, email)| {
-        buf.extend_from_slice(b"{\"username\":");
-        string(buf, username);
-        buf.extend_from_slice(b",\"email\":");
-        string(buf, email);
-        buf.push(b'}');
-    })
+/// One account of a `users` answer, after a comma when `comma`: the answer is written a
+/// slice at a time between [`list_open`] and [`list_close`].
+pub fn user_item(buf: &mut Vec<u8>, comma: bool, username: &str, email: &str) {
+    if comma {
+        buf.push(b',');
+    }
+    buf.extend_from_slice(b"{\"username\":");
+    string(buf, username);
+    buf.extend_from_slice(b",\"email\":");
+    string(buf, email);
+    buf.push(b'}');
+}
+
+/// The start of `{"event":"success","type":TYPE,"details":[...]}`.
+pub fn list_open(buf: &mut Vec<u8>, ty: &[u8]) {
+    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"");
+    buf.extend_from_slice(ty);
+    buf.extend_from_slice(b"\",\"details\":[");
+}
+
+/// The end of a list answer.
+pub fn list_close(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"]}\n");
 }
 
 /// `{"event":"success","type":TYPE,"details":[...]}`, each item written by `item`. Stops
@@ -111,9 +124,7 @@ fn success_list<T>(
     mut item: impl FnMut(&mut Vec<u8>, T),
 ) -> bool {
     let start = buf.len();
-    buf.extend_from_slice(b"{\"event\":\"success\",\"type\":\"");
-    buf.extend_from_slice(ty);
-    buf.extend_from_slice(b"\",\"details\":[");
+    list_open(buf, ty);
     for (i, x) in items.enumerate() {
         if buf.len() - start > max {
             return false;
@@ -123,7 +134,7 @@ fn success_list<T>(
         }
         item(buf, x);
     }
-    buf.extend_from_slice(b"]}\n");
+    list_close(buf);
     buf.len() - start <= max
 }
 
@@ -437,17 +448,20 @@ mod tests {
             parse(&b),
             json!({"event":"success","type":"login","details":{"username":"xyz","email":"x@y.org","friends":[{"email":"a@b.org","username":"abc"}]}})
         );
+        // `users` as its slices write it.
         let mut b = Vec::new();
-        let two = [("xyz", "x@y.org"), ("z", "z@y.org")];
-        assert!(users(&mut b, usize::MAX, two.into_iter()));
+        list_open(&mut b, b"users");
+        user_item(&mut b, false, "xyz", "x@y.org");
+        user_item(&mut b, true, "z", "z@y.org");
+        list_close(&mut b);
         assert_eq!(
             parse(&b),
             json!({"event":"success","type":"users","details":[{"username":"xyz","email":"x@y.org"},{"username":"z","email":"z@y.org"}]})
         );
-        // Exactly its own length fits; one byte less stops it.
-        let len = b.len();
-        assert!(users(&mut Vec::new(), len, two.into_iter()));
-        assert!(!users(&mut Vec::new(), len - 1, two.into_iter()));
+        let mut empty = Vec::new();
+        list_open(&mut empty, b"users");
+        list_close(&mut empty);
+        assert_eq!(parse(&empty), json!({"event":"success","type":"users","details":[]}));
     }
 
     #[test]

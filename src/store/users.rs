@@ -41,6 +41,9 @@ pub(super) const FRIENDS_SQL: &str = "SELECT u.id, u.email, u.username FROM cont
          coalesce((SELECT max(id) FROM messages WHERE sender_id = ?1 AND recipient_id = c.peer_id), 0),
          coalesce((SELECT max(id) FROM messages WHERE sender_id = c.peer_id AND recipient_id = ?1), 0)) DESC";
 
+pub(crate) const USERS_AFTER_SQL: &str =
+    "SELECT username, email FROM users WHERE username > ?1 ORDER BY username LIMIT ?2";
+
 impl Store {
     /// The account with this email (case-insensitive).
     pub fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
@@ -114,6 +117,19 @@ impl Store {
         let mut st = self.read().prepare_cached("SELECT username, email FROM users ORDER BY username")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Calls `f` with (username, email) of up to `limit` accounts whose usernames come
+    /// after `after` (case-insensitively, as `users` lists them): one search of the
+    /// username index, so a listing of any length is read a slice at a time.
+    pub fn users_after(&self, after: &str, limit: usize, mut f: impl FnMut(&str, &str)) -> Result<(), StoreError> {
+        let mut st = self.read().prepare_cached(USERS_AFTER_SQL)?;
+        let mut rows = st.query(params![after, limit as i64])?;
+        while let Some(r) = rows.next()? {
+            let (username, email): (String, String) = (r.get(0)?, r.get(1)?);
+            f(&username, &email);
+        }
+        Ok(())
     }
 
     /// The friends of a user, most recent contact first.
