@@ -166,3 +166,12 @@ CREATE TABLE read_groups (
     upto     INTEGER NOT NULL,
     PRIMARY KEY (user_id, group_id)
 ) WITHOUT ROWID;
+
+-- version: 9
+-- Deleting an account (`natter user del`, self-service deletion) deletes or checks every
+-- row that names it. Without an index that starts with the naming column, SQLite finds
+-- them by reading the whole table: 0.12 s per deletion at 100,000 accounts with 10
+-- conversations each, growing with every account, and the write lock held meanwhile.
+CREATE INDEX contacts_by_peer ON contacts(peer_id);
+CREATE INDEX read_personal_by_peer ON read_personal(peer_id);
+CREATE INDEX blocks_by_blocked ON blocks(blocked_id);

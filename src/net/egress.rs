@@ -82,7 +82,8 @@ impl EventLoop {
                     break;
                 }
                 let before = self.conns.get(key).map_or(0, |c| c.pending_output());
-                let more = self.core.catch_up(id, CATCH_UP_BATCH, self.catch_up.low_water);
+                let max_bytes = self.catch_up.low_water.min(CATCH_UP_BUDGET);
+                let more = self.core.catch_up(id, CATCH_UP_BATCH, max_bytes);
                 self.queue_outbox();
                 queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
                 if !more {
