@@ -38,6 +38,8 @@ enum Workload {
     Storm,
     /// A user's reads at the database's size: logins, history pages, unread, users.
     Reads,
+    /// Logged-in clients coming back after the server's SIGTERM and restart.
+    Restart,
     /// Not a workload: writes a database of `--fill-*` size into `--db` (no server).
     Fill,
 }
@@ -153,6 +155,9 @@ struct Cli {
     /// reads: requests of each kind.
     #[arg(long, default_value_t = 200)]
     reads: usize,
+    /// restart: logged-in clients.
+    #[arg(long, default_value_t = 5_000)]
+    restart_clients: usize,
     /// Upper bound in seconds on any phase of a workload.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -181,6 +186,9 @@ struct Cli {
     /// latency: seconds per rate.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// latency: idle logged-in connections open meanwhile.
+    #[arg(long, default_value_t = 0)]
+    background: usize,
     /// offline: stored messages.
     #[arg(long, default_value_t = 100_000)]
     backlog: u64,
@@ -213,7 +221,7 @@ impl Cli {
         (self.group_members, self.group_messages, self.member_groups, self.group_backlog) = (5, 20, 3, 60);
         (self.contacts, self.presence_seconds) = (10, 0.5);
         (self.storm_users, self.storm_contacts, self.storm_churners) = (60, 5, 10);
-        (self.fill_users, self.fill_messages, self.reads) = (50, 500, 10);
+        (self.fill_users, self.fill_messages, self.reads, self.restart_clients) = (50, 500, 10, 20);
     }
 
     fn fill(&self) -> fill::Params {
@@ -230,13 +238,15 @@ impl Cli {
         match w {
             Workload::Pairs => 2 * self.pairs,
             Workload::Fanout => self.receivers + 1,
-            Workload::Latency | Workload::Offline | Workload::Handshakes => 2,
+            Workload::Latency => 2 + self.background,
+            Workload::Offline | Workload::Handshakes => 2,
             Workload::Groups => self.group_members.max(2),
             Workload::Presence => workloads::presence::users(self.contacts),
             Workload::Storm => workloads::storm::users(&self.storm()),
             Workload::Logins => 2,
             Workload::Idle => self.idle,
             Workload::Relay => 2 * self.calls,
+            Workload::Restart => self.restart_clients,
             // Its users are the fill's.
             Workload::Reads | Workload::Fill | Workload::All => 0,
         }
@@ -327,7 +337,7 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
         let db = cli.db.as_ref().ok_or("fill needs --db FILE (the database to write)")?;
         return Ok(vec![fill::run(db, &cli.fill(), CHEAP)?]);
     }
-    let (t, ca) = target(cli, w)?;
+    let (mut t, ca) = target(cli, w)?;
     let tls = if uses_tls(cli, w) { Some(natter::tls_client::config(ca.as_deref())?) } else { None };
     let env = Env {
         addr: t.addr,
@@ -352,7 +362,12 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
             .map(|&rate| {
                 workloads::latency::run(
                     &env,
-                    &workloads::latency::Params { rate, seconds: cli.seconds, size: cli.size },
+                    &workloads::latency::Params {
+                        background: cli.background,
+                        rate,
+                        seconds: cli.seconds,
+                        size: cli.size,
+                    },
                 )
             })
             .collect::<Result<_, _>>()?,
@@ -401,6 +416,9 @@ fn run(cli: &Cli, w: Workload) -> Result<Vec<Report>, String> {
             },
         )?,
         Workload::Storm => vec![workloads::storm::run(&env, &cli.storm())?],
+        Workload::Restart => {
+            vec![workloads::restart::run(&env, &mut t, &workloads::restart::Params { clients: cli.restart_clients })?]
+        }
         Workload::Reads => vec![workloads::reads::run(
             &env,
             &workloads::reads::Params { requests: cli.reads.max(1), users: cli.fill_users },
@@ -470,6 +488,7 @@ fn main() -> ExitCode {
             Workload::Presence,
             Workload::Storm,
             Workload::Reads,
+            Workload::Restart,
         ];
     }
     let mut reports = Vec::new();

@@ -105,6 +105,27 @@ impl Clients {
     /// Opens a client (its TLS handshake and WebSocket upgrade done, as dialled); returns its
     /// index.
     pub fn connect(&mut self, addr: SocketAddr) -> io::Result<usize> {
+        let mut conn = self.dial(addr)?;
+        let i = self.clients.len();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;
+        self.clients.push(Client { conn, open: true });
+        Ok(i)
+    }
+
+    /// Opens client `i` again under the same index (its old connection is dropped).
+    pub fn reconnect(&mut self, i: usize, addr: SocketAddr) -> io::Result<()> {
+        let _ = self.poll.registry().deregister(self.clients[i].conn.stream_mut().socket_mut());
+        self.clients[i].open = false;
+        let mut conn = self.dial(addr)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;
+        self.dirty.retain(|&d| d != i);
+        self.clients[i] = Client { conn, open: true };
+        Ok(())
+    }
+
+    fn dial(&self, addr: SocketAddr) -> io::Result<LineClient<Wire>> {
         let timeout = Duration::from_secs(10);
         let link = match &self.dial.tls {
             Some(config) => {
@@ -118,12 +139,7 @@ impl Clients {
         } else {
             Wire::Lines(link)
         };
-        let mut conn = LineClient::with_max_line(wire, self.max_line);
-        let i = self.clients.len();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        self.poll.registry().register(conn.stream_mut().socket_mut(), Token(i), interest)?;
-        self.clients.push(Client { conn, open: true });
-        Ok(i)
+        Ok(LineClient::with_max_line(wire, self.max_line))
     }
 
     /// Bytes queued for client `i` and not yet written.

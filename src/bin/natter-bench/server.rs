@@ -22,6 +22,14 @@ pub struct Target {
     pub pid: Option<u32>,
     child: Option<Child>,
     dir: Option<PathBuf>,
+    /// What started the child, to start it again (`restart`).
+    launch: Option<Launch>,
+}
+
+struct Launch {
+    natter: PathBuf,
+    db: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Target {
@@ -43,20 +51,55 @@ impl Target {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let db = db.map_or_else(|| dir.join("natter.db"), Path::to_path_buf);
         provision(&db)?;
-        let mut child = Command::new(&natter)
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info", "--db"])
-            .arg(&db)
+        let launch = Launch { natter, db, extra: extra.to_vec() };
+        let (child, addr) = launch.start(&dir, "127.0.0.1:0")?;
+        Ok(Target { addr, pid: Some(child.id()), child: Some(child), dir: Some(dir), launch: Some(launch) })
+    }
+
+    pub fn attach(addr: SocketAddr, pid: Option<u32>) -> Target {
+        Target { addr, pid, child: None, dir: None, launch: None }
+    }
+
+    /// Stops the spawned server with SIGTERM (it commits and exits), then starts it again on
+    /// the same address and database; returns how long the new one took to listen.
+    pub fn restart(&mut self) -> Result<Duration, String> {
+        let (Some(launch), Some(dir)) = (&self.launch, &self.dir) else {
+            return Err("restart needs a server started by --spawn".into());
+        };
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let _ = c.wait();
+        }
+        let t0 = std::time::Instant::now();
+        let (child, addr) = launch.start(dir, &self.addr.to_string())?;
+        let took = t0.elapsed();
+        self.pid = Some(child.id());
+        self.child = Some(child);
+        self.addr = addr;
+        Ok(took)
+    }
+}
+
+impl Launch {
+    /// Starts the server listening on `listen`; returns it once it said where it listens.
+    fn start(&self, dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+        let mut child = Command::new(&self.natter)
+            .args(["--listen", listen, "--log-level", "info", "--db"])
+            .arg(&self.db)
             .arg("--mail-outbox")
             .arg(dir.join("outbox"))
             // Every simulated client comes from 127.0.0.1; the per-address caps are for
             // real deployments (a server attached with --addr keeps its own settings).
             .args(["--max-connections-per-ip", "1000000", "--max-anonymous-per-ip", "1000000"])
-            .args(extra)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", natter.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", self.natter.display()))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -69,13 +112,9 @@ impl Target {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| "natter did not start".to_owned())?;
+        let addr = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "natter did not start".to_owned())?;
         let addr = addr.parse().map_err(|e| format!("bad address {addr}: {e}"))?;
-        Ok(Target { addr, pid: Some(child.id()), child: Some(child), dir: Some(dir) })
-    }
-
-    pub fn attach(addr: SocketAddr, pid: Option<u32>) -> Target {
-        Target { addr, pid, child: None, dir: None }
+        Ok((child, addr))
     }
 }
 

@@ -1,5 +1,6 @@
 //! `latency`: one pair at a fixed rate for a fixed time: the latency distribution when the
-//! server is not saturated.
+//! server is not saturated; with `background`, among that many other logged-in idle
+//! connections (what the number of connections costs a message).
 
 use super::{delivered, login_all, personal_frame, Env, Report};
 use crate::answer::Answer;
@@ -8,12 +9,19 @@ use crate::stats::{Ledger, Samples};
 use std::time::{Duration, Instant};
 
 pub struct Params {
+    /// Idle logged-in connections (users 2 and up) open while the pair talks.
+    pub background: usize,
     pub rate: u64,
     pub seconds: f64,
     pub size: usize,
 }
 
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
+    let mut idle = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
+    let others: Vec<usize> = (2..2 + p.background).collect();
+    for chunk in others.chunks(500) {
+        login_all(&mut idle, env, chunk, false)?;
+    }
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let ids = login_all(&mut cl, env, &[0, 1], false)?;
     let total = (p.rate as f64 * p.seconds) as u64;
@@ -49,8 +57,19 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
             }
         }
     }
-    let mut r = Report::new(&format!("latency@{}/s", p.rate));
+    let name = match p.background {
+        0 => format!("latency@{}/s", p.rate),
+        n => format!("latency@{}/s among {n}", p.rate),
+    };
+    let mut r = Report::new(&name);
     r.metric("messages", ledger.received as f64, "");
+    if p.background > 0 {
+        let open = idle.clients.iter().filter(|c| c.open).count();
+        r.metric("idle connections open", open as f64, "");
+        if let Some(rss) = env.pid.and_then(crate::stats::rss_bytes) {
+            r.metric("server rss", rss as f64 / 1024.0, "KiB");
+        }
+    }
     r.metric("latency p50", lat.quantile_us(0.5), "us");
     r.metric("latency p99", lat.quantile_us(0.99), "us");
     r.metric("latency p99.9", lat.quantile_us(0.999), "us");

@@ -12,6 +12,7 @@ pub mod pairs;
 pub mod presence;
 pub mod reads;
 pub mod relay;
+pub mod restart;
 pub mod storm;
 
 use crate::answer::Answer;

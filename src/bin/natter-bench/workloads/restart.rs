@@ -1,0 +1,102 @@
+//! `restart`: N logged-in clients, the server stopped with SIGTERM and started again on
+//! the same address and database, and every client coming back as a real one would: it
+//! sees its connection end, waits a random 0 to 250 ms, connects and logs in, and doubles
+//! its wait (up to 4 s) after each refused or failed try. Measures the time from SIGTERM
+//! until all N are logged in again. Needs a spawned server (`--spawn`).
+
+use super::{login_all, Env, Report};
+use crate::answer::Answer;
+use crate::net::Clients;
+use crate::server::{email, Target, PASSWORD};
+use std::time::{Duration, Instant};
+
+pub struct Params {
+    pub clients: usize,
+}
+
+pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String> {
+    let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
+    let users: Vec<usize> = (0..p.clients).collect();
+    for chunk in users.chunks(500) {
+        login_all(&mut cl, env, chunk, false)?;
+    }
+    let t0 = Instant::now();
+    let listening = target.restart()?;
+    let addr = target.addr;
+    let md5 = natter::password::md5_hex(PASSWORD);
+
+    let mut rng = 0x853c_49e6_748f_ea9bu64;
+    let mut jitter = move |max_ms: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        Duration::from_millis(rng % max_ms.max(1))
+    };
+    // Per client: when it tries next, its current wait, and whether it is back.
+    let now = Instant::now();
+    let mut next: Vec<Option<Instant>> = (0..p.clients).map(|_| Some(now + jitter(250))).collect();
+    let mut wait = vec![Duration::from_millis(250); p.clients];
+    let mut back = vec![false; p.clients];
+    let mut pending = vec![false; p.clients];
+    let (mut done, mut tries, mut refused) = (0usize, 0u64, 0u64);
+    let end = Instant::now() + env.limit;
+    while done < p.clients && Instant::now() < end {
+        let now = Instant::now();
+        for i in 0..p.clients {
+            if next[i].is_some_and(|t| now >= t) {
+                next[i] = None;
+                tries += 1;
+                match cl.reconnect(i, addr) {
+                    Ok(()) => {
+                        let login = format!(
+                            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n",
+                            email(i)
+                        );
+                        cl.send(i, login.as_bytes());
+                        pending[i] = true;
+                    }
+                    Err(_) => {
+                        refused += 1;
+                        wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
+                        next[i] = Some(now + wait[i] / 2 + jitter(wait[i].as_millis() as u64 / 2));
+                    }
+                }
+            }
+        }
+        cl.round(Duration::from_millis(2)).map_err(|e| e.to_string())?;
+        for (i, range) in std::mem::take(&mut cl.lines) {
+            match Answer::parse(&cl.arena[range]) {
+                Some(a) if a.is("success", "login") && pending[i] => {
+                    pending[i] = false;
+                    back[i] = true;
+                    done += 1;
+                }
+                Some(a) if a.is("failed", "login") && pending[i] => {
+                    pending[i] = false;
+                    wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
+                    next[i] = Some(Instant::now() + wait[i]);
+                }
+                _ => {}
+            }
+        }
+        // A try whose connection ended before its answer waits and tries again.
+        for i in 0..p.clients {
+            if pending[i] && !cl.clients[i].open {
+                pending[i] = false;
+                refused += 1;
+                wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
+                next[i] = Some(Instant::now() + wait[i] / 2 + jitter(wait[i].as_millis() as u64 / 2));
+            }
+        }
+    }
+    let mut r = Report::new("restart");
+    r.metric("clients", p.clients as f64, "");
+    r.metric("SIGTERM to listening again", listening.as_secs_f64() * 1000.0, "ms");
+    r.metric("SIGTERM to all logged in", t0.elapsed().as_secs_f64() * 1000.0, "ms");
+    r.metric("connection tries", tries as f64, "");
+    r.metric("tries refused or cut", refused as f64, "");
+    if done < p.clients {
+        r.errors.push(format!("only {done} of {} clients logged in again", p.clients));
+    }
+    Ok(r)
+}
