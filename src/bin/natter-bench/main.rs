@@ -134,6 +134,9 @@ struct Cli {
     /// groups: groups the offline member is in.
     #[arg(long, default_value_t = 20)]
     member_groups: usize,
+    /// groups: more groups every member of the fan-out group is in (idle ones).
+    #[arg(long, default_value_t = 0)]
+    extra_groups: usize,
     /// groups: messages sent to them while it is offline.
     #[arg(long, default_value_t = 10_000)]
     group_backlog: u64,
@@ -299,6 +302,9 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
         }
         server::provision(db, n, CHEAP)?;
         server::make_contacts(db, &contacts)?;
+        if w == Workload::Groups {
+            server::make_groups(db, 0..cli.group_members.max(2), cli.extra_groups)?;
+        }
         if logins > 0 {
             server::provision_range(db, 2..2 + logins, cli.real_hash())?;
         }

@@ -156,6 +156,30 @@ pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashPar
     store.commit().map_err(|e| e.to_string())
 }
 
+/// Puts users `members` (indexes) into `count` more groups each (every one of them in all
+/// of those groups), through the store: the groups a member already belongs to when a
+/// workload starts.
+pub fn make_groups(db: &Path, members: std::ops::Range<usize>, count: usize) -> Result<(), String> {
+    if count == 0 {
+        return Ok(());
+    }
+    let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let mut ids = Vec::with_capacity(members.len());
+    for i in members {
+        let u = store.user_by_email(&email(i)).map_err(|e| e.to_string())?.ok_or(format!("no user {i}"))?;
+        ids.push(u.id);
+    }
+    let owner = *ids.first().ok_or("no members")?;
+    for g in 0..count {
+        let group = store.create_group(&format!("extra {g}"), owner, 0).map_err(|e| e.to_string())?;
+        for &u in &ids {
+            store.add_group_member(group, u, 0, 1).map_err(|e| e.to_string())?;
+        }
+        store.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// Makes each pair of users (indexes) contacts, both directions of the friends list.
 pub fn make_contacts(db: &Path, pairs: &[(usize, usize)]) -> Result<(), String> {
     if pairs.is_empty() {
