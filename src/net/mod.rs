@@ -108,6 +108,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     };
     let mut listener = TcpListener::bind(config.listen).map_err(|e| ServeError::Bind("TCP", config.listen, e))?;
     let tcp_addr = listener.local_addr()?;
+    if let Err(e) = sockopt::listen_backlog_max(&listener) {
+        log::warn!("cannot raise the listen backlog above 128: {e}");
+    }
     let udp_addr = config.udp.unwrap_or(tcp_addr);
     let mut udp = UdpSocket::bind(udp_addr).map_err(|e| ServeError::Bind("UDP", udp_addr, e))?;
     if let Err(e) = sockopt::recv_buffer(&udp, 4 << 20) {

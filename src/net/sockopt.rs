@@ -34,3 +34,16 @@ pub fn keepalive(fd: &impl AsRawFd) -> io::Result<()> {
 pub fn recv_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     set(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes.min(i32::MAX as usize) as libc::c_int)
 }
+
+/// Raises a listening socket's accept queue to the system's cap (`net.core.somaxconn`;
+/// Linux applies a second `listen` to a listening socket). mio, like std, listens with
+/// 128: when thousands of clients reconnect at once (after a restart), the queue overflowed,
+/// the kernel dropped their SYNs and each waited a full second to retry.
+pub fn listen_backlog_max(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: the fd is a bound, listening socket for the lifetime of the borrow.
+    if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN.max(65535)) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

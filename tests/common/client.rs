@@ -186,36 +186,13 @@ impl Client {
     }
 }
 
-/// A TCP connection to `addr` (IPv4) from the local address `src`, port chosen by the
-/// kernel: std cannot bind before connecting, so this goes through libc.
+/// A blocking TCP connection to `addr` (IPv4) from the local address `src`, port chosen by
+/// the kernel.
 pub fn tcp_from(addr: SocketAddr, src: std::net::Ipv4Addr) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(to) = addr else { return Err(std::io::Error::other("IPv4 only")) };
-    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns; the addresses are
-    // valid sockaddr_in values that outlive the calls.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let from = sockaddr(src, 0);
-        if libc::bind(fd, &from as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let sa = sockaddr(*to.ip(), to.port());
-        if libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
+    let s = natter::line_client::connect_from(addr, src)?;
+    s.set_nonblocking(false)?;
+    s.set_nodelay(false)?;
+    Ok(s)
 }
 
 /// Checks that a line from the server is one compact JSON object followed by `\n`.

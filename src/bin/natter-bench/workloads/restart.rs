@@ -39,6 +39,7 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
     let mut back = vec![false; p.clients];
     let mut pending = vec![false; p.clients];
     let (mut done, mut tries, mut refused) = (0usize, 0u64, 0u64);
+    let (mut last_connect, mut half) = (Duration::ZERO, Duration::ZERO);
     let end = Instant::now() + env.limit;
     while done < p.clients && Instant::now() < end {
         let now = Instant::now();
@@ -48,6 +49,7 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
                 tries += 1;
                 match cl.reconnect(i, addr) {
                     Ok(()) => {
+                        last_connect = t0.elapsed();
                         let login = format!(
                             "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n",
                             email(i)
@@ -70,6 +72,9 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
                     pending[i] = false;
                     back[i] = true;
                     done += 1;
+                    if done == p.clients / 2 {
+                        half = t0.elapsed();
+                    }
                 }
                 Some(a) if a.is("failed", "login") && pending[i] => {
                     pending[i] = false;
@@ -92,6 +97,8 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
     let mut r = Report::new("restart");
     r.metric("clients", p.clients as f64, "");
     r.metric("SIGTERM to listening again", listening.as_secs_f64() * 1000.0, "ms");
+    r.metric("SIGTERM to the last connection made", last_connect.as_secs_f64() * 1000.0, "ms");
+    r.metric("SIGTERM to half logged in", half.as_secs_f64() * 1000.0, "ms");
     r.metric("SIGTERM to all logged in", t0.elapsed().as_secs_f64() * 1000.0, "ms");
     r.metric("connection tries", tries as f64, "");
     r.metric("tries refused or cut", refused as f64, "");
