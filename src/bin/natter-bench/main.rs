@@ -323,9 +323,9 @@ fn target(cli: &Cli, w: Workload) -> Result<(Target, Option<PathBuf>), String> {
         "--argon2-iterations".into(),
         cli.argon2_iterations.to_string(),
     ];
-    if n + 100 > DEFAULT_MAX_CONNECTIONS {
+    if n + logins + 100 > DEFAULT_MAX_CONNECTIONS {
         // Room for every bench connection (one per user, and a few more) past the default.
-        extra.extend(["--max-connections".to_owned(), (n + 1000).to_string()]);
+        extra.extend(["--max-connections".to_owned(), (n + logins + 1000).to_string()]);
     }
     if let Some(more) = &cli.server_args {
         extra.extend(more.split_whitespace().map(str::to_owned));

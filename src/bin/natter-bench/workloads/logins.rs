@@ -58,6 +58,13 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
                 _ => failed += 1,
             }
         }
+        // A connection the server closed will not answer: count it now, not at the timeout.
+        if start.elapsed() > Duration::from_secs(1) && logged_in + failed < p.clients {
+            let closed = stormers.iter().filter(|&&i| !cl.clients[i].open).count();
+            if closed > 0 && logged_in + failed + closed >= p.clients {
+                failed += closed;
+            }
+        }
     }
     let secs = (t_last_login - t0) as f64 / 1e9;
     let mut r = Report::new("logins");
