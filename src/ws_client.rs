@@ -10,16 +10,9 @@
 //! [`LineClient`]: crate::line_client::LineClient
 
 use crate::net::accept_key;
+use crate::net::websocket::{header_with, CLOSE, CONTINUATION, FIN, MASKED, PING, PONG, TEXT};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
-
-const FIN: u8 = 0x80;
-const MASKED: u8 = 0x80;
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
 
 /// The most one client frame carries: a larger write is split over several calls.
 const MAX_FRAME: usize = 64 * 1024;
@@ -146,17 +139,7 @@ impl<S> WsStream<S> {
 
     /// Appends one masked frame.
     fn frame(&mut self, first: u8, payload: &[u8]) {
-        let len = payload.len();
-        self.out.push(first);
-        if len < 126 {
-            self.out.push(MASKED | len as u8);
-        } else if len <= usize::from(u16::MAX) {
-            self.out.push(MASKED | 126);
-            self.out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            self.out.push(MASKED | 127);
-            self.out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+        header_with(&mut self.out, first, MASKED, payload.len());
         let mask = self.next_mask();
         self.out.extend_from_slice(&mask);
         let start = self.out.len();

@@ -8,16 +8,17 @@
 
 use std::fmt;
 
-const FIN: u8 = 0x80;
+// The frame bits and opcodes (RFC 6455 section 5.2); `ws_client.rs` uses them too.
+pub(crate) const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
-const MASKED: u8 = 0x80;
+pub(crate) const MASKED: u8 = 0x80;
 
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
+pub(crate) const CONTINUATION: u8 = 0x0;
+pub(crate) const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
+pub(crate) const CLOSE: u8 = 0x8;
+pub(crate) const PING: u8 = 0x9;
+pub(crate) const PONG: u8 = 0xA;
 
 /// Control frames carry at most this many payload bytes (RFC 6455 section 5.5).
 const MAX_CONTROL: usize = 125;
@@ -245,14 +246,20 @@ fn unmask(bytes: &mut [u8], mask: [u8; 4]) {
 }
 
 fn header(out: &mut Vec<u8>, first: u8, len: usize) {
+    header_with(out, first, 0, len);
+}
+
+/// A frame header: `first` (FIN and opcode), then the length with `mask` (0, or
+/// [`MASKED`] for a client's frame, whose 4-byte key the caller appends).
+pub(crate) fn header_with(out: &mut Vec<u8>, first: u8, mask: u8, len: usize) {
     out.push(first);
     if len < 126 {
-        out.push(len as u8);
+        out.push(mask | len as u8);
     } else if len <= usize::from(u16::MAX) {
-        out.push(126);
+        out.push(mask | 126);
         out.extend_from_slice(&(len as u16).to_be_bytes());
     } else {
-        out.push(127);
+        out.push(mask | 127);
         out.extend_from_slice(&(len as u64).to_be_bytes());
     }
 }
