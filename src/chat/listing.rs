@@ -36,8 +36,9 @@ struct Listing {
     after: String,
     /// Items written so far (the next one needs a comma when any were).
     written: usize,
-    /// The index in the outbox's sends of this listing's latest slice, until the sends are
-    /// sorted out: sends to the connection before it pass, after it wait.
+    /// Where in the outbox's arena this listing's latest slice starts, until the sends are
+    /// sorted out: sends to the connection before it pass, after it wait. (An arena offset,
+    /// not an index in the sends: a failed commit drops sends and would shift an index.)
     own: Option<usize>,
     /// What waits for the line's end: bytes, and (range, personal message delivered).
     held: Vec<u8>,
@@ -65,12 +66,16 @@ impl Listings {
             return;
         }
         let sends = std::mem::take(&mut out.sends);
-        for (i, s) in sends.into_iter().enumerate() {
+        for s in sends {
             let Some(l) = self.active.get_mut(&s.to) else {
                 out.sends.push(s);
                 continue;
             };
-            if l.own.is_some_and(|own| i <= own) {
+            if let Some(own) = l.own {
+                // Before the slice, or the slice itself: in the line's place.
+                if s.range.start == own {
+                    l.own = None;
+                }
                 out.sends.push(s);
                 continue;
             }
@@ -146,7 +151,7 @@ fn write_slice(core: &mut Core, conn: ConnId, max_bytes: usize) -> Result<bool, 
     if done {
         response::list_close(&mut out.bytes);
     }
-    l.own = Some(out.sends.len());
+    l.own = Some(start);
     out.send_again(conn, start..out.bytes.len(), OnCommitFail::Keep);
     if !done {
         return Ok(true);
