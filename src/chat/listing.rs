@@ -165,3 +165,39 @@ fn write_slice(core: &mut Core, conn: ConnId, max_bytes: usize) -> Result<bool, 
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed commit drops deliveries from the outbox, which moves the sends after them:
+    /// what follows a listing's slice must still wait behind the line.
+    #[test]
+    fn after_a_failed_commit_what_follows_the_slice_still_waits() {
+        let ann = ConnId { slot: 1, generation: 1 };
+        let mut out = Outbox::default();
+        let mut listings = Listings::default();
+        for text in ["delivery 1\n", "delivery 2\n"] {
+            let r = out.encode(|b| b.extend_from_slice(text.as_bytes()));
+            out.deliver(ann, r, OnCommitFail::Drop, Some(1));
+        }
+        let slice = out.encode(|b| b.extend_from_slice(b"{\"event\":\"success\",\"type\":\"users\",\"details\":["));
+        let listing = Listing {
+            after: "x".into(),
+            written: 1,
+            own: Some(slice.start),
+            held: Vec::new(),
+            sends: Vec::new(),
+            cap: 1 << 20,
+        };
+        listings.active.insert(ann, listing);
+        out.send_again(ann, slice.clone(), OnCommitFail::Keep);
+        let after = out.encode(|b| b.extend_from_slice(b"{\"event\":\"global\"}\n"));
+        out.send_again(ann, after, OnCommitFail::Keep);
+        out.commit_failed();
+        listings.hold(&mut out);
+        let sent: Vec<_> = out.sends.iter().map(|s| s.range.clone()).collect();
+        assert_eq!(sent, vec![slice], "only the slice goes out; the global message waits");
+        assert_eq!(listings.active[&ann].held, b"{\"event\":\"global\"}\n");
+    }
+}
