@@ -10,6 +10,7 @@
 //! ten are read to their last message, the tenth is left unread. A fill adds to what the file
 //! holds (users that exist are kept), so 10M and then 40M more make the 50M step.
 
+use crate::rng::Rng;
 use crate::server;
 use crate::workloads::Report;
 use natter::password::HashParams;
@@ -59,29 +60,20 @@ pub fn run(db: &Path, p: &Params, hash: HashParams) -> Result<Report, String> {
     let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(err)?;
     // Inserts land all over the conversation index: with SQLite's default 2 MiB page cache
     // nearly every one reads its pages back from the file. A fill is a one-off; 1 GiB.
-    store.read().execute_batch("PRAGMA cache_size = -1048576").map_err(|e| e.to_string())?;
-    let mut ids = Vec::with_capacity(p.users);
-    for i in 0..p.users {
-        let u = store.user_by_email(&server::email(i)).map_err(err)?.ok_or(format!("no user {i}"))?;
-        ids.push(u.id);
-    }
-    // Conversation c is (c / k, c / k + offsets[c % k]) for k offsets.
+    store.set_memory(1024, 0).map_err(err)?;
+    let ids = (0..p.users).map(|i| server::user_id(&store, i)).collect::<Result<Vec<_>, _>>()?;
+    // Conversation c is between users (c / k, c / k + offsets[c % k]) for k offsets.
     let k = offsets.len();
+    let pair = |c: usize| (c / k, (c / k + offsets[c % k]) % p.users);
     let conversations = p.users * k;
     let mut last = vec![0i64; conversations];
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ p.messages.rotate_left(17);
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ p.messages.rotate_left(17));
     let mut body = String::with_capacity(p.size + 16);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     for n in 0..p.messages {
-        let x = next();
+        let x = rng.next();
         let c = (x % conversations as u64) as usize;
-        let (a, b) = (c / k, (c / k + offsets[c % k]) % p.users);
+        let (a, b) = pair(c);
         let (from, to) = if x >> 63 == 0 { (ids[a], ids[b]) } else { (ids[b], ids[a]) };
         body.clear();
         let mut w = x;
@@ -122,7 +114,7 @@ pub fn run(db: &Path, p: &Params, hash: HashParams) -> Result<Report, String> {
         if id == 0 || c % 10 == 9 {
             continue;
         }
-        let (a, b) = (c / k, (c / k + offsets[c % k]) % p.users);
+        let (a, b) = pair(c);
         store.mark_personal(ids[a], ids[b], id).map_err(err)?;
         store.mark_personal(ids[b], ids[a], id).map_err(err)?;
         if c % 50_000 == 49_999 {

@@ -9,6 +9,7 @@
 mod answer;
 mod fill;
 mod net;
+mod rng;
 mod server;
 mod stats;
 mod workloads;

@@ -156,6 +156,12 @@ pub fn provision_range(db: &Path, range: std::ops::Range<usize>, params: HashPar
     store.commit().map_err(|e| e.to_string())
 }
 
+/// The account id of bench user `i`.
+pub fn user_id(store: &Store, i: usize) -> Result<i64, String> {
+    let u = store.user_by_email(&email(i)).map_err(|e| e.to_string())?;
+    Ok(u.ok_or(format!("no user {i}"))?.id)
+}
+
 /// Puts users `members` (indexes) into `count` more groups each (every one of them in all
 /// of those groups), through the store: the groups a member already belongs to when a
 /// workload starts.
@@ -164,11 +170,7 @@ pub fn make_groups(db: &Path, members: std::ops::Range<usize>, count: usize) -> 
         return Ok(());
     }
     let mut store = Store::open(db, Durability::Normal, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    let mut ids = Vec::with_capacity(members.len());
-    for i in members {
-        let u = store.user_by_email(&email(i)).map_err(|e| e.to_string())?.ok_or(format!("no user {i}"))?;
-        ids.push(u.id);
-    }
+    let ids = members.map(|i| user_id(&store, i)).collect::<Result<Vec<_>, _>>()?;
     let owner = *ids.first().ok_or("no members")?;
     for g in 0..count {
         let group = store.create_group(&format!("extra {g}"), owner, 0).map_err(|e| e.to_string())?;
@@ -192,9 +194,9 @@ pub fn make_contacts(db: &Path, pairs: &[(usize, usize)]) -> Result<(), String> 
             if let Some(&id) = ids.get(&i) {
                 return Ok(id);
             }
-            let u = store.user_by_email(&email(i)).map_err(|e| e.to_string())?.ok_or(format!("no user {i}"))?;
-            ids.insert(i, u.id);
-            Ok(u.id)
+            let u = user_id(&store, i)?;
+            ids.insert(i, u);
+            Ok(u)
         };
         let (a, b) = (id(a)?, id(b)?);
         store.add_contact(a, b, 1).map_err(|e| e.to_string())?;

@@ -1,7 +1,7 @@
 //! `idle`: N logged-in connections that do nothing. Measures the server's resident memory
 //! growth per connection (from /proc, so the server's pid must be known).
 
-use super::{login_all, Env, Report};
+use super::{login_all_batched, Env, Report};
 use crate::net::Clients;
 use crate::stats::rss_bytes;
 use std::time::Duration;
@@ -15,10 +15,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let before = rss_bytes(pid).ok_or("cannot read the server's RSS")?;
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..p.connections).collect();
-    // Log in in batches so the listen backlog and the hash worker keep up.
-    for chunk in users.chunks(500) {
-        login_all(&mut cl, env, chunk, false)?;
-    }
+    login_all_batched(&mut cl, env, &users, false)?;
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_bytes(pid).ok_or("cannot read the server's RSS")?;
     let open = cl.clients.iter().filter(|c| c.open).count();

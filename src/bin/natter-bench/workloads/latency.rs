@@ -2,7 +2,7 @@
 //! server is not saturated; with `background`, among that many other logged-in idle
 //! connections (what the number of connections costs a message).
 
-use super::{delivered, login_all, personal_frame, Env, Report};
+use super::{delivered, login_all, login_all_batched, personal_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
 use crate::stats::{Ledger, Samples};
@@ -19,9 +19,7 @@ pub struct Params {
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let mut idle = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let others: Vec<usize> = (2..2 + p.background).collect();
-    for chunk in others.chunks(500) {
-        login_all(&mut idle, env, chunk, false)?;
-    }
+    login_all_batched(&mut idle, env, &others, false)?;
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let ids = login_all(&mut cl, env, &[0, 1], false)?;
     let total = (p.rate as f64 * p.seconds) as u64;

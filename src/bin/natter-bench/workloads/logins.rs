@@ -1,10 +1,9 @@
 //! `logins`: C clients connect and log in at once while one pair streams messages at a
 //! fixed rate. Measures logins per second and the pair's latency during the storm.
 
-use super::{delivered, login_all, personal_frame, Env, Report};
+use super::{delivered, login_all, login_frame, personal_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
-use crate::server::{email, PASSWORD};
 use crate::stats::Samples;
 use std::time::{Duration, Instant};
 
@@ -18,14 +17,11 @@ pub struct Params {
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let pair = login_all(&mut cl, env, &[0, 1], false)?;
-    let md5 = natter::password::md5_hex(PASSWORD);
     let t0 = env.now_ns();
     let mut stormers = Vec::with_capacity(p.clients);
     for u in 2..2 + p.clients {
         let i = cl.connect(env.addr).map_err(|e| format!("connect: {e}"))?;
-        let frame =
-            format!("{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n", email(u));
-        cl.send(i, frame.as_bytes());
+        cl.send(i, login_frame(u, "").as_bytes());
         stormers.push(i);
     }
     let interval = Duration::from_secs_f64(1.0 / p.rate.max(1) as f64);

@@ -76,17 +76,33 @@ pub fn login_all(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Re
     login_all_with(cl, env, users, &format!("\"acks\":{acks}{subscribe}"))
 }
 
+/// [`login_all`] in batches of 500, so that the listen backlog and the hash workers keep up
+/// with thousands of clients.
+pub fn login_all_batched(cl: &mut Clients, env: &Env, users: &[usize], acks: bool) -> Result<Vec<usize>, String> {
+    let mut ids = Vec::with_capacity(users.len());
+    for chunk in users.chunks(500) {
+        ids.extend(login_all(cl, env, chunk, acks)?);
+    }
+    Ok(ids)
+}
+
+/// A login request for bench user `user`, with `extra` (JSON members, or nothing) in
+/// `details`.
+pub fn login_frame(user: usize, extra: &str) -> String {
+    let md5 = natter::password::md5_hex(PASSWORD);
+    let comma = if extra.is_empty() { "" } else { "," };
+    format!(
+        "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"{comma}{extra}}}}}\n",
+        email(user)
+    )
+}
+
 /// [`login_all`] with `extra` (JSON members, e.g. `"subscribe":["presence"]`) in `details`.
 pub fn login_all_with(cl: &mut Clients, env: &Env, users: &[usize], extra: &str) -> Result<Vec<usize>, String> {
-    let md5 = natter::password::md5_hex(PASSWORD);
     let mut ids = Vec::with_capacity(users.len());
     for &u in users {
         let i = cl.connect(env.addr).map_err(|e| format!("connect: {e}"))?;
-        let frame = format!(
-            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\",{extra}}}}}\n",
-            email(u)
-        );
-        cl.send(i, frame.as_bytes());
+        cl.send(i, login_frame(u, extra).as_bytes());
         ids.push(i);
     }
     let mut pending: std::collections::HashSet<usize> = ids.iter().copied().collect();

@@ -1,10 +1,9 @@
 //! `offline`: N personal messages stored for a user who is not connected; then it logs in.
 //! Measures the time from its login answer to the last message.
 
-use super::{delivered, login_all, personal_frame, Env, Report};
+use super::{delivered, login_all, login_frame, personal_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
-use crate::server::{email, PASSWORD};
 use crate::stats::Ledger;
 
 pub struct Params {
@@ -41,10 +40,8 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     if !stored {
         return Err(format!("only {answered} of {} messages stored", p.messages));
     }
-    let md5 = natter::password::md5_hex(PASSWORD);
     let me = cl.connect(env.addr).map_err(|e| e.to_string())?;
-    let login = format!("{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n", email(1));
-    cl.send(me, login.as_bytes());
+    cl.send(me, login_frame(1, "").as_bytes());
     let mut ledger = Ledger::new(1, p.messages);
     let (mut t_login, mut t_last) = (0u64, 0u64);
     let done = cl

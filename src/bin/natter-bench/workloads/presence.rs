@@ -8,10 +8,10 @@
 //!   for S seconds, beside the same pair. Measures the events the server took and passed
 //!   on (at most 2 per second), server CPU per event, and the pair's latency.
 
-use super::{delivered, login_all, login_all_with, personal_frame, Env, Report};
+use super::{delivered, login_all, login_all_with, login_frame, personal_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
-use crate::server::{email, PASSWORD};
+use crate::server::email;
 use crate::stats::Samples;
 use std::time::{Duration, Instant};
 
@@ -88,8 +88,7 @@ fn churn(env: &Env, p: &Params) -> Result<Report, String> {
     let pair_users = [p.contacts + 1, p.contacts + 2];
     let pair = login_all(&mut cl, env, &pair_users, false)?;
     let churner = cl.connect(env.addr).map_err(|e| e.to_string())?;
-    let md5 = natter::password::md5_hex(PASSWORD);
-    let login = format!("{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n", email(0));
+    let login = login_frame(0, "");
     cl.send(churner, login.as_bytes());
     let (mut cycles, mut events, mut logged_in) = (0u64, 0u64, false);
     let cpu0 = env.server_cpu();

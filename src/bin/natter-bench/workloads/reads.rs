@@ -4,9 +4,9 @@
 //! random contact, then the page before it), `unread`, and one `users` while a bystander
 //! pings: the answer's size and how long the bystander waited meanwhile (the loop's stall).
 
-use super::{Env, Report};
+use super::{login_frame, Env, Report};
 use crate::net::Clients;
-use crate::server::{email, PASSWORD};
+use crate::rng::Rng;
 use crate::stats::Samples;
 use std::time::{Duration, Instant};
 
@@ -46,23 +46,12 @@ fn ask(cl: &mut Clients, env: &Env, c: usize, frame: &str, ty: &str) -> Result<(
     Ok((line, t0.elapsed()))
 }
 
-fn login_frame(user: usize) -> String {
-    let md5 = natter::password::md5_hex(PASSWORD);
-    format!("{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n", email(user))
-}
-
 pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let mut r = Report::new("reads");
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     // A million accounts' `users` is one line of tens of MB.
     cl.max_line = 1 << 30;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
 
     // Logins, each on a fresh connection; the last one stays for the reads.
     let mut logins = Samples::default();
@@ -70,8 +59,8 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let mut me = 0;
     for _ in 0..p.requests.min(100) {
         let c = cl.connect(env.addr).map_err(|e| e.to_string())?;
-        let user = (next() % p.users.max(1) as u64) as usize;
-        let (line, took) = ask(&mut cl, env, c, &login_frame(user), "login")?;
+        let user = rng.below(p.users as u64) as usize;
+        let (line, took) = ask(&mut cl, env, c, &login_frame(user, ""), "login")?;
         let v: serde_json::Value = serde_json::from_slice(&line).map_err(|e| e.to_string())?;
         if v["event"] != "success" {
             return Err(format!("login failed: {v}"));
@@ -89,7 +78,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
 
     let (mut first, mut deeper, mut rows) = (Samples::default(), Samples::default(), 0usize);
     for _ in 0..p.requests {
-        let Some(with) = friends.get((next() % friends.len().max(1) as u64) as usize) else { break };
+        let Some(with) = friends.get(rng.below(friends.len() as u64) as usize) else { break };
         let ask_page = format!("{{\"type\":\"history\",\"details\":{{\"with\":\"{with}\",\"limit\":50}}}}\n");
         let (line, took) = ask(&mut cl, env, me, &ask_page, "history")?;
         first.push(took.as_nanos() as u64);

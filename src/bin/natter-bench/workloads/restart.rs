@@ -4,10 +4,11 @@
 //! its wait (up to 4 s) after each refused or failed try. Measures the time from SIGTERM
 //! until all N are logged in again. Needs a spawned server (`--spawn`).
 
-use super::{login_all, Env, Report};
+use super::{login_all_batched, login_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
-use crate::server::{email, Target, PASSWORD};
+use crate::rng::Rng;
+use crate::server::Target;
 use std::time::{Duration, Instant};
 
 pub struct Params {
@@ -17,27 +18,24 @@ pub struct Params {
 pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String> {
     let mut cl = Clients::new(env.dial.clone()).map_err(|e| e.to_string())?;
     let users: Vec<usize> = (0..p.clients).collect();
-    for chunk in users.chunks(500) {
-        login_all(&mut cl, env, chunk, false)?;
-    }
+    login_all_batched(&mut cl, env, &users, false)?;
     let t0 = Instant::now();
     let listening = target.restart()?;
     let addr = target.addr;
-    let md5 = natter::password::md5_hex(PASSWORD);
 
-    let mut rng = 0x853c_49e6_748f_ea9bu64;
-    let mut jitter = move |max_ms: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        Duration::from_millis(rng % max_ms.max(1))
-    };
-    // Per client: when it tries next, its current wait, and whether it is back.
+    let mut rng = Rng::new(0x853c_49e6_748f_ea9b);
+    // Per client: when it tries next, its current wait, and whether a login is in flight.
     let now = Instant::now();
-    let mut next: Vec<Option<Instant>> = (0..p.clients).map(|_| Some(now + jitter(250))).collect();
+    let mut next: Vec<Option<Instant>> =
+        (0..p.clients).map(|_| Some(now + Duration::from_millis(rng.below(250)))).collect();
     let mut wait = vec![Duration::from_millis(250); p.clients];
-    let mut back = vec![false; p.clients];
     let mut pending = vec![false; p.clients];
+    // After a failed try: twice the wait (at most 4 s), half of it fixed and half random.
+    let mut back_off = |wait: &mut Duration| {
+        *wait = (*wait * 2).min(Duration::from_secs(4));
+        let half = *wait / 2;
+        Some(Instant::now() + half + Duration::from_millis(rng.below(half.as_millis() as u64)))
+    };
     let (mut done, mut tries, mut refused) = (0usize, 0u64, 0u64);
     let (mut last_connect, mut half) = (Duration::ZERO, Duration::ZERO);
     let end = Instant::now() + env.limit;
@@ -50,17 +48,12 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
                 match cl.reconnect(i, addr) {
                     Ok(()) => {
                         last_connect = t0.elapsed();
-                        let login = format!(
-                            "{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\"}}}}\n",
-                            email(i)
-                        );
-                        cl.send(i, login.as_bytes());
+                        cl.send(i, login_frame(i, "").as_bytes());
                         pending[i] = true;
                     }
                     Err(_) => {
                         refused += 1;
-                        wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
-                        next[i] = Some(now + wait[i] / 2 + jitter(wait[i].as_millis() as u64 / 2));
+                        next[i] = back_off(&mut wait[i]);
                     }
                 }
             }
@@ -70,7 +63,6 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
             match Answer::parse(&cl.arena[range]) {
                 Some(a) if a.is("success", "login") && pending[i] => {
                     pending[i] = false;
-                    back[i] = true;
                     done += 1;
                     if done == p.clients / 2 {
                         half = t0.elapsed();
@@ -78,8 +70,7 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
                 }
                 Some(a) if a.is("failed", "login") && pending[i] => {
                     pending[i] = false;
-                    wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
-                    next[i] = Some(Instant::now() + wait[i]);
+                    next[i] = back_off(&mut wait[i]);
                 }
                 _ => {}
             }
@@ -89,8 +80,7 @@ pub fn run(env: &Env, target: &mut Target, p: &Params) -> Result<Report, String>
             if pending[i] && !cl.clients[i].open {
                 pending[i] = false;
                 refused += 1;
-                wait[i] = (wait[i] * 2).min(Duration::from_secs(4));
-                next[i] = Some(Instant::now() + wait[i] / 2 + jitter(wait[i].as_millis() as u64 / 2));
+                next[i] = back_off(&mut wait[i]);
             }
         }
     }

@@ -11,10 +11,10 @@
 //! lost event, a duplicate, or the wrong order.
 
 use super::presence::beside_pair;
-use super::{login_all, login_all_with, Env, Report};
+use super::{login_all, login_all_with, login_frame, Env, Report};
 use crate::answer::Answer;
 use crate::net::Clients;
-use crate::server::{email, PASSWORD};
+use crate::server::email;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -68,10 +68,7 @@ pub fn run(env: &Env, p: &Params) -> Result<Report, String> {
     let churners = &conns[..p.churners];
     let is_churner: HashSet<usize> = churners.iter().copied().collect();
     let emails: HashMap<String, usize> = (0..p.churners).map(|u| (email(u), u)).collect();
-    let md5 = natter::password::md5_hex(PASSWORD);
-    let login = |u: usize| {
-        format!("{{\"type\":\"login\",\"details\":{{\"email\":\"{}\",\"password\":\"{md5}\",\"subscribe\":[\"presence\"]}}}}\n", email(u))
-    };
+    let login = |u: usize| login_frame(u, "\"subscribe\":[\"presence\"]");
     // (watcher connection, churner) -> the states heard, in order.
     let mut heard: HashMap<(usize, usize), Vec<bool>> = HashMap::new();
     let (mut back, mut out, mut started, mut stray) = (0usize, 0usize, false, 0u64);
