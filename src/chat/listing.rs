@@ -126,7 +126,7 @@ fn write_slice(core: &mut Core, conn: ConnId, max_bytes: usize) -> Result<bool, 
     let Some(l) = core.listings.active.get_mut(&conn) else { return Ok(false) };
     let out = &mut core.out;
     let start = out.bytes.len();
-    if l.written == 0 && l.after.is_empty() {
+    if l.written == 0 {
         response::list_open(&mut out.bytes, b"users");
     }
     let mut done = false;

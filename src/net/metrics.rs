@@ -82,7 +82,7 @@ pub struct NetCounters {
     pub reads_paused: u64,
     /// Unsent output of all connections, as of the scrape.
     pub unsent_bytes: u64,
-    /// Open connections by transport (detecting, plain, tls), as of the scrape.
+    /// Open connections by transport (in the order of [`TRANSPORTS`]), as of the scrape.
     pub by_transport: [u64; TRANSPORTS.len()],
     pub handshakes_ok: u64,
     pub handshakes_failed: u64,

@@ -40,8 +40,10 @@ pub fn recv_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
 /// 128: when thousands of clients reconnect at once (after a restart), the queue overflowed,
 /// the kernel dropped their SYNs and each waited a full second to retry.
 pub fn listen_backlog_max(fd: &impl AsRawFd) -> io::Result<()> {
+    // More than any system's cap: the kernel lowers it to `net.core.somaxconn`.
+    const BACKLOG: libc::c_int = 65535;
     // SAFETY: the fd is a bound, listening socket for the lifetime of the borrow.
-    if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN.max(65535)) } == 0 {
+    if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
