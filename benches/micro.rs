@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the per-message hot path, without sockets: finding frames, decoding
 //! a personal message, encoding its delivery, and the timer wheel; and one store query that
-//! must stay an index walk (`unread`).
+//! must stay an index walk (`unread`), and a backlog merged over many groups.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use natter::framing::FrameScanner;
@@ -112,5 +112,57 @@ fn unread(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, framing, protocol, timers, unread);
+/// Reading a backlog of 10,000 group messages spread over G groups, as a login after a
+/// day offline does (issue 17: per message, 499 groups should cost about what one does).
+fn backlog(c: &mut Criterion) {
+    use natter::store::groups::NewGroupMessage;
+    use natter::store::{Durability, Store};
+    let mut g = c.benchmark_group("backlog");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(10_000));
+    for groups in [1usize, 20, 100, 499] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = Store::open(&dir.path().join("b.db"), Durability::Normal, std::time::Duration::from_secs(5))
+            .expect("open the store");
+        let me = store.insert_user("me@x.org", "me", "h", 0).expect("user");
+        let other = store.insert_user("o@x.org", "o", "h", 0).expect("user");
+        let ids: Vec<i64> =
+            (0..groups).map(|i| store.create_group(&format!("g{i}"), other, 0).expect("group")).collect();
+        for &id in &ids {
+            store.add_group_member(id, other, 1, 1).expect("member");
+            store.add_group_member(id, me, 2, 1).expect("member");
+        }
+        let body = "x".repeat(100);
+        for i in 0..10_000 {
+            let m = NewGroupMessage {
+                group: ids[i % groups],
+                sender: other,
+                body: &body,
+                media: None,
+                client_time: 0,
+                server_time: 0,
+                client_id: None,
+            };
+            store.insert_group_message(&m).expect("message");
+        }
+        store.commit().expect("commit");
+        g.bench_function(format!("10,000 messages over {groups} groups"), |b| {
+            b.iter(|| {
+                let mut backlog = store.backlog(me, 0).expect("backlog");
+                let mut n = 0usize;
+                while store
+                    .read_backlog(&mut backlog, 2048, |m, _| {
+                        n += m.body.len();
+                        true
+                    })
+                    .expect("read")
+                {}
+                n
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, framing, protocol, timers, unread, backlog);
 criterion_main!(benches);

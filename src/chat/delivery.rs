@@ -16,7 +16,9 @@
 use super::sessions::{ConnId, Feed, Sessions};
 use super::{Core, OnCommitFail};
 use crate::protocol::response::{self, GroupMessageOut, PersonalOut};
+use crate::store::backlog::Backlog;
 use crate::store::{Store, StoreError};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::rc::Rc;
@@ -35,6 +37,8 @@ pub(super) struct Ledger {
     holds_added: Vec<(i64, i64)>,
     /// Connections reading their backlog.
     pub catching_up: Vec<ConnId>,
+    /// Where each of them stands in its backlog, with the rows it read ahead.
+    backlogs: HashMap<ConnId, Backlog>,
 }
 
 impl Ledger {
@@ -66,6 +70,12 @@ impl Ledger {
             }
         }
         Ok(())
+    }
+
+    /// Drops every backlog's rows read ahead: rows were deleted (a group, an account).
+    /// Each is opened again from the last message its connection was sent.
+    pub fn forget_backlogs(&mut self) {
+        self.backlogs.clear();
     }
 
     /// The commit ended; when nothing was stored, the holds it added are undone.
@@ -108,6 +118,7 @@ pub(super) fn hold(core: &mut Core, user: i64, id: i64, sender: ConnId) {
 
 /// Starts feeding a freshly logged-in connection its backlog.
 pub(super) fn start(core: &mut Core, conn: ConnId) {
+    core.ledger.backlogs.remove(&conn);
     core.ledger.catching_up.push(conn);
 }
 
@@ -116,99 +127,77 @@ pub(super) fn start(core: &mut Core, conn: ConnId) {
 /// still has backlog to read. Must run when no write is pending (after the commit), so
 /// that the backlog never includes an uncommitted message.
 pub(super) fn catch_up(core: &mut Core, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
+    let more = next_batch(core, conn, limit, max_bytes);
+    if !more {
+        core.ledger.backlogs.remove(&conn);
+    }
+    more
+}
+
+fn next_batch(core: &mut Core, conn: ConnId, limit: usize, max_bytes: usize) -> bool {
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     let Feed::CatchUp { cursor } = s.feed else { return false };
     let Some(me) = s.member.as_ref() else { return false };
     let (user, acks, email) = (me.user_id, me.acks, Rc::clone(&me.email));
+    let backlog = match core.ledger.backlogs.entry(conn) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => match core.store.backlog(user, cursor) {
+            Ok(b) => e.insert(b),
+            Err(err) => {
+                log::error!("opening the backlog of user {user} failed: {err}");
+                return true;
+            }
+        },
+    };
     let skip = std::mem::take(&mut s.skip);
     let mut last = cursor;
     let out = &mut core.out;
     let start = out.bytes.len();
-    let mut full = false;
-    let in_groups = match core.store.memberships(user) {
-        Ok(m) => !m.is_empty(),
-        Err(e) => {
-            log::error!("reading the groups of user {user} failed: {e}");
-            true
-        }
-    };
-    let read = if !in_groups {
-        // Personal messages only: read in place from the rows, nothing copied.
-        core.store.messages_after(user, cursor, limit, |m| {
-            last = m.id;
-            if !skip.contains(&m.id) {
-                let to = (m.sender == user).then_some(&*email);
-                let msg =
-                    PersonalOut { id: m.id, message: m.body, media: m.media, from: m.sender_email, time: m.time, to };
-                let range = out.encode(|b| response::personal(b, &msg));
-                out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
-            }
-            full = out.bytes.len() - start >= max_bytes;
-            !full
-        })
-    } else {
-        // Personal messages and the messages of its groups, merged in id order.
-        core.store.backlog_after(user, cursor, limit).map(|(rows, more)| {
-            // `n < limit` below means "no more": a short batch with more to come says `limit`.
-            let n = if more { limit } else { rows.len() };
-            for m in &rows {
-                last = m.id;
-                if !skip.contains(&m.id) {
-                    let range = match m.group {
-                        None => {
-                            let to = (m.sender == user).then_some(&*email);
-                            let msg = PersonalOut {
-                                id: m.id,
-                                message: &m.body,
-                                media: m.media.as_deref(),
-                                from: &m.sender_email,
-                                time: m.time,
-                                to,
-                            };
-                            out.encode(|b| response::personal(b, &msg))
-                        }
-                        Some(group) => {
-                            let msg = GroupMessageOut {
-                                id: m.id,
-                                group,
-                                message: &m.body,
-                                media: m.media.as_deref(),
-                                from: &m.sender_email,
-                                time: m.time,
-                            };
-                            out.encode(|b| response::group_message(b, &msg))
-                        }
+    let read = core.store.read_backlog(backlog, limit, |m, group| {
+        last = m.id;
+        if !skip.contains(&m.id) {
+            let range = match group {
+                None => {
+                    let to = (m.sender == user).then_some(&*email);
+                    let msg = PersonalOut {
+                        id: m.id,
+                        message: m.body,
+                        media: m.media,
+                        from: m.sender_email,
+                        time: m.time,
+                        to,
                     };
-                    out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+                    out.encode(|b| response::personal(b, &msg))
                 }
-                full = out.bytes.len() - start >= max_bytes;
-                if full {
-                    break;
+                Some(group) => {
+                    let msg = GroupMessageOut {
+                        id: m.id,
+                        group,
+                        message: m.body,
+                        media: m.media,
+                        from: m.sender_email,
+                        time: m.time,
+                    };
+                    out.encode(|b| response::group_message(b, &msg))
                 }
-            }
-            n
-        })
-    };
+            };
+            out.deliver(conn, range, OnCommitFail::Keep, if acks { None } else { Some(m.id) });
+        }
+        out.bytes.len() - start < max_bytes
+    });
     let Some(s) = core.sessions.get_mut(conn) else { return false };
     s.last_sent = s.last_sent.max(last);
-    match read {
-        Ok(n) if n < limit && !full => {
-            s.feed = Feed::Live;
-            false
-        }
-        Ok(_) => {
-            s.feed = Feed::CatchUp { cursor: last };
-            s.skip = skip.into_iter().filter(|&id| id > last).collect();
-            true
-        }
-        Err(e) => {
-            // Keep the cursor where the messages already sent end; try again next time.
-            log::error!("reading the backlog of user {user} failed: {e}");
-            s.feed = Feed::CatchUp { cursor: last };
-            s.skip = skip;
-            true
-        }
+    // On an error the messages already given are sent, and the backlog goes on after them.
+    if let Err(e) = &read {
+        log::error!("reading the backlog of user {user} failed: {e}");
     }
+    if let Ok(false) = read {
+        s.feed = Feed::Live;
+        return false;
+    }
+    s.feed = Feed::CatchUp { cursor: last };
+    s.skip = skip.into_iter().filter(|&id| id > last).collect();
+    true
 }
 
 /// `conn` has written (or acked) every message to its user up to `upto`.

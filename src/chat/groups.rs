@@ -346,6 +346,8 @@ fn leave(core: &mut Core, conn: ConnId, me: i64, group: &str) -> Result<(), Stor
             // The last member: the group goes, and the answer names its last owner.
             core.store.delete_group(id)?;
             core.groups.cache.remove(&id);
+            // A past member may have read its messages ahead.
+            core.ledger.forget_backlogs();
             let answer = core.out.encode(|b| {
                 response::group(
                     b,

@@ -363,15 +363,13 @@ impl Core {
         self.groups.forget();
         self.blocks.forget();
         self.contacts.forget();
+        self.ledger.forget_backlogs();
     }
 
     /// Drops what is cached from the database, and logs out the connections of accounts
     /// that no longer exist (`natter user del`) with the `logout` event.
     fn after_external_change(&mut self, now: Now) {
-        self.directory.clear();
-        self.groups.forget();
-        self.blocks.forget();
-        self.contacts.forget();
+        self.forget_caches();
         let online: Vec<i64> = self.sessions.online_users().collect();
         for user in online {
             match self.store.user_by_id(user) {

@@ -2,7 +2,6 @@
 //! version 6). One row per group message whatever the member count; what a member has
 //! received is its user's watermark, as for personal messages.
 
-use super::messages::Stored;
 use super::{Store, StoreError};
 use rusqlite::{params, OptionalExtension};
 
@@ -44,20 +43,8 @@ pub struct GroupHistoryRow {
     pub time: i64,
 }
 
-/// A message of a user's backlog: personal (`group` None) or of one of its groups.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BacklogRow {
-    pub id: i64,
-    pub sender: i64,
-    pub sender_email: String,
-    pub body: String,
-    pub media: Option<String>,
-    pub time: i64,
-    pub group: Option<i64>,
-}
-
 /// One group's messages after an id, for a member: a range of `group_messages_by_group`.
-const GROUP_AFTER_SQL: &str = "SELECT g.id, g.sender_id, u.email, g.body, g.media, g.client_time
+pub(super) const GROUP_AFTER_SQL: &str = "SELECT g.id, g.sender_id, u.email, g.body, g.media, g.client_time
      FROM group_messages g JOIN users u ON u.id = g.sender_id
      WHERE g.group_id = ?1 AND g.id > ?2 AND g.id <= ?5 AND g.sender_id != ?3 ORDER BY g.id LIMIT ?4";
 
@@ -160,7 +147,7 @@ impl Store {
     }
 
     /// [`memberships`](Self::memberships) of groups with activity after message `after`.
-    fn memberships_with_news(&self, user: i64, after: i64) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+    pub(super) fn memberships_with_news(&self, user: i64, after: i64) -> Result<Vec<(i64, i64, i64)>, StoreError> {
         let mut st = self.read().prepare_cached(
             "SELECT m.group_id, m.from_id, coalesce(m.until_id, 9223372036854775807)
              FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.user_id = ?1 AND g.last_id > ?2",
@@ -199,82 +186,6 @@ impl Store {
         let mut st =
             self.read().prepare_cached("SELECT id FROM group_messages WHERE sender_id = ?1 AND client_id = ?2")?;
         Ok(st.query_row(params![sender, client_id], |r| r.get(0)).optional()?)
-    }
-
-    /// The next messages of a user's backlog after `after`, personal and of its groups
-    /// merged in id order (not its own group messages): at most `limit`, and `true` when
-    /// more may follow. Each source (the personal messages to it, and each membership's
-    /// group from its joining) gives one index range of at most `limit / sources` rows
-    /// (16 at least), and only the ids every source has fully covered are returned, so a
-    /// member of many groups reads about `limit` rows per batch, not `limit` per group.
-    pub fn backlog_after(
-        &mut self,
-        user: i64,
-        after: i64,
-        limit: usize,
-    ) -> Result<(Vec<BacklogRow>, bool), StoreError> {
-        // Only the groups with a message after `after` (their `last_id` says so): a member
-        // of 500 quiet groups reads as fast as a member of none. Counting every membership
-        // shrank each source's share of the batch and queried each one per batch: 10,000
-        // messages from 20 groups took 14 ms to catch up, and 32 ms with 49 quiet groups more.
-        let memberships = self.memberships_with_news(user, after)?;
-        let chunk = (limit / (1 + memberships.len())).clamp(16.min(limit), limit.max(1));
-        let mut rows = Vec::new();
-        // Rows above `bound` may be missing from a source that gave a full chunk.
-        let mut bound = i64::MAX;
-        let mut last = None;
-        let n = self.messages_after(user, after, chunk, |m: Stored| {
-            last = Some(m.id);
-            rows.push(BacklogRow {
-                id: m.id,
-                sender: m.sender,
-                sender_email: m.sender_email.to_owned(),
-                body: m.body.to_owned(),
-                media: m.media.map(str::to_owned),
-                time: m.time,
-                group: None,
-            });
-            true
-        })?;
-        if n == chunk {
-            bound = last.unwrap_or(bound);
-        }
-        let mut st = self.read().prepare_cached(GROUP_AFTER_SQL)?;
-        for (group, from_id, until_id) in memberships {
-            let from = after.max(from_id - 1);
-            if from >= until_id - 1 {
-                continue;
-            }
-            let found = st.query_map(params![group, from, user, chunk as i64, bound.min(until_id - 1)], |r| {
-                Ok(BacklogRow {
-                    id: r.get(0)?,
-                    sender: r.get(1)?,
-                    sender_email: r.get(2)?,
-                    body: r.get(3)?,
-                    media: r.get(4)?,
-                    time: r.get(5)?,
-                    group: Some(group),
-                })
-            })?;
-            let (mut count, mut last) = (0, None);
-            for row in found {
-                let row = row?;
-                last = Some(row.id);
-                count += 1;
-                rows.push(row);
-            }
-            if count == chunk {
-                bound = bound.min(last.unwrap_or(bound));
-            }
-        }
-        rows.sort_unstable_by_key(|r| r.id);
-        let mut more = bound != i64::MAX;
-        rows.retain(|r| r.id <= bound);
-        if rows.len() > limit {
-            rows.truncate(limit);
-            more = true;
-        }
-        Ok((rows, more))
     }
 
     /// A group's messages with ids in `from_id..before`, newest first, at most `limit`.
@@ -327,124 +238,5 @@ impl Store {
         }
         self.write()?.prepare_cached("DELETE FROM group_messages WHERE sender_id = ?1")?.execute([user])?;
         Ok(groups)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::store::groups::NewGroupMessage;
-    use crate::store::messages::NewMessage;
-    use crate::store::{Durability, Store};
-    use std::time::Duration;
-
-    /// Quiet groups cost a catch-up nothing: with one busy group among 200, a batch is as
-    /// full as with that group alone (counting every membership cut each source's share of
-    /// a batch, and queried all 200 groups per batch).
-    #[test]
-    fn quiet_groups_do_not_shrink_a_backlog_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("t.db"), Durability::Normal, Duration::from_millis(100)).unwrap();
-        let me = s.insert_user("me@x.org", "me", "h", 0).unwrap();
-        let other = s.insert_user("o@x.org", "o", "h", 0).unwrap();
-        let groups: Vec<i64> = (0..200).map(|i| s.create_group(&format!("g{i}"), other, 0).unwrap()).collect();
-        for &g in &groups {
-            s.add_group_member(g, other, 1, 1).unwrap();
-            s.add_group_member(g, me, 2, 1).unwrap();
-        }
-        for i in 0..100 {
-            let body = format!("m{i}");
-            let m = NewGroupMessage {
-                group: groups[7],
-                sender: other,
-                body: &body,
-                media: None,
-                client_time: 0,
-                server_time: 0,
-                client_id: None,
-            };
-            s.insert_group_message(&m).unwrap();
-        }
-        s.commit().unwrap();
-        // Two sources share a batch of 64 (personal messages and the busy group): 32 each,
-        // so 100 messages take 4 batches (with all 200 groups counted: 16 each, 7 batches).
-        let (mut cursor, mut batches, mut got) = (0, 0, 0);
-        loop {
-            let (rows, more) = s.backlog_after(me, cursor, 64).unwrap();
-            batches += 1;
-            got += rows.len();
-            cursor = rows.last().map_or(cursor, |r| r.id);
-            if !more {
-                break;
-            }
-        }
-        assert_eq!((got, batches), (100, 4));
-    }
-
-    /// Paging the merged backlog in small batches gives every message once, in id order,
-    /// whatever the mix of sources; a member's own group messages and those of groups from
-    /// before its joining are not in it.
-    #[test]
-    fn the_merged_backlog_pages_every_message_once_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(&dir.path().join("t.db"), Durability::Normal, Duration::from_millis(100)).unwrap();
-        let me = s.insert_user("me@x.org", "me", "h", 0).unwrap();
-        let other = s.insert_user("o@x.org", "o", "h", 0).unwrap();
-        let groups: Vec<i64> = (0..7).map(|i| s.create_group(&format!("g{i}"), other, 0).unwrap()).collect();
-        for &g in &groups {
-            s.add_group_member(g, other, 1, 1).unwrap();
-            s.add_group_member(g, me, 2, 1).unwrap();
-        }
-        let mut expected = Vec::new();
-        for i in 0..400usize {
-            let body = format!("m{i}");
-            let id = match i % 9 {
-                0 | 1 => s
-                    .insert_message(&NewMessage {
-                        sender: other,
-                        recipient: me,
-                        body: &body,
-                        media: None,
-                        client_time: 0,
-                        server_time: 0,
-                        client_id: None,
-                    })
-                    .unwrap(),
-                k => {
-                    let sender = if k == 8 { me } else { other };
-                    let group = groups[(i * 7 + k) % groups.len()];
-                    let m = NewGroupMessage {
-                        group,
-                        sender,
-                        body: &body,
-                        media: None,
-                        client_time: 0,
-                        server_time: 0,
-                        client_id: None,
-                    };
-                    let id = s.insert_group_message(&m).unwrap();
-                    if sender == me {
-                        continue;
-                    }
-                    id
-                }
-            };
-            expected.push(id);
-        }
-        s.commit().unwrap();
-        for limit in [1, 5, 37, 2048] {
-            let (mut cursor, mut got) = (0, Vec::new());
-            loop {
-                let (rows, more) = s.backlog_after(me, cursor, limit).unwrap();
-                assert!(rows.len() <= limit);
-                got.extend(rows.iter().map(|r| r.id));
-                if let Some(last) = rows.last() {
-                    cursor = last.id;
-                }
-                if !more {
-                    break;
-                }
-            }
-            assert_eq!(got, expected, "limit {limit}");
-        }
     }
 }

@@ -9,6 +9,7 @@
 //! Every statement is a cached prepared statement with bound parameters; no SQL is built
 //! from client input. This module never decides protocol rules and never touches sockets.
 
+pub mod backlog;
 pub mod blocks;
 pub mod calls;
 pub mod groups;
@@ -156,6 +157,11 @@ impl Store {
             Durability::Full => "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         })?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Plans that do not depend on the values bound. Without it SQLite (3.45 on) reads a
+        // bound LIMIT while planning and prepares the statement again whenever that value
+        // changes: a backlog's reads of 16, 32, 64 rows parsed their SQL anew each time, a
+        // third of the work of reading 10,000 messages over 100 groups.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         schema::migrate(&mut conn)?;
         let last_message_id =
             conn.query_row("SELECT value FROM meta WHERE key = 'last_message_id'", [], |r| r.get(0))?;
@@ -297,6 +303,27 @@ impl Store {
     pub(crate) fn read_messages(&mut self) -> Result<&Connection, StoreError> {
         self.flush_staged()?;
         Ok(&self.conn)
+    }
+
+    /// Runs `f`'s reads under one read lock. Outside a transaction every statement takes
+    /// and releases the database's shared lock on its own (system calls on the `-shm`
+    /// file): a backlog over 500 groups runs a thousand statements. Inside the iteration's
+    /// write transaction `f` simply joins it. `f` must not write.
+    pub fn reading<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if self.in_tx || !self.conn.is_autocommit() {
+            return f(self);
+        }
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let result = f(self);
+        // Ending a read transaction only releases the lock; it cannot lose anything.
+        let end = self.conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([]));
+        if let Err(e) = end {
+            log::error!("ending a read transaction: {e}");
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+        result
     }
 
     /// True while writes are waiting for [`commit`](Self::commit).
