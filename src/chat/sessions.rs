@@ -116,6 +116,9 @@ pub struct Sessions {
     slots: Vec<Option<(u32, Session)>>,
     online: HashMap<i64, Online>,
     by_address: HashMap<IpAddr, AddressCount>,
+    /// Sessions open, and connections logged in (kept so that a scrape does not count).
+    open: usize,
+    logged_in: usize,
 }
 
 impl Sessions {
@@ -135,7 +138,9 @@ impl Sessions {
             last_sent: 0,
             skip: Vec::new(),
         };
-        self.slots[slot] = Some((id.generation, s));
+        if self.slots[slot].replace((id.generation, s)).is_none() {
+            self.open += 1;
+        }
         let count = self.by_address.entry(address::key(peer)).or_default();
         count.total += 1;
         count.anonymous += 1;
@@ -194,6 +199,7 @@ impl Sessions {
             Some((g, _)) if *g == id.generation => slot.take().map(|(_, s)| s),
             _ => None,
         }?;
+        self.open -= 1;
         self.count(s.peer, -1, -1);
         Some(s)
     }
@@ -212,6 +218,7 @@ impl Sessions {
         }
         let online = self.online.entry(user).or_insert_with(|| Online { watermark, ..Online::default() });
         online.conns.push(id);
+        self.logged_in += 1;
         let cursor = online.watermark;
         if let Some(s) = self.get_mut(id) {
             s.feed = Feed::CatchUp { cursor };
@@ -227,7 +234,9 @@ impl Sessions {
         let peer = s.peer;
         self.count(peer, 1, 0);
         if let Some(online) = self.online.get_mut(&member.user_id) {
+            let before = online.conns.len();
             online.conns.retain(|c| *c != id);
+            self.logged_in -= before - online.conns.len();
             if online.conns.is_empty() {
                 self.online.remove(&member.user_id);
             }
@@ -260,9 +269,7 @@ impl Sessions {
 
     /// (anonymous connections, logged-in connections, users online).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let open = self.slots.iter().filter(|s| s.is_some()).count();
-        let logged_in: usize = self.online.values().map(|o| o.conns.len()).sum();
-        (open - logged_in, logged_in, self.online.len())
+        (self.open - self.logged_in, self.logged_in, self.online.len())
     }
 
     /// Every user with a logged-in connection.
@@ -273,5 +280,44 @@ impl Sessions {
     /// Every logged-in connection.
     pub fn all_online(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.online.values().flat_map(|o| o.conns.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ConnId, Member, Sessions};
+    use crate::timer_wheel::TimerWheel;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// The counts a scrape shows are kept, not counted, and stay equal to a recount
+    /// through opens, logins (two connections of one user), logouts and closes.
+    #[test]
+    fn kept_counts_equal_a_recount() {
+        let mut timers = TimerWheel::new(10, 64);
+        let mut s = Sessions::default();
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let id = |slot| ConnId { slot, generation: 1 };
+        let member =
+            |user| Member { user_id: user, email: "x@x.org".into(), acks: false, subscribe: Default::default() };
+        let recount = |s: &Sessions| {
+            let open = s.slots.iter().filter(|x| x.is_some()).count();
+            let logged_in: usize = s.online.values().map(|o| o.conns.len()).sum();
+            (open - logged_in, logged_in, s.online.len())
+        };
+        for slot in 0..6 {
+            s.open(id(slot), ip, ip, timers.insert(1000, ()));
+        }
+        s.login(id(0), member(7), 0);
+        s.login(id(1), member(7), 0);
+        s.login(id(2), member(8), 0);
+        assert_eq!(s.counts(), (3, 3, 2));
+        s.logout(id(1));
+        s.logout(id(1));
+        assert_eq!(s.counts(), (4, 2, 2));
+        s.close(id(2));
+        s.close(id(3));
+        s.close(id(3));
+        assert_eq!(s.counts(), (3, 1, 1));
+        assert_eq!(s.counts(), recount(&s));
     }
 }

@@ -33,13 +33,31 @@ struct Active {
 
 #[derive(Default)]
 pub(super) struct Typing {
-    /// (typist, target) -> the state in progress.
-    active: HashMap<(i64, Target), Active>,
+    /// typist -> target -> the state in progress. By typist, so that a connection's close
+    /// looks at its own user's states, not at everyone's.
+    active: HashMap<i64, HashMap<Target, Active>>,
     /// (typist, target) -> (the second it counts, events passed on in it).
     rate: HashMap<(i64, Target), (u64, u32)>,
 }
 
 impl Typing {
+    /// Ends `from`'s state about `target`, if any.
+    fn take(&mut self, from: i64, target: Target) -> Option<Active> {
+        let mine = self.active.get_mut(&from)?;
+        let a = mine.remove(&target);
+        if mine.is_empty() {
+            self.active.remove(&from);
+        }
+        a
+    }
+
+    /// The targets `user` is typing to from `conn`.
+    fn typed_on(&self, user: i64, conn: ConnId) -> Vec<Target> {
+        self.active
+            .get(&user)
+            .map_or(Vec::new(), |mine| mine.iter().filter(|(_, a)| a.conn == conn).map(|(t, _)| *t).collect())
+    }
+
     /// Forgets rate entries of past seconds (the sweep timer).
     pub fn sweep(&mut self, now_ms: u64) {
         let second = now_ms / 1000;
@@ -101,19 +119,19 @@ pub(super) fn request(core: &mut Core, conn: ConnId, target: Target, typing: boo
     if let Some(count) = core.typing.rate.get_mut(&key) {
         count.1 += 1;
     }
-    if let Some(old) = core.typing.active.remove(&key) {
+    if let Some(old) = core.typing.take(me.user_id, target) {
         core.timers.cancel(old.timer);
     }
     if typing {
         let timer = core.timers.insert(now.ms + LAPSE_MS, Timer::TypingLapse(me.user_id, target));
-        core.typing.active.insert(key, Active { conn, timer });
+        core.typing.active.entry(me.user_id).or_default().insert(target, Active { conn, timer });
     }
     tell(core, &users, &me.email, target, typing);
 }
 
 /// A `true` was not renewed in time.
 pub(super) fn lapse(core: &mut Core, from: i64, target: Target) {
-    if core.typing.active.remove(&(from, target)).is_none() {
+    if core.typing.take(from, target).is_none() {
         return;
     }
     stopped(core, from, target);
@@ -127,12 +145,10 @@ fn stopped(core: &mut Core, from: i64, target: Target) {
 
 /// `conn` (logged in as `user`) closed or logged out: what it was typing ends.
 pub(super) fn connection_gone(core: &mut Core, conn: ConnId, user: i64) {
-    let ended: Vec<(i64, Target)> =
-        core.typing.active.iter().filter(|(k, a)| k.0 == user && a.conn == conn).map(|(k, _)| *k).collect();
-    for key in ended {
-        if let Some(a) = core.typing.active.remove(&key) {
+    for target in core.typing.typed_on(user, conn) {
+        if let Some(a) = core.typing.take(user, target) {
             core.timers.cancel(a.timer);
         }
-        stopped(core, key.0, key.1);
+        stopped(core, user, target);
     }
 }

@@ -259,9 +259,12 @@ impl EventLoop {
                 Token(t) if (metrics::BASE..METRICS.0).contains(&t) => {
                     self.metrics.counters.relay_send_dropped = self.relay.send_dropped;
                     self.metrics.counters.unsent_bytes = self.output.unsent() as u64;
-                    self.metrics.counters.by_transport = self.conns.count_by_transport();
                     if let Some(m) = self.metrics.server.as_mut() {
-                        m.on_ready(token, self.poller.poll.registry(), &mut self.core, &self.metrics.counters);
+                        let conns = &self.conns;
+                        let registry = self.poller.poll.registry();
+                        m.on_ready(token, registry, &mut self.core, &mut self.metrics.counters, || {
+                            conns.count_by_transport()
+                        });
                     }
                 }
                 Token(key) => {

@@ -165,7 +165,16 @@ impl MetricsServer {
     }
 
     /// Reads, answers and writes one scrape connection; closes it when done or broken.
-    pub fn on_ready(&mut self, token: Token, registry: &Registry, core: &mut Core, net: &NetCounters) {
+    /// `by_transport` counts the open connections (one pass over them): it is called once
+    /// per answer, not on every event of the scrape.
+    pub fn on_ready(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        core: &mut Core,
+        net: &mut NetCounters,
+        by_transport: impl FnOnce() -> [u64; TRANSPORTS.len()],
+    ) {
         let key = token.0 - BASE;
         let Some(s) = self.scrapes.get_mut(key) else { return };
         let mut done = false;
@@ -191,6 +200,7 @@ impl MetricsServer {
             }
             let complete = s.request.windows(4).any(|w| w == b"\r\n\r\n") || s.request.windows(2).any(|w| w == b"\n\n");
             if complete || s.request.len() > MAX_REQUEST {
+                net.by_transport = by_transport();
                 s.response = respond(&s.request, core, net, &self.pending);
                 done = false;
             }
