@@ -72,6 +72,24 @@ impl Ledger {
         Ok(())
     }
 
+    /// Drops the backlogs' rows read ahead when another process committed (it may have
+    /// deleted an account and its messages) and the core has not caught up with it yet.
+    /// Rows already read must not go out after their deletion, and the core looks for
+    /// other processes' commits only every so often.
+    pub fn check_read_ahead(&mut self, store: &Store) {
+        if !self.backlogs.values().any(Backlog::holds_rows) {
+            return;
+        }
+        match store.changed_elsewhere_since_seen() {
+            Ok(false) => {}
+            Ok(true) => self.forget_backlogs(),
+            Err(e) => {
+                log::warn!("reading the database's data_version: {e}");
+                self.forget_backlogs();
+            }
+        }
+    }
+
     /// Drops every backlog's rows read ahead: rows were deleted (a group, an account).
     /// Each is opened again from the last message its connection was sent.
     pub fn forget_backlogs(&mut self) {

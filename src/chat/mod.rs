@@ -433,8 +433,10 @@ impl Core {
         self.directory.by_email(&self.store, email)
     }
 
-    /// Copies the connections that still read their backlog into `into`.
-    pub fn catching_up(&self, into: &mut Vec<ConnId>) {
+    /// Copies the connections that still read their backlog into `into`. Rows they read
+    /// ahead are dropped first if another process may have deleted them.
+    pub fn catching_up(&mut self, into: &mut Vec<ConnId>) {
+        self.ledger.check_read_ahead(&self.store);
         into.clear();
         into.extend_from_slice(&self.ledger.catching_up);
         into.extend(self.listings.conns().filter(|c| !self.ledger.catching_up.contains(c)));

@@ -85,7 +85,14 @@ impl EventLoop {
                 let max_bytes = self.catch_up.low_water.min(CATCH_UP_BUDGET);
                 let more = self.core.catch_up(id, CATCH_UP_BATCH, max_bytes);
                 self.queue_outbox();
-                queued += self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
+                let added = self.conns.get(key).map_or(0, |c| c.pending_output()).saturating_sub(before);
+                queued += added;
+                if more && added == 0 {
+                    // Nothing came of it (a read failed, or every message was skipped):
+                    // the next iteration tries again, instead of this one for ever.
+                    self.catch_up.again = true;
+                    break;
+                }
                 if !more {
                     // A long answer's end lets its connection's waiting requests be read
                     // (readiness will not fire again for bytes already there).

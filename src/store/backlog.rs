@@ -7,7 +7,8 @@
 //! that stops (the connection's budget, its socket) leaves the rows read ahead in their
 //! buffers for the next one. A source's buffer is read again only once emptied, in reads
 //! that double (16 rows to start) up to a share of [`READ_AHEAD_ROWS`], so a quiet group
-//! costs one short read and a busy one a few long ones.
+//! costs one short read and a busy one a few long ones; and what is buffered stays within
+//! [`READ_AHEAD_BYTES`] (plus a row per source).
 //!
 //! The first version queried every group with news for every batch and kept only the rows
 //! below the lowest end of a full read: 10,000 messages over 499 busy groups took 110 ms
@@ -27,11 +28,15 @@ use rusqlite::params;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 
-/// Rows a backlog reads ahead across all its sources, at most (plus 16 per source): each
-/// busy source's reads grow to its share of this. At about 200 bytes a row, 200 KiB per
-/// connection reading a backlog with groups (the rows wait only until its socket drains;
-/// 4096 measured no faster).
+/// Rows a backlog reads ahead across all its sources: each busy source's reads grow to its
+/// share of this (4,096 measured no faster).
 pub const READ_AHEAD_ROWS: usize = 1024;
+
+/// Bytes of rows a backlog holds read ahead, at most, plus one row per source (the merge
+/// needs every source's next row): a read asks for no more rows than fit, judged by the
+/// source's last rows. A row may be 24 KB (text and media at their limits), so the rows
+/// alone would not bound it. The rows wait only until the connection's socket drains.
+pub const READ_AHEAD_BYTES: usize = 256 * 1024;
 
 /// The first read of a source, in rows.
 const FIRST_READ: usize = 16;
@@ -50,6 +55,8 @@ pub struct Backlog {
     empty: Vec<usize>,
     /// The store's last message id when the drained sources were last looked at.
     seen_upto: i64,
+    /// Bytes of the rows buffered (see [`READ_AHEAD_BYTES`]).
+    bytes: usize,
     /// Rows read from the database and statements run, for the tests that hold the merge
     /// to reading each row once.
     pub rows_read: u64,
@@ -66,8 +73,10 @@ struct Source {
     /// The first id it may not read (`i64::MAX` for a member and for personal messages).
     until: i64,
     rows: VecDeque<Row>,
-    /// Rows the next read asks for.
+    /// Rows the next read asks for, at most.
     chunk: usize,
+    /// Bytes per row in its last read.
+    row_bytes: usize,
     /// Its last read was short: nothing more until the store hands out a new id.
     drained: bool,
 }
@@ -85,7 +94,14 @@ struct Row {
 
 impl Source {
     fn new(group: Option<i64>, after: i64, until: i64) -> Source {
-        Source { group, after, until, rows: VecDeque::new(), chunk: FIRST_READ, drained: false }
+        Source { group, after, until, rows: VecDeque::new(), chunk: FIRST_READ, row_bytes: 256, drained: false }
+    }
+}
+
+impl Row {
+    /// What it holds in memory, about.
+    fn size(&self) -> usize {
+        64 + self.sender_email.len() + self.body.len() + self.media.as_ref().map_or(0, String::len)
     }
 }
 
@@ -100,6 +116,11 @@ impl Backlog {
                 self.empty.push(i);
             }
         }
+    }
+
+    /// It holds rows read ahead.
+    pub fn holds_rows(&self) -> bool {
+        self.bytes > 0
     }
 
     /// The personal messages are its only source and nothing is buffered: a batch can be
@@ -119,6 +140,7 @@ impl Store {
             heads: BinaryHeap::new(),
             empty: vec![0],
             seen_upto: after,
+            bytes: 0,
             rows_read: 0,
             reads: 0,
         };
@@ -160,6 +182,7 @@ impl Store {
             let Some(Reverse((_, i))) = b.heads.pop() else { return Ok(false) };
             let source = &mut b.sources[i];
             let Some(row) = source.rows.pop_front() else { continue };
+            b.bytes -= row.size();
             match source.rows.front() {
                 Some(next) => b.heads.push(Reverse((next.id, i))),
                 None if !source.drained => b.empty.push(i),
@@ -191,15 +214,18 @@ impl Store {
             return Ok(false);
         }
         let (mut last, mut stopped) = (b.sources[0].after, false);
-        let n = self.messages_after(b.user, last, limit, |m| {
+        let read = self.messages_after(b.user, last, limit, |m| {
             last = m.id;
             stopped = !f(m, None);
             !stopped
-        })?;
-        b.reads += 1;
-        b.rows_read += n as u64;
+        });
+        // Before the error is looked at: the rows given to `f` were sent, even when a later
+        // row failed, and must not be read again.
         let s = &mut b.sources[0];
         s.after = last;
+        let n = read?;
+        b.reads += 1;
+        b.rows_read += n as u64;
         s.drained = n < limit && !stopped;
         b.empty.clear();
         if !s.drained {
@@ -211,18 +237,25 @@ impl Store {
     /// Reads the next rows of source `i` into its buffer.
     fn read_ahead(&mut self, b: &mut Backlog, i: usize) -> Result<(), StoreError> {
         let share = (READ_AHEAD_ROWS / b.sources.len()).max(FIRST_READ);
+        let room = READ_AHEAD_BYTES.saturating_sub(b.bytes);
         let (user, s) = (b.user, &mut b.sources[i]);
+        let want = s.chunk.min(room / s.row_bytes).max(1);
         let before = s.rows.len();
-        if let Err(e) = self.read_source(user, s) {
+        if let Err(e) = self.read_source(user, s, want) {
             // A read that failed half way leaves nothing behind to be read twice.
             s.rows.truncate(before);
             return Err(e);
         }
         let n = s.rows.len() - before;
+        let bytes: usize = s.rows.iter().skip(before).map(Row::size).sum();
+        b.bytes += bytes;
         b.reads += 1;
         b.rows_read += n as u64;
-        s.drained = n < s.chunk;
-        if !s.drained {
+        if n > 0 {
+            s.row_bytes = (bytes / n).max(1);
+        }
+        s.drained = n < want;
+        if !s.drained && want == s.chunk {
             s.chunk = (s.chunk * 2).min(share);
         }
         if let Some(last) = s.rows.back() {
@@ -234,12 +267,12 @@ impl Store {
         Ok(())
     }
 
-    /// Appends the next rows of one source (at most its chunk) to its buffer.
-    fn read_source(&mut self, user: i64, s: &mut Source) -> Result<(), StoreError> {
+    /// Appends the next rows of one source (at most `want`) to its buffer.
+    fn read_source(&mut self, user: i64, s: &mut Source, want: usize) -> Result<(), StoreError> {
         match s.group {
             None => {
                 let rows = &mut s.rows;
-                self.messages_after(user, s.after, s.chunk, |m| {
+                self.messages_after(user, s.after, want, |m| {
                     rows.push_back(Row {
                         id: m.id,
                         sender: m.sender,
@@ -254,7 +287,7 @@ impl Store {
             Some(_) if s.after >= s.until - 1 => {}
             Some(group) => {
                 let mut st = self.read().prepare_cached(GROUP_AFTER_SQL)?;
-                let found = st.query_map(params![group, s.after, user, s.chunk as i64, s.until - 1], |r| {
+                let found = st.query_map(params![group, s.after, user, want as i64, s.until - 1], |r| {
                     Ok(Row {
                         id: r.get(0)?,
                         sender: r.get(1)?,
@@ -394,6 +427,35 @@ mod tests {
         let st = s.read().prepare_cached(super::GROUP_AFTER_SQL).unwrap();
         assert_eq!(st.get_status(rusqlite::StatementStatus::RePrepare), 0);
         assert!(st.get_status(rusqlite::StatementStatus::VmStep) > 600);
+    }
+
+    /// Rows read ahead stay within their byte budget however large the messages, also
+    /// for a reader that takes one message per batch; nothing is lost or repeated.
+    #[test]
+    fn read_ahead_is_bounded_in_bytes() {
+        let (_d, mut s, me, other) = store();
+        let groups = make_groups(&mut s, 2, &[other, me]);
+        let big = "x".repeat(4000);
+        let mut expected = Vec::new();
+        for i in 0..400 {
+            expected.push(to_group(&mut s, groups[i % 2], other, &big));
+        }
+        s.commit().unwrap();
+        let mut b = s.backlog(me, 0).unwrap();
+        let mut got = Vec::new();
+        loop {
+            let more = s
+                .read_backlog(&mut b, 64, |m, _| {
+                    got.push(m.id);
+                    false
+                })
+                .unwrap();
+            assert!(b.bytes <= super::READ_AHEAD_BYTES + 3 * 4100, "{} bytes held", b.bytes);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
     }
 
     /// Quiet groups cost a catch-up nothing: with one busy group among 200, the backlog

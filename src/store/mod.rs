@@ -285,6 +285,12 @@ impl Store {
         Ok(changed)
     }
 
+    /// Whether another process committed since [`changed_elsewhere`](Self::changed_elsewhere)
+    /// last looked, without taking the news: that call still reports it.
+    pub fn changed_elsewhere_since_seen(&self) -> Result<bool, StoreError> {
+        Ok(self.data_version()? != self.data_version_seen)
+    }
+
     /// Whether another process had committed when the open transaction began (the check
     /// [`write`](Self::write) makes under the write lock); asking clears it.
     pub fn take_changed_at_begin(&mut self) -> bool {
