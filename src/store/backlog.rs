@@ -251,8 +251,8 @@ impl Store {
         b.bytes += bytes;
         b.reads += 1;
         b.rows_read += n as u64;
-        if n > 0 {
-            s.row_bytes = (bytes / n).max(1);
+        if let Some(per_row) = bytes.checked_div(n) {
+            s.row_bytes = per_row.max(1);
         }
         s.drained = n < want;
         if !s.drained && want == s.chunk {
