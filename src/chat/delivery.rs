@@ -246,3 +246,51 @@ pub(super) fn written(core: &mut Core, conn: ConnId, upto: i64) {
         advance(core, conn, upto);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ConnId, Ledger};
+    use crate::store::groups::NewGroupMessage;
+    use crate::store::{Durability, Store};
+    use std::time::Duration;
+
+    /// Rows read ahead are dropped once another process commits (`natter user del` may
+    /// have deleted them), and kept while nothing else changed the database.
+    #[test]
+    fn another_process_commit_drops_the_rows_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut s = Store::open(&path, Durability::Normal, Duration::from_millis(100)).unwrap();
+        let me = s.insert_user("me@x.org", "me", "h", 0).unwrap();
+        let other = s.insert_user("o@x.org", "o", "h", 0).unwrap();
+        let g = s.create_group("g", other, 0).unwrap();
+        s.add_group_member(g, other, 1, 1).unwrap();
+        s.add_group_member(g, me, 2, 1).unwrap();
+        for _ in 0..50 {
+            let m = NewGroupMessage {
+                group: g,
+                sender: other,
+                body: "m",
+                media: None,
+                client_time: 0,
+                server_time: 0,
+                client_id: None,
+            };
+            s.insert_group_message(&m).unwrap();
+        }
+        s.commit().unwrap();
+        s.changed_elsewhere().unwrap();
+        let conn = ConnId { slot: 1, generation: 1 };
+        let mut ledger = Ledger::default();
+        let mut b = s.backlog(me, 0).unwrap();
+        assert!(s.read_backlog(&mut b, 10, |_, _| false).unwrap());
+        assert!(b.holds_rows());
+        ledger.backlogs.insert(conn, b);
+        ledger.check_read_ahead(&s);
+        assert!(ledger.backlogs.contains_key(&conn), "nothing changed elsewhere");
+        let admin = rusqlite::Connection::open(&path).unwrap();
+        admin.execute("DELETE FROM group_messages WHERE sender_id = ?1", [other]).unwrap();
+        ledger.check_read_ahead(&s);
+        assert!(ledger.backlogs.is_empty());
+    }
+}
