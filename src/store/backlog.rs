@@ -22,7 +22,7 @@
 //! account deleted): the holder drops it and opens a new one from the last id sent.
 
 use super::groups::GROUP_AFTER_SQL;
-use super::messages::Stored;
+use super::messages::{stored, Stored};
 use super::{Store, StoreError};
 use rusqlite::params;
 use std::cmp::Reverse;
@@ -97,6 +97,19 @@ struct Row {
 impl Source {
     fn new(group: Option<i64>, after: i64, until: i64) -> Source {
         Source { group, after, until, rows: VecDeque::new(), chunk: FIRST_READ, row_bytes: 256, drained: false }
+    }
+}
+
+impl From<Stored<'_>> for Row {
+    fn from(m: Stored) -> Row {
+        Row {
+            id: m.id,
+            sender: m.sender,
+            sender_email: m.sender_email.to_owned(),
+            body: m.body.to_owned(),
+            media: m.media.map(str::to_owned),
+            time: m.time,
+        }
     }
 }
 
@@ -275,32 +288,16 @@ impl Store {
             None => {
                 let rows = &mut s.rows;
                 self.messages_after(user, s.after, want, |m| {
-                    rows.push_back(Row {
-                        id: m.id,
-                        sender: m.sender,
-                        sender_email: m.sender_email.to_owned(),
-                        body: m.body.to_owned(),
-                        media: m.media.map(str::to_owned),
-                        time: m.time,
-                    });
+                    rows.push_back(Row::from(m));
                     true
                 })?;
             }
             Some(_) if s.after >= s.until - 1 => {}
             Some(group) => {
                 let mut st = self.read().prepare_cached(GROUP_AFTER_SQL)?;
-                let found = st.query_map(params![group, s.after, user, want as i64, s.until - 1], |r| {
-                    Ok(Row {
-                        id: r.get(0)?,
-                        sender: r.get(1)?,
-                        sender_email: r.get(2)?,
-                        body: r.get(3)?,
-                        media: r.get(4)?,
-                        time: r.get(5)?,
-                    })
-                })?;
-                for row in found {
-                    s.rows.push_back(row?);
+                let mut found = st.query(params![group, s.after, user, want as i64, s.until - 1])?;
+                while let Some(r) = found.next()? {
+                    s.rows.push_back(Row::from(stored(r)?));
                 }
             }
         }

@@ -110,6 +110,19 @@ pub struct Stored<'a> {
     pub time: i64,
 }
 
+/// The message of a row whose columns are id, sender id, sender email, body, media, time
+/// (a catch-up read: personal or group), borrowing its strings from the row.
+pub(super) fn stored<'a>(r: &'a rusqlite::Row<'_>) -> Result<Stored<'a>, rusqlite::Error> {
+    Ok(Stored {
+        id: r.get(0)?,
+        sender: r.get(1)?,
+        sender_email: r.get_ref(2)?.as_str()?,
+        body: r.get_ref(3)?.as_str()?,
+        media: r.get_ref(4)?.as_str_or_null()?,
+        time: r.get(5)?,
+    })
+}
+
 /// A message of a conversation, for `history`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
@@ -210,14 +223,7 @@ impl Store {
         let mut n = 0;
         while let Some(r) = rows.next()? {
             n += 1;
-            let more = f(Stored {
-                id: r.get(0)?,
-                sender: r.get(1)?,
-                sender_email: r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?,
-                body: r.get_ref(3)?.as_str().map_err(rusqlite::Error::from)?,
-                media: r.get_ref(4)?.as_str_or_null().map_err(rusqlite::Error::from)?,
-                time: r.get(5)?,
-            });
+            let more = f(stored(r)?);
             if !more {
                 break;
             }
